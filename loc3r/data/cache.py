@@ -1,0 +1,87 @@
+"""Per-scene cache: the T sampled frames resized for the vision tower, their poses in the video's BEV frame and
+the layout targets of every pooled vision token. Built once from the raw scan, reused by training and evaluation.
+
+File: <cache_dir>/<scene_id>_T<T>_S<S>_G<gh>x<gw>.npz (default cache_dir = <data_root>/cache), written atomically
+so an interrupted build never leaves a half-written file; a corrupt cache file is rebuilt.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from loc3r import geometry
+from loc3r.data.scannet import ScanNetScene, sample_frame_ids
+from loc3r.io import write_npz
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class SceneCache:
+    frame_ids: np.ndarray  # [T] int64 source frame ids (uniform over valid poses)
+    frames: np.ndarray  # [T, S, S, 3] uint8 resized RGB
+    c2w: np.ndarray  # [T, 4, 4] float64 camera-to-world (raw scan frame)
+    world_to_bev: np.ndarray  # [4, 4] float64 world -> BEV of this video
+    c2bev: np.ndarray  # [T, 4, 4] float32 camera-to-BEV
+    layout_xy: np.ndarray  # [T, G, 2] float32 BEV targets per pooled vision token
+    layout_valid: np.ndarray  # [T, G] bool
+    mesh_center: np.ndarray  # [3] raw mesh bounding-box centre (NaN when the scan has no mesh)
+    n_invalid_pixels: int  # zero / non-finite depth pixels excluded from the targets
+    n_invalid_poses: int  # frames of the whole scan skipped for a non-finite pose
+    version: int = CACHE_VERSION
+
+
+def cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw) -> Path:
+    return Path(cache_dir) / f"{scene_id}_T{num_frames}_S{image_size}_G{grid_hw[0]}x{grid_hw[1]}.npz"
+
+
+def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, grid_hw,
+                      min_valid_frac: float = 0.1) -> SceneCache:
+    """Sample T frames over the valid poses and compute everything training needs from them."""
+    ids = sample_frame_ids(scene.valid_frame_ids, num_frames)
+    c2w = scene.read_poses(ids)
+    world_to_bev = geometry.bev_frame_of_video(c2w)
+    c2bev = geometry.poses_to_bev(world_to_bev, c2w)
+    frames = np.stack([
+        np.asarray(Image.fromarray(scene.read_color(int(i))).resize((image_size, image_size), Image.BICUBIC))
+        for i in ids])
+    depth = np.stack([scene.read_depth_m(int(i)) for i in ids])
+    targets = geometry.layout_targets(depth, scene.intrinsic_depth, c2bev, grid_hw, min_valid_frac)
+    center = scene.mesh_bbox_center if scene.mesh_path.exists() else np.full(3, np.nan)
+    return SceneCache(
+        frame_ids=ids.astype(np.int64), frames=frames, c2w=c2w, world_to_bev=world_to_bev,
+        c2bev=c2bev.astype(np.float32), layout_xy=targets.xy, layout_valid=targets.valid,
+        mesh_center=np.asarray(center, np.float64), n_invalid_pixels=targets.n_invalid_pixels,
+        n_invalid_poses=scene.n_invalid_poses)
+
+
+def load_scene_cache(path: Path) -> SceneCache | None:
+    """The cache at `path`, or None when absent, unreadable or of another version."""
+    try:
+        with np.load(path) as z:
+            if int(z["version"]) != CACHE_VERSION:
+                return None
+            values = {f.name: z[f.name] for f in fields(SceneCache)}
+    except (FileNotFoundError, OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None
+    for name in ("n_invalid_pixels", "n_invalid_poses", "version"):
+        values[name] = int(values[name])
+    return SceneCache(**values)
+
+
+def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
+                cache_dir: str | Path | None = None) -> SceneCache:
+    """Load the scene's cache, building and writing it first if needed."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
+    path = cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw)
+    cached = load_scene_cache(path)
+    if cached is not None:
+        return cached
+    built = build_scene_cache(ScanNetScene(data_root, scene_id), num_frames, image_size, grid_hw)
+    write_npz(path, **{f.name: np.asarray(getattr(built, f.name)) for f in fields(SceneCache)})
+    return built

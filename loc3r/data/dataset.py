@@ -1,0 +1,73 @@
+"""Situated QA samples: SQA3D records joined with their scene's cache, everything in the video's BEV frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from loc3r.data.cache import SceneCache, scene_cache
+from loc3r.data.sample import NO_SITUATION, Sample
+from loc3r.data.sqa3d import SQA3DRecord, read_sqa3d
+from loc3r.errors import Loc3rError
+
+
+def is_situated(situation: str) -> bool:
+    """False for empty situations and the pseudo-situation of non-situated questions."""
+    return situation.strip().lower().rstrip(".") not in ("", NO_SITUATION.lower().rstrip("."))
+
+
+class SituatedQADataset:
+    """`dataset[i]` -> Sample. Scene caches are built on first use and kept in memory (one per scene)."""
+
+    def __init__(self, data_root: str | Path, split: str, num_frames: int, image_size: int, grid_hw,
+                 cache_dir: str | Path | None = None,
+                 camera_tokens: Callable[[str, np.ndarray], np.ndarray] | None = None,
+                 scenes: list[str] | None = None):
+        self.data_root = Path(data_root)
+        self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
+        self.cache_dir = cache_dir
+        self.camera_tokens = camera_tokens  # (scene_id, frame_ids) -> [T, d], e.g. the CUT3R cache
+        records = read_sqa3d(self.data_root, split)
+        if scenes is not None:
+            records = [r for r in records if r.scene_id in set(scenes)]
+        self.records: list[SQA3DRecord] = records
+        self._scenes: dict[str, SceneCache] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return sorted({r.scene_id for r in self.records})
+
+    def scene(self, scene_id: str) -> SceneCache:
+        if scene_id not in self._scenes:
+            self._scenes[scene_id] = scene_cache(self.data_root, scene_id, self.num_frames, self.image_size,
+                                                 self.grid_hw, self.cache_dir)
+        return self._scenes[scene_id]
+
+    def prepare(self) -> None:
+        """Build (or load) every scene cache now, e.g. before training starts."""
+        for scene_id in self.scene_ids:
+            self.scene(scene_id)
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.records[index]
+        sc = self.scene(rec.scene_id)
+        situated = is_situated(rec.situation)
+        if situated and not np.isfinite(sc.mesh_center).all():
+            raise Loc3rError(f"{rec.scene_id}: SQA3D positions need the scan's mesh "
+                             f"({rec.scene_id}_vh_clean_2.ply) to find their origin")
+        if situated:
+            xy, yaw = rec.pose_in_bev(sc.world_to_bev, sc.mesh_center)
+        else:
+            xy, yaw = np.zeros(2, np.float32), 0.0
+        tokens = self.camera_tokens(rec.scene_id, sc.frame_ids) if self.camera_tokens is not None else None
+        return Sample(
+            scene_id=rec.scene_id, question_id=rec.question_id, frames=sc.frames, camera_poses_bev=sc.c2bev,
+            layout_xy=sc.layout_xy, layout_valid=sc.layout_valid,
+            situation=rec.situation if situated else NO_SITUATION, question=rec.question, answers=rec.answers,
+            position_xy=xy, yaw_rad=yaw, has_situation=situated, question_type=rec.question_type,
+            camera_tokens=tokens, frame_ids=sc.frame_ids)
