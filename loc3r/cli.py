@@ -17,6 +17,9 @@ from loc3r.errors import Loc3rError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("loc3r.synth.writer", "generate synthetic rooms in the ScanNet / SQA3D formats"),
     "show": ("loc3r.show", "draw a scene's bird's-eye view (points, trajectory, objects, a situation)"),
+    "convert-cut3r": ("loc3r.priors.cut3r_convert_cmd",
+                      "convert an official CUT3R .pth into a safe config.json + model.safetensors"),
+    "extract-priors": ("loc3r.priors.extract", "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)"),
     "demo": ("loc3r.demo", "the main job on the embedded default: synthetic rooms and their bird's-eye views"),
 }
 
