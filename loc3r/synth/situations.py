@@ -1,0 +1,212 @@
+"""Sampling situations (a speaker's pose + its description) and questions for a synthetic scene.
+
+A situation's pose is sampled in free space (at least FREE_M from walls and furniture) within reach of an
+anchor object, facing an object or a random way. Its description is a template (language.py) whose relations
+hold *strictly* at the pose, and it must be unambiguous: every pose of a grid over the room's free space
+(GRID_M apart, N_YAW headings) at which all the relations hold *loosely* lies within POSITION_SPREAD_M and
+YAW_SPREAD_RAD of the true pose. Otherwise another description or pose is drawn.
+
+Each situation gets QUESTIONS_PER_SITUATION questions of different types whose answers are clear
+(language.answer is not None). Non-situated questions (existence, counting, the colour of a unique category)
+use NO_SITUATION and the pose of a random free spot, as SQA3D always stores a pose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from loc3r import geometry
+from loc3r.synth import language, relations
+from loc3r.synth.catalog import CATEGORIES
+from loc3r.synth.scene import Scene
+
+FREE_M = 0.3  # a speaker stands at least this far from walls and object footprints
+ANCHOR_REACH_M = (0.3, 1.0)  # distance from the anchor object's footprint to a sampled position
+GRID_M = 0.2  # spacing of the candidate positions of the ambiguity check
+N_YAW = 36  # candidate headings of the ambiguity check
+POSITION_SPREAD_M = 1.5  # a description fits no pose farther than this from the true position ...
+YAW_SPREAD_RAD = np.radians(45)  # ... nor any heading farther than this from the true yaw
+SITUATIONS_PER_SCENE = 8
+QUESTIONS_PER_SITUATION = 4  # of different types
+NON_SITUATED_KINDS = ("existence", "existence", "count", "count", "color_unique", "color_unique")  # per scene
+MAX_ALTERNATIVES = 2  # SQA3D gives two alternative descriptions of each situation
+
+
+def free_grid(scene: Scene) -> np.ndarray:
+    """[P, 2] grid points of the room's free space (clearance >= FREE_M)."""
+    lo, hi = scene.room.outline_xy.min(0), scene.room.outline_xy.max(0)
+    xs, ys = np.arange(lo[0] + GRID_M / 2, hi[0], GRID_M), np.arange(lo[1] + GRID_M / 2, hi[1], GRID_M)
+    grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), -1).reshape(-1, 2)
+    return grid[scene.clearance_m(grid) >= FREE_M]
+
+
+def description_holds(scene: Scene, template: str, slots: dict[str, int], position_xy, yaw_rad, loose: bool,
+                      grid: bool = False):
+    """Whether all relations of a situation template hold at poses (shapes as in relations.holds)."""
+    ok = None
+    for relation, *slot_names in language.SITUATION_TEMPLATES[template][1]:
+        h = relations.holds(scene, relation, [slots[n] for n in slot_names], position_xy, yaw_rad, loose, grid)
+        ok = h if ok is None else ok & h
+    return ok
+
+
+def is_unambiguous(scene: Scene, grid, template: str, slots: dict[str, int], position_xy, yaw_rad: float) -> bool:
+    """No pose of the free-space grid far from (position, yaw) fits the description (loose relations)."""
+    yaws = np.arange(N_YAW) * 2 * np.pi / N_YAW
+    rels = sorted(language.SITUATION_TEMPLATES[template][1], key=lambda r: r[0] not in ("near", "between"))
+    positions, fit = grid, np.ones((len(grid), N_YAW), bool)
+    for relation, *slot_names in rels:  # position-only relations first: they thin the grid fastest
+        fit = fit & relations.holds(scene, relation, [slots[n] for n in slot_names], positions, yaws, True, grid=True)
+        keep = fit.any(-1)
+        positions, fit = positions[keep], fit[keep]
+    far_position = np.linalg.norm(positions - np.asarray(position_xy), axis=-1) > POSITION_SPREAD_M
+    far_yaw = np.abs(geometry.angle_diff(yaws, yaw_rad)) > YAW_SPREAD_RAD
+    return not (fit & (far_position[:, None] | far_yaw[None])).any()
+
+
+def _descriptions(scene: Scene, names, position_xy, yaw_rad: float, rng) -> list[tuple[str, dict[str, int]]]:
+    """(template, slots) pairs whose relations hold strictly at the pose, naming only nameable objects."""
+    nameable = [i for i, n in names.items() if n is not None]
+    p, y = np.asarray(position_xy)[None], np.array([yaw_rad])
+    ids = np.array([o.id for o in scene.objects])
+    table = relations.unary_table(scene, position_xy, yaw_rad, loose=False)
+    strict = {rel: set(ids[ok].tolist()) for rel, ok in table.items()}
+    found = []
+    for template, (_, rels) in language.SITUATION_TEMPLATES.items():
+        slot_names = sorted({s for _, *ss in rels for s in ss})
+        pools = {s: set(nameable).intersection(*(strict[r] for r, *ss in rels if ss == [s])) for s in slot_names}
+        if not all(pools.values()):
+            continue
+        for _ in range(4):  # a few random fillings per template, distinct objects in distinct slots
+            slots = {}
+            for s in slot_names:
+                pool = pools[s] - set(slots.values())
+                if not pool:
+                    break
+                slots[s] = int(rng.choice(sorted(pool)))
+            if len(slots) < len(slot_names) or (template, slots) in found:
+                continue
+            # The one-object relations hold by construction of the pools; "between" is checked here.
+            if any(r == "between" for r, *_ in rels) and not description_holds(scene, template, slots, p, y, False)[0]:
+                continue
+            found.append((template, slots))
+    return found
+
+
+def _sample_pose(scene: Scene, grid, grid_distance, targets_xy, rng) -> tuple[np.ndarray, float] | None:
+    """A free position within reach of a random anchor object (a free-space grid point [P, 2], jittered when
+    that stays free; grid_distance [P, B] to the objects), facing one of targets_xy [n, 2] (mostly) or a
+    random way."""
+    anchor = rng.integers(len(scene.objects))
+    reach = grid_distance[:, anchor]
+    candidates = np.flatnonzero((reach >= ANCHOR_REACH_M[0]) & (reach <= ANCHOR_REACH_M[1]))
+    if candidates.size == 0:
+        return None
+    position = grid[rng.choice(candidates)]
+    jittered = position + rng.uniform(-GRID_M / 2, GRID_M / 2, 2)
+    if scene.clearance_m(jittered[None])[0] >= FREE_M:
+        position = jittered
+    if rng.random() < 0.85 and len(targets_xy):
+        target = targets_xy[rng.integers(len(targets_xy))]
+        yaw = geometry.yaw_of_direction(target - position) + rng.normal(0.0, np.radians(7))
+    else:
+        yaw = rng.uniform(-np.pi, np.pi)
+    return position, float(geometry.wrap_angle(yaw))
+
+
+def sample_situation(scene: Scene, grid, rng, attempts: int = 200) -> dict | None:
+    """A situation record: pose, template, slots, text and alternative descriptions (None if none found)."""
+    names = language.object_names(scene)
+    grid_distance = relations.object_distance(scene, grid)  # [P, B]
+    targets = np.array([o.center[:2] for o in scene.objects if names[o.id] is not None]).reshape(-1, 2)
+    for _ in range(attempts):
+        pose = _sample_pose(scene, grid, grid_distance, targets, rng)
+        if pose is None:
+            continue
+        position, yaw = pose
+        options = _descriptions(scene, names, position, yaw, rng)
+        accepted = []
+        for k in rng.permutation(len(options)):
+            template, slots = options[k]
+            if is_unambiguous(scene, grid, template, slots, position, yaw):
+                accepted.append({"template": template, "objects": slots,
+                                 "text": language.situation_text(template, {s: names[i] for s, i in slots.items()})})
+            if len(accepted) > MAX_ALTERNATIVES:
+                break
+        if accepted:
+            return {"position": position.tolist(), "yaw": yaw, **accepted[0], "alternatives": accepted[1:]}
+    return None
+
+
+def _random_spec(kind: str, scene: Scene, names, position_xy, yaw_rad: float, rng) -> dict | None:
+    """A random question of type `kind` (not yet checked for a clear answer)."""
+    nameable = [i for i, n in names.items() if n is not None]
+    if len(nameable) < (2 if kind == "closer" else 1) and kind in ("navigation", "left_right", "distance", "closer"):
+        return None
+    spec = {"type": kind, "form": int(rng.integers(len(language.QUESTION_FORMS[kind])))}
+    if kind == "direction":
+        spec["sector"] = str(rng.choice(list(relations.SECTOR_CENTER)))
+    elif kind in ("navigation", "left_right", "distance"):
+        spec["objects"] = [int(rng.choice(nameable))]
+    elif kind == "closer":
+        a, b = (int(i) for i in rng.choice(nameable, 2, replace=False))
+        spec["objects"] = [a, b]
+    elif kind == "color":  # an object's category, asked about in the sector it is in
+        o = scene.objects[rng.integers(len(scene.objects))]
+        bearing = relations.relative_bearing(scene, position_xy, yaw_rad)[0][scene.objects.index(o)]
+        spec["category"] = o.category
+        spec["sector"] = min(relations.SECTOR_CENTER, key=lambda s: relations.sector_offset(bearing, s))
+    elif kind == "existence":  # yes or no with equal chance
+        present = sorted({o.category for o in scene.objects})
+        spec["category"] = str(rng.choice(present if rng.random() < 0.5 else
+                                          [c for c in CATEGORIES if c not in present]))
+    elif kind == "count":
+        spec["category"] = str(rng.choice(sorted({o.category for o in scene.objects})))
+    elif kind == "color_unique":
+        cats = [o.category for o in scene.objects]
+        spec["category"] = str(rng.choice(sorted(c for c in set(cats) if cats.count(c) == 1) or cats))
+    return spec
+
+
+def _question(scene: Scene, names, kind: str, position_xy, yaw_rad: float, rng, tries: int = 6) -> dict | None:
+    """A question record of type `kind` with a clear answer at the pose, or None after `tries` draws."""
+    for _ in range(tries):
+        spec = _random_spec(kind, scene, names, position_xy, yaw_rad, rng)
+        if spec is None:
+            return None
+        ans = language.answer(scene, spec, position_xy, yaw_rad)
+        if ans is not None:
+            return {"spec": spec, "question": language.question_text(scene, spec), "answer": ans,
+                    "question_type": kind, "answer_type": language.answer_type(spec)}
+    return None
+
+
+def describe_scene(scene: Scene, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+    """Situations and questions of a scene (its frame). Question records carry their pose and situation id
+    (None for non-situated ones); ids are assigned by the caller."""
+    grid = free_grid(scene)
+    names = language.object_names(scene)
+    situations, questions = [], []
+    if len(grid) == 0:  # no free floor at all: nowhere to stand
+        return situations, questions
+    for _ in range(SITUATIONS_PER_SCENE):
+        s = sample_situation(scene, grid, rng)
+        if s is None:
+            continue
+        s = {"id": len(situations), **s}
+        situations.append(s)
+        asked = 0
+        for kind in rng.permutation(language.SITUATED_TYPES):
+            q = _question(scene, names, str(kind), np.array(s["position"]), s["yaw"], rng)
+            if q is not None:
+                questions.append({"situation_id": s["id"], "position": s["position"], "yaw": s["yaw"], **q})
+                asked += 1
+            if asked == QUESTIONS_PER_SITUATION:
+                break
+    for kind in NON_SITUATED_KINDS:
+        position = grid[rng.integers(len(grid))]
+        yaw = float(rng.uniform(-np.pi, np.pi))
+        q = _question(scene, names, kind, position, yaw, rng)
+        if q is not None:
+            questions.append({"situation_id": None, "position": position.tolist(), "yaw": yaw, **q})
+    return situations, questions

@@ -1,0 +1,220 @@
+"""`loc3r synth`: generate synthetic rooms in the ScanNet posed-image and SQA3D formats.
+
+    loc3r synth --out DIR --scenes N --seed S [--frames 32] [--size 128] [--workers 1]
+
+writes
+    DIR/scans/scene%04d_00/...                     ScanNet posed images, meta data and mesh (formats.py)
+    DIR/sqa_task/balanced/v1_balanced_{questions,sqa_annotations}_{train,val,test}_scannetv2.json
+    DIR/synth/scene%04d_00.json                    the ground truth, described below
+
+Scene i depends only on (seed, i) (numpy SeedSequence), so worker count and scene count do not change it,
+and the same arguments give byte-identical files. Splits are by scene, about 80/10/10 (at least one val and
+one test scene when N >= 3). Every scene directory is written beside its target and swapped in whole, and
+json files are replaced atomically: an interrupted run leaves old or new files, never half-written ones.
+Scenes of an earlier run into the same DIR beyond N are removed.
+
+The raw frame of a scene (its poses, depth, mesh and everything in its json) is the room's axis-aligned frame
+moved by a random rotation about z and a translation in x, y, as ScanNet's scans are; `axisAlignment` maps
+raw -> aligned. SQA3D positions are relative to the centre of the raw mesh's bounding box.
+
+DIR/synth/<scene_id>.json (all positions metres, yaws radians CCW from +x, in the RAW frame):
+    scene_id, scene_type, seed, index
+    axis_alignment      4x4 raw -> aligned (as in <scene_id>.txt)
+    mesh_bbox_center    [x, y, z] of the raw mesh (SQA3D position = raw position - this, x and y)
+    room                outline_xy [[x, y], ...] counter-clockwise, height_m, floor/wall/ceiling_rgb,
+                        openings [{kind: door|window, wall: edge index k (vertex k -> k+1), offset_m (along the
+                        wall from vertex k), width_m, bottom_m, height_m, rgb}]
+    objects             [{id, category, color, center [x, y, z] (bounding-box centre), size [sx, sy, sz] (local
+                        axes: width, depth with the front at local +y, height), yaw, on_top_of (id or null)}]
+    situations          [{id, position [x, y], yaw, template, objects {slot: object id}, text,
+                        alternatives [{template, objects, text}], question_ids}]
+    questions           [{question_id, situation_id (null for non-situated questions, asked with
+                        NO_SITUATION at a random free pose), position, yaw, spec (language.answer's input),
+                        question, answer, question_type, answer_type}]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from loc3r import geometry
+from loc3r.data.sample import NO_SITUATION
+from loc3r.errors import Loc3rError
+from loc3r.io import atomic_dir, write_json
+from loc3r.synth import formats
+from loc3r.synth.render import intrinsics, render
+from loc3r.synth.scene import Scene, sample_scene
+from loc3r.synth.situations import describe_scene
+from loc3r.synth.trajectory import camera_path
+
+SPLITS = ("train", "val", "test")
+MAX_SCENES = 10000  # scene ids are scene%04d_00
+MAX_FRAMES = 10000
+SIZE_RANGE_PX = (32, 2048)
+QUESTION_ID_STRIDE = 1000  # question ids of scene i: (i + 1) * stride + k
+RAW_OFFSET_M = 4.0  # the raw frame's translation is uniform in [-this, this] in x and y
+
+
+def scene_id_of(index: int) -> str:
+    """ScanNet-style id of scene `index`: scene0007_00."""
+    return f"scene{index:04d}_00"
+
+
+def scene_splits(n_scenes: int, seed: int) -> list[str]:
+    """The split of every scene: a seeded shuffle, ~10% val, ~10% test (at least one each when n >= 3)."""
+    n_held = max(1, round(0.1 * n_scenes)) if n_scenes >= 3 else 0
+    order = np.random.default_rng(np.random.SeedSequence([seed, n_scenes, 1])).permutation(n_scenes)
+    splits = ["train"] * n_scenes
+    for k, i in enumerate(order[:2 * n_held]):
+        splits[i] = "test" if k < n_held else "val"
+    return splits
+
+
+@dataclass
+class SceneData:
+    """Everything of one generated scene, before it is written."""
+
+    scene_id: str
+    aligned: Scene  # the room in its axis-aligned frame
+    raw: Scene  # the same room in the raw frame
+    axis_alignment: np.ndarray  # [4, 4] raw -> aligned
+    c2w_raw: np.ndarray  # [T, 4, 4] camera-to-raw poses, rounded to the 6 decimals that are written
+    K: np.ndarray  # [3, 3] intrinsics of colour and depth
+    rgb: np.ndarray  # [T, S, S, 3] uint8
+    depth_m: np.ndarray  # [T, S, S] float32 z-depth, metres
+    mesh: tuple[np.ndarray, np.ndarray, np.ndarray]  # raw-frame vertices [V, 3], colours [V, 4], triangles [F, 3]
+    situations: list[dict]  # records as in the scene json (raw frame)
+    questions: list[dict]
+
+
+def build_scene(seed: int, index: int, frames: int, size: int) -> SceneData:
+    """Sample and render scene `index` of a data set seeded by `seed` (in memory)."""
+    rng_scene, rng_raw, rng_path, rng_language = (np.random.default_rng(s)
+                                                  for s in np.random.SeedSequence([seed, index]).spawn(4))
+    scene_id = scene_id_of(index)
+    aligned = sample_scene(rng_scene, scene_id)
+    aligned_to_raw = geometry.make_transform(geometry.rot_z(rng_raw.uniform(-np.pi, np.pi)),
+                                             [*rng_raw.uniform(-RAW_OFFSET_M, RAW_OFFSET_M, 2), 0.0])
+    axis_alignment = geometry.invert_transform(aligned_to_raw)
+    raw = aligned.transformed(aligned_to_raw)
+    # Poses are written with 6 decimals (as ScanNet's files): render exactly the poses that are written.
+    c2w_raw = np.round(aligned_to_raw @ camera_path(aligned, frames, rng_path), 6)
+    K = intrinsics(size)
+    rgb, depth_m = render(aligned, axis_alignment @ c2w_raw, K, size)
+    situations, questions = describe_scene(raw, rng_language)
+    questions = [{"question_id": (index + 1) * QUESTION_ID_STRIDE + k, **q} for k, q in enumerate(questions)]
+    for s in situations:
+        s["question_ids"] = [q["question_id"] for q in questions if q["situation_id"] == s["id"]]
+    return SceneData(scene_id, aligned, raw, axis_alignment, c2w_raw, K, rgb, depth_m, formats.scene_mesh(raw),
+                     situations, questions)
+
+
+def write_scene(out_dir, data: SceneData, seed: int, index: int) -> tuple[list[dict], list[dict]]:
+    """Write a scene's ScanNet files and its description json; returns its SQA3D questions and annotations."""
+    out_dir, scene_id, frames = Path(out_dir), data.scene_id, len(data.c2w_raw)
+    with atomic_dir(out_dir / "scans" / scene_id) as tmp:
+        for sub in ("color", "depth", "pose", "intrinsic"):
+            (tmp / sub).mkdir()
+        for i in range(frames):
+            formats.write_color(tmp / "color" / f"{i}.jpg", data.rgb[i])
+            formats.write_depth(tmp / "depth" / f"{i}.png", data.depth_m[i])
+            (tmp / "pose" / f"{i}.txt").write_text(formats.matrix_text(data.c2w_raw[i]))
+        K4 = np.eye(4)
+        K4[:3, :3] = data.K
+        for name in ("intrinsic_color", "intrinsic_depth"):
+            (tmp / "intrinsic" / f"{name}.txt").write_text(formats.matrix_text(K4))
+        for name in ("extrinsic_color", "extrinsic_depth"):
+            (tmp / "intrinsic" / f"{name}.txt").write_text(formats.matrix_text(np.eye(4)))
+        (tmp / f"{scene_id}.txt").write_text(
+            formats.scene_meta_text(data.raw, data.axis_alignment, data.K, data.rgb.shape[1], frames))
+        formats.write_ply(tmp / f"{scene_id}_vh_clean_2.ply", *data.mesh)
+
+    bbox_center = formats.mesh_bbox_center(data.mesh[0])
+    by_id = {s["id"]: s for s in data.situations}
+    sqa_questions, sqa_annotations = [], []
+    for q in data.questions:
+        s = by_id.get(q["situation_id"])
+        text, alternatives = (s["text"], [a["text"] for a in s["alternatives"]]) if s else (NO_SITUATION, [])
+        sqa_questions.append(formats.sqa3d_question(scene_id, q["question_id"], text, alternatives, q["question"]))
+        sqa_annotations.append(formats.sqa3d_annotation(scene_id, q["question_id"], q["answer"], q["answer_type"],
+                                                        q["question_type"], q["position"], q["yaw"], bbox_center))
+    description = {**data.raw.to_json(), "seed": seed, "index": index, "axis_alignment": data.axis_alignment.tolist(),
+                   "mesh_bbox_center": bbox_center.tolist(), "situations": data.situations, "questions": data.questions}
+    write_json(out_dir / "synth" / f"{scene_id}.json", description)
+    return sqa_questions, sqa_annotations
+
+
+def generate_scene(out_dir, seed: int, index: int, frames: int, size: int) -> tuple[list[dict], list[dict]]:
+    """Build and write scene `index`; returns its SQA3D question and annotation records."""
+    return write_scene(out_dir, build_scene(seed, index, frames, size), seed, index)
+
+
+def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int) -> None:
+    """One-line Loc3rErrors for arguments out of range."""
+    if not 1 <= n_scenes <= MAX_SCENES:
+        raise Loc3rError(f"--scenes must be between 1 and {MAX_SCENES}, got {n_scenes}")
+    if seed < 0:
+        raise Loc3rError(f"--seed must be >= 0, got {seed}")
+    if not 2 <= frames <= MAX_FRAMES:
+        raise Loc3rError(f"--frames must be between 2 and {MAX_FRAMES}, got {frames}")
+    if not (SIZE_RANGE_PX[0] <= size <= SIZE_RANGE_PX[1] and size % 16 == 0):
+        lo, hi = SIZE_RANGE_PX
+        raise Loc3rError(f"--size must be a multiple of 16 between {lo} and {hi}, got {size}")
+    if workers < 1:
+        raise Loc3rError(f"--workers must be >= 1, got {workers}")
+
+
+def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 128, workers: int = 1) -> None:
+    """Write `n_scenes` synthetic rooms (seeded by `seed`) under out_dir; see the module docstring."""
+    _check(n_scenes, seed, frames, size, workers)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Loc3rError(f"{out_dir}: exists and is not a directory")
+    job = partial(generate_scene, out_dir, seed, frames=frames, size=size)
+    if workers == 1:
+        results = [job(i) for i in range(n_scenes)]
+    else:  # spawned workers: no state forked from a parent that may hold torch / BLAS threads
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            results = list(pool.map(job, range(n_scenes)))
+
+    splits = scene_splits(n_scenes, seed)
+    balanced = out_dir / "sqa_task" / "balanced"
+    for split in SPLITS:
+        questions = [q for (qs, _), s in zip(results, splits) if s == split for q in qs]
+        annotations = [a for (_, anns), s in zip(results, splits) if s == split for a in anns]
+        write_json(balanced / f"v1_balanced_questions_{split}_scannetv2.json",
+                   formats.sqa3d_file(split, "questions", questions), indent=None)
+        write_json(balanced / f"v1_balanced_sqa_annotations_{split}_scannetv2.json",
+                   formats.sqa3d_file(split, "annotations", annotations), indent=None)
+    _remove_stale_scenes(out_dir, {scene_id_of(i) for i in range(n_scenes)})
+
+
+def _remove_stale_scenes(out_dir: Path, keep: set[str]) -> None:
+    """Remove scenes an earlier run wrote into out_dir (those with a synth/<id>.json) that are not in `keep`."""
+    for description in sorted((out_dir / "synth").glob("scene*_00.json")):
+        if description.stem not in keep:
+            shutil.rmtree(out_dir / "scans" / description.stem, ignore_errors=True)
+            description.unlink()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output directory (scans/, sqa_task/, synth/)")
+    parser.add_argument("--scenes", type=int, required=True, help="number of rooms")
+    parser.add_argument("--seed", type=int, required=True, help="random seed (same seed -> identical files)")
+    parser.add_argument("--frames", type=int, default=32, help="frames per room video (default 32)")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels, a multiple of 16 (default 128)")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    generate(args.out, args.scenes, args.seed, frames=args.frames, size=args.size, workers=args.workers)
+    print(f"wrote {args.scenes} scenes to {args.out}")
+    return 0
