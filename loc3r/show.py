@@ -1,0 +1,131 @@
+"""`loc3r show`: a scene's bird's-eye view in the BEV frame of its video.
+
+Draws the room's points unprojected from depth (coloured by RGB), the camera trajectory, object labels (when
+the scene has a synthetic-room description), and optionally one SQA3D situation: its position and facing arrow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from loc3r import geometry
+from loc3r.data.dataset import is_situated
+from loc3r.data.scannet import ScanNetScene, sample_frame_ids
+from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
+from loc3r.errors import Loc3rError
+from loc3r.io import atomic_path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="data root (scans/ and sqa_task/ inside)")
+    p.add_argument("--scene", required=True, help="scene id, e.g. scene0000_00")
+    p.add_argument("--situation", type=int, default=None, help="index of the scene's situation to draw (0-based)")
+    p.add_argument("--out", required=True, type=Path, help="output PNG file")
+    p.add_argument("--frames", type=int, default=16, help="frames unprojected for the point cloud")
+
+
+def scene_points_bev(scene: ScanNetScene, world_to_bev, num_frames: int, stride: int = 4):
+    """Coloured BEV points [N, 3] and colours [N, 3] in [0, 1] from T frames' depth."""
+    pts, cols = [], []
+    for i in sample_frame_ids(scene.valid_frame_ids, num_frames):
+        depth = scene.read_depth_m(int(i))[::stride, ::stride]
+        H, W = depth.shape
+        K = geometry.scale_intrinsics(scene.intrinsic_depth, (H * stride, W * stride), (H, W))
+        rgb = np.asarray(Image.fromarray(scene.read_color(int(i))).resize((W, H), Image.BILINEAR)) / 255.0
+        c2bev = world_to_bev @ scene.read_pose(int(i))
+        p = geometry.depth_to_points(depth, K, c2bev)
+        ok = depth > 0
+        pts.append(p[ok])
+        cols.append(rgb[ok])
+    return np.concatenate(pts), np.concatenate(cols)
+
+
+def layout_mask(points) -> np.ndarray:
+    """Points [N, 3] that show the layout from above: floor (lowest 2%, + 10 cm) and ceiling (top 2%) dropped."""
+    z = points[:, 2]
+    return (z > np.percentile(z, 2) + 0.1) & (z < np.percentile(z, 98))
+
+
+def scene_records(root: Path, scene_id: str) -> list[SQA3DRecord]:
+    """The scene's situated SQA3D records over all splits present, one per distinct situation text."""
+    out, seen = [], set()
+    for split in SPLITS:
+        if sqa3d_paths(root, split)[0].exists():
+            for r in read_sqa3d(root, split):
+                if r.scene_id == scene_id and is_situated(r.situation) and r.situation not in seen:
+                    seen.add(r.situation)
+                    out.append(r)
+    return out
+
+
+def draw_situation(ax, xy, yaw_rad, color, label, length=0.6):
+    ax.plot(*xy, "o", color=color, ms=7, zorder=5, label=label)
+    ax.arrow(xy[0], xy[1], length * np.cos(yaw_rad), length * np.sin(yaw_rad), width=0.04,
+             color=color, length_includes_head=True, zorder=5)
+
+
+def objects_bev(root: Path, scene_id: str, world_to_bev) -> list[tuple[str, np.ndarray]]:
+    """(label, BEV centre [2]) of the objects of a synthetic room's description, [] for other scans."""
+    path = root / "synth" / f"{scene_id}.json"
+    if not path.exists():
+        return []
+    desc = json.loads(path.read_text())
+    out = []
+    for obj in desc["objects"]:
+        center = geometry.world_to_bev_points(world_to_bev, np.asarray(obj["center"], np.float64))
+        out.append((f"{obj['color']} {obj['category']}", center[:2]))
+    return out
+
+
+def render(root: Path, scene_id: str, situation: int | None, out: Path, num_frames: int = 16) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scene = ScanNetScene(root, scene_id)
+    poses = scene.read_poses(scene.valid_frame_ids)
+    w2b = geometry.bev_frame_of_video(poses)
+    pts, cols = scene_points_bev(scene, w2b, num_frames)
+    keep = layout_mask(pts)
+    traj = geometry.poses_to_bev(w2b, poses)[:, :2, 3]
+
+    fig, ax = plt.subplots(figsize=(7, 7), dpi=120)
+    ax.scatter(pts[keep, 0], pts[keep, 1], c=cols[keep], s=2, linewidths=0)
+    ax.plot(traj[:, 0], traj[:, 1], "-", color="tab:orange", lw=1.5, label="camera trajectory")
+    draw_situation(ax, traj[0], np.pi / 2, "tab:orange", "first frame (BEV origin)", length=0.4)
+    for label, c in objects_bev(root, scene_id, w2b):
+        ax.annotate(label, c, fontsize=7, ha="center", color="black",
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.7, lw=0))
+    title = scene_id
+    if situation is not None:
+        records = scene_records(root, scene_id)
+        if not 0 <= situation < len(records):
+            raise Loc3rError(f"{scene_id}: situation {situation} out of range (the scene has {len(records)})")
+        rec = records[situation]
+        if not scene.mesh_path.exists():
+            raise Loc3rError(f"{scene.mesh_path}: file not found (SQA3D positions are relative to the mesh centre)")
+        xy, yaw = rec.pose_in_bev(w2b, scene.mesh_bbox_center)
+        draw_situation(ax, xy, yaw, "tab:red", "situation")
+        title += f"\n{rec.situation}"
+    ax.set_title(title, fontsize=9, wrap=True)
+    ax.set_xlabel("BEV x (m)")
+    ax.set_ylabel("BEV y (m)")
+    ax.set_aspect("equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    render(args.data, args.scene, args.situation, args.out, args.frames)
+    print(f"wrote {args.out}")
+    return 0
