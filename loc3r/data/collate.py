@@ -1,0 +1,113 @@
+"""Batch building: list[Sample] -> dict of tensors for Loc3R.forward / Loc3R.generate, in one function.
+
+The user turn is `<video>\\n{situation} <Pos> <Ori> {question}` (the situation tokens between situation and
+question, paper Sec. 3.3), formatted with the tokenizer's own chat template (ChatML for LLaVA-Video, a minimal
+ChatML for the tiny tokenizer); the single <video> is then expanded into the placeholder run of
+`config.video_placeholder_len` tokens. Training sequences append the answer and the end-of-turn token, which
+are the only labelled tokens, and pad on the right; generation prompts pad on the left.
+
+Batch keys (B samples, T frames, S pixels, n = G vision tokens per frame, L tokens):
+  input_ids [B, L], attention_mask [B, L], labels [B, L] (training only, -100 = no loss),
+  pixel_values_videos [B, T, 3, S, S] float32 normalised, camera_poses_bev [B, T, 4, 4],
+  camera_tokens [B, T, d] (when the samples carry cached prior tokens), layout_xy [B, T, G, 2],
+  layout_valid [B, T, G] bool, pos_index / ori_index [B], position_xy [B, 2], yaw_rad [B],
+  has_situation [B] bool, question_id [B].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from loc3r.data.sample import Sample
+from loc3r.errors import Loc3rError
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.tokenizer import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
+
+
+class Collator:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: Loc3RConfig, for_generation: bool = False):
+        self.tokenizer, self.config, self.for_generation = tokenizer, config, for_generation
+        self.video_id, self.pos_id, self.ori_id = tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, POS_TOKEN, ORI_TOKEN])
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(config.image_std).view(1, 3, 1, 1)
+
+    def tokenize(self, sample: Sample) -> tuple[list[int], list[int]]:
+        """Token ids of one sample (video run expanded) and their labels."""
+        where = f"{sample.scene_id} question {sample.question_id}"
+        if not sample.situation.strip() or not sample.question.strip():
+            raise Loc3rError(f"{where}: empty situation or question")
+        n_text = len(self.tokenizer(f"{sample.situation} {sample.question}", add_special_tokens=False).input_ids)
+        if n_text > self.config.max_text_tokens:
+            raise Loc3rError(f"{where}: situation + question are {n_text} tokens, more than "
+                             f"max_text_tokens={self.config.max_text_tokens}")
+        user = f"{VIDEO_TOKEN}\n{sample.situation} {POS_TOKEN} {ORI_TOKEN} {sample.question}"
+        prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                    add_generation_prompt=True)
+        ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        if [ids.count(t) for t in (self.video_id, self.pos_id, self.ori_id)] != [1, 1, 1]:
+            raise Loc3rError(f"{where}: the text itself contains {VIDEO_TOKEN}, {POS_TOKEN} or {ORI_TOKEN}")
+        v = ids.index(self.video_id)
+        ids = ids[:v] + [self.video_id] * self.config.video_placeholder_len + ids[v + 1:]
+        labels = [IGNORE_INDEX] * len(ids)
+        if not self.for_generation:
+            answer = self.tokenizer(sample.answer.strip() + END_OF_TURN, add_special_tokens=False).input_ids
+            ids, labels = ids + answer, labels + answer
+        return ids, labels
+
+    def check(self, s: Sample) -> None:
+        c, where = self.config, f"{s.scene_id} question {s.question_id}"
+        T, S, G = c.num_frames, c.image_size, c.tokens_per_frame
+        if s.frames.shape != (T, S, S, 3) or s.frames.dtype != np.uint8:
+            raise Loc3rError(f"{where}: frames are {s.frames.dtype} {tuple(s.frames.shape)}, the model takes uint8 "
+                             f"{(T, S, S, 3)} (num_frames={T}, image_size={S})")
+        if s.camera_poses_bev.shape != (T, 4, 4):
+            raise Loc3rError(f"{where}: camera_poses_bev has shape {tuple(s.camera_poses_bev.shape)}, "
+                             f"expected {(T, 4, 4)}")
+        if s.layout_xy.shape != (T, G, 2) or s.layout_valid.shape != (T, G):
+            raise Loc3rError(f"{where}: layout targets have shape {tuple(s.layout_xy.shape)}, expected {(T, G, 2)} "
+                             f"(build them with config.frame_grid={c.frame_grid})")
+        if s.camera_tokens is not None and (s.camera_tokens.ndim != 2 or s.camera_tokens.shape[0] != T):
+            raise Loc3rError(f"{where}: camera_tokens have shape {tuple(s.camera_tokens.shape)}, expected ({T}, d)")
+
+    def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        for s in samples:
+            self.check(s)
+        encoded = [self.tokenize(s) for s in samples]
+        L = max(len(ids) for ids, _ in encoded)
+        B = len(samples)
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        labels = torch.full((B, L), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((B, L), dtype=torch.long)
+        for b, (ids, lab) in enumerate(encoded):
+            span = slice(L - len(ids), L) if self.for_generation else slice(0, len(ids))  # left / right padding
+            input_ids[b, span], labels[b, span], attention_mask[b, span] = torch.tensor(ids), torch.tensor(lab), 1
+
+        frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # [B, T, S, S, 3] uint8
+        pixels = frames.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, T, 3, S, S]
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values_videos": (pixels - self.mean) / self.std,
+            "camera_poses_bev": torch.from_numpy(np.stack([s.camera_poses_bev for s in samples]).astype(np.float32)),
+            "layout_xy": torch.from_numpy(np.stack([s.layout_xy for s in samples]).astype(np.float32)),
+            "layout_valid": torch.from_numpy(np.stack([s.layout_valid for s in samples]).astype(bool)),
+            "pos_index": (input_ids == self.pos_id).long().argmax(1),
+            "ori_index": (input_ids == self.ori_id).long().argmax(1),
+            "position_xy": torch.from_numpy(np.stack([s.position_xy for s in samples]).astype(np.float32)),
+            "yaw_rad": torch.tensor([float(s.yaw_rad) for s in samples], dtype=torch.float32),
+            "has_situation": torch.tensor([bool(s.has_situation) for s in samples]),
+            "question_id": torch.tensor([int(s.question_id) for s in samples], dtype=torch.long),
+        }
+        if not self.for_generation:
+            batch["labels"] = labels
+        with_tokens = [s.camera_tokens is not None for s in samples]
+        if any(with_tokens):
+            if not all(with_tokens):
+                missing = next(s for s in samples if s.camera_tokens is None)
+                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no cached camera tokens, "
+                                 "while other samples of the batch have them")
+            batch["camera_tokens"] = torch.from_numpy(np.stack([s.camera_tokens for s in samples]).astype(np.float32))
+        return batch

@@ -1,0 +1,332 @@
+"""Loc3R-VLM: transformers' LlavaOnevision + camera-token prior + layout reconstruction + situation tokens and heads.
+
+The base VLM is used as is, through its own submodules (no fork of its code):
+- video features: `LlavaOnevisionModel.get_video_features` (SigLIP -> feature layer / select strategy ->
+  multi_modal_projector -> 2x2 bilinear `apply_pooling` -> one `image_newline` after the last frame). Its pooled
+  tokens are row-major over `config.frame_grid`, the order the layout targets use.
+- the LLM: `language_model` (Qwen2) called with `inputs_embeds`, then `lm_head`.
+
+Video block of the LLM input (the `<video>` placeholder run of `config.video_placeholder_len` tokens):
+    [cam_1, v_1,1 .. v_1,n, cam_2, v_2,1 .. v_2,n, ..., cam_T, v_T,1 .. v_T,n, newline]
+with cam_t = camera_projector(prior token of frame t) (absent with prior 'none').
+
+Two efficiency choices: a frozen vision tower and prior build no autograd graph (their parameters do not require
+grad), and the LM loss applies `lm_head` to the answer positions only, not to the thousands of video tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
+from transformers.initialization import no_init_weights
+
+from loc3r.errors import Loc3rError
+from loc3r.io import atomic_dir, write_json
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.heads import GaussianXY, LayoutHead, OrientationHead, PositionHead, mlp
+from loc3r.model.losses import circular_soft_argmax, gaussian_nll, kl_orientation, wrapped_gaussian_target
+from loc3r.model.tokenizer import (END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN, add_situation_tokens,
+                                   build_tiny_tokenizer, default_tiny_words, load_tokenizer)
+from loc3r.priors.base import CachedTokensPrior, NoPrior, PosePrior
+from loc3r.priors.poses import PosesPrior
+
+
+@dataclass
+class Loc3ROutput:
+    loss: torch.Tensor  # [] L = lm + l_layout * layout + l_sit * (position + l_ori * orientation)
+    losses: dict[str, torch.Tensor]  # 'lm', 'layout', 'position', 'orientation', each []
+    layout: GaussianXY  # [B, T, n, 2] BEV Gaussian of every vision token
+    position: GaussianXY  # [B, 2] BEV Gaussian of the speaker's position (from <Pos>)
+    orientation_logits: torch.Tensor  # [B, bins] (from <Ori>)
+
+
+@dataclass
+class Generation:
+    token_ids: torch.Tensor  # [B, N] greedy answer tokens (pad after the end of turn)
+    position: GaussianXY  # [B, 2]
+    orientation_logits: torch.Tensor  # [B, bins]
+
+
+@dataclass
+class Prediction:
+    answer: str  # decoded answer text
+    position_xy: np.ndarray  # [2] BEV position of the speaker, metres
+    position_sigma: np.ndarray  # [2] its standard deviation per axis, metres
+    yaw_rad: float  # BEV facing direction (circular soft-argmax), radians
+    yaw_probs: np.ndarray  # [bins] distribution over the orientation bins
+
+
+def build_prior(config: Loc3RConfig) -> PosePrior:
+    return {"poses": PosesPrior, "cut3r": lambda: CachedTokensPrior(config.cut3r_dim), "none": NoPrior}[config.prior]()
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... counted over real tokens only (left or right padding)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class Loc3R(nn.Module):
+    def __init__(self, config: Loc3RConfig, tokenizer: PreTrainedTokenizerBase | None = None):
+        super().__init__()
+        config = dataclasses.replace(config)  # a copy: _build_vlm writes the final VLM config (vocabulary) into it
+        self.tokenizer = tokenizer if tokenizer is not None else _default_tokenizer(config)
+        self.vlm = _build_vlm(config, self.tokenizer)
+        self.config = config
+        D = config.hidden_size
+        self.prior = build_prior(config)
+        self.camera_projector = mlp(config.prior_dim, D, D) if config.has_camera_token else None
+        self.layout_head = LayoutHead(D)
+        self.position_head = PositionHead(D)
+        self.orientation_head = OrientationHead(D, config.orientation_bins)
+        self.to(getattr(torch, config.dtype))
+        # frozen per the paper: the vision tower (switchable) and the prior
+        vision_tower = self.vlm.model.vision_tower
+        vision_tower.requires_grad_(config.train_vision_tower)
+        if getattr(vision_tower, "post_layernorm", None) is not None:  # unused: features are hidden_states[layer],
+            vision_tower.post_layernorm.requires_grad_(False)  # taken before it (no gradient; DDP would complain)
+        self.prior.requires_grad_(False)
+        self.pos_token_id, self.ori_token_id = self.tokenizer.convert_tokens_to_ids([POS_TOKEN, ORI_TOKEN])
+        stops = {self.tokenizer.convert_tokens_to_ids(END_OF_TURN), self.tokenizer.eos_token_id}
+        self.stop_token_ids = sorted(i for i in stops if i is not None and i != self.tokenizer.unk_token_id)
+        pad = self.tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.stop_token_ids[0]  # fills finished rows in generate()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimiser updates: LLM, projectors, image_newline, heads (and the vision tower if switched on)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ---- inputs -------------------------------------------------------------------------------------------
+    def camera_tokens(self, batch: dict) -> torch.Tensor | None:
+        """Projected camera tokens [B, T, D], or None without a prior."""
+        tokens = self.prior(batch)  # [B, T, d_prior] or None
+        if tokens is None:
+            return None
+        return self.camera_projector(tokens.to(self.camera_projector[0].weight.dtype))
+
+    def video_block(self, batch: dict) -> torch.Tensor:
+        """Embeddings of the video block [B, video_placeholder_len, D] (layout in the module docstring)."""
+        pixels = batch["pixel_values_videos"].to(self.vlm.dtype)  # [B, T, 3, S, S]
+        B, T = pixels.shape[:2]
+        features = self.vlm.model.get_video_features(pixels).pooler_output  # [B, T * n + 1, D], newline last
+        vision = features[:, :-1].reshape(B, T, self.config.tokens_per_frame, -1)  # [B, T, n, D]
+        camera = self.camera_tokens(batch)  # [B, T, D] or None
+        if camera is not None:
+            vision = torch.cat([camera[:, :, None].to(vision.dtype), vision], 2)  # [B, T, 1 + n, D]
+        return torch.cat([vision.flatten(1, 2), features[:, -1:]], 1)
+
+    def embed_inputs(self, batch: dict) -> torch.Tensor:
+        """LLM input embeddings [B, L, D]: token embeddings with the video block scattered into the <video> run."""
+        ids = batch["input_ids"]  # [B, L]
+        embeds = self.vlm.get_input_embeddings()(ids)
+        video = self.video_block(batch)  # [B, Lv, D]
+        is_video = ids == self.config.video_token_id  # [B, L]
+        counts = is_video.sum(1)
+        if (counts != video.shape[1]).any():
+            raise Loc3rError(f"the batch has {counts.tolist()} {VIDEO_TOKEN} tokens per sample, the model needs "
+                             f"{video.shape[1]} (num_frames={self.config.num_frames}, prior={self.config.prior}): "
+                             "build batches with loc3r.data.collate.Collator of the same config")
+        return embeds.masked_scatter(is_video[..., None], video.to(embeds.dtype))
+
+    def vision_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states of the vision tokens [B, T, n, D] (camera and newline tokens dropped)."""
+        B, T, n = hidden.shape[0], self.config.num_frames, self.config.tokens_per_frame
+        per_frame = n + int(self.config.has_camera_token)
+        video = hidden[input_ids == self.config.video_token_id].view(B, -1, hidden.shape[-1])  # [B, Lv, D]
+        return video[:, :T * per_frame].reshape(B, T, per_frame, -1)[:, :, per_frame - n:]
+
+    def language_model(self, embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
+        return self.vlm.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                             position_ids=position_ids, past_key_values=past_key_values,
+                                             use_cache=use_cache)
+
+    def situation_heads(self, hidden: torch.Tensor, batch: dict) -> tuple[GaussianXY, torch.Tensor]:
+        """Position Gaussian [B, 2] and orientation logits [B, bins] from the <Pos> / <Ori> final states."""
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return (self.position_head(hidden[rows, batch["pos_index"]]),
+                self.orientation_head(hidden[rows, batch["ori_index"]]))
+
+    # ---- training -----------------------------------------------------------------------------------------
+    @staticmethod
+    def loss_counts(batch: dict) -> dict[str, torch.Tensor]:
+        """Entries each loss averages over in this batch: answer tokens, valid layout coordinates (x and y),
+        situated position coordinates, situated samples. The default denominators of `forward`."""
+        situated = batch["has_situation"].sum()
+        return {"lm": (batch["labels"][:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch["layout_valid"].sum(),
+                "position": 2 * situated, "orientation": situated}
+
+    def forward(self, batch: dict) -> Loc3ROutput:
+        """Losses of a training batch. `batch["loss_denominators"]` (optional, see loss_counts) replaces the
+        batch's own counts, so that the trainer can normalise by the counts of a whole optimizer step."""
+        c = self.config
+        den = batch.get("loss_denominators") or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+        attention_mask = batch["attention_mask"]
+        embeds = self.embed_inputs(batch)  # [B, L, D]
+        hidden = self.language_model(embeds, attention_mask, position_ids_from_mask(attention_mask)).last_hidden_state
+
+        # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
+        targets = batch["labels"][:, 1:]  # [B, L-1]
+        supervised = targets != IGNORE_INDEX
+        logits = self.vlm.lm_head(hidden[:, :-1][supervised])  # [N, V]
+        lm = F.cross_entropy(logits.float(), targets[supervised], reduction="sum") / den["lm"]
+
+        layout = self.layout_head(self.vision_states(hidden, batch["input_ids"]))  # [B, T, n, 2] x2
+        position, orientation_logits = self.situation_heads(hidden, batch)
+        situated = batch["has_situation"]  # [B] bool
+        yaw_target = wrapped_gaussian_target(batch["yaw_rad"], c.orientation_bins, c.orientation_sigma_rad)
+        losses = {
+            "lm": lm,
+            "layout": gaussian_nll(*layout, batch["layout_xy"], batch["layout_valid"], c.sigma_floor, den["layout"]),
+            "position": gaussian_nll(*position, batch["position_xy"], situated, c.sigma_floor, den["position"]),
+            "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"]),
+        }
+        loss = (lm + c.lambda_layout * losses["layout"]
+                + c.lambda_situation * (losses["position"] + c.lambda_orientation * losses["orientation"]))
+        return Loc3ROutput(loss, losses, layout, position, orientation_logits)
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, batch: dict, max_new_tokens: int = 32, use_cache: bool = True) -> Generation:
+        """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)); the situation heads read
+        the prompt pass. use_cache=False recomputes the whole sequence each step (the reference for the cache)."""
+        if "labels" in batch:
+            raise Loc3rError("generate() takes prompt-only batches: build them with Collator(..., for_generation=True)")
+        attention_mask = batch["attention_mask"]
+        position_ids = position_ids_from_mask(attention_mask)
+        embeds = self.embed_inputs(batch)
+        out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
+        position, orientation_logits = self.situation_heads(out.last_hidden_state, batch)
+
+        B = embeds.shape[0]
+        stop = torch.tensor(self.stop_token_ids, device=embeds.device)
+        done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
+        tokens = []
+        for step in range(max_new_tokens):
+            next_token = self.vlm.lm_head(out.last_hidden_state[:, -1]).argmax(-1)  # [B]
+            next_token = next_token.masked_fill(done, self.pad_token_id)
+            tokens.append(next_token)
+            done |= torch.isin(next_token, stop)
+            if done.all() or step == max_new_tokens - 1:
+                break
+            attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
+            position_ids = torch.cat([position_ids, position_ids[:, -1:] + 1], 1)
+            new = self.vlm.get_input_embeddings()(next_token)[:, None]  # [B, 1, D]
+            if use_cache:
+                out = self.language_model(new, attention_mask, position_ids[:, -1:], out.past_key_values, True)
+            else:
+                embeds = torch.cat([embeds, new], 1)
+                out = self.language_model(embeds, attention_mask, position_ids)
+        token_ids = torch.stack(tokens, 1) if tokens else torch.zeros(B, 0, dtype=torch.long, device=embeds.device)
+        return Generation(token_ids, position, orientation_logits)
+
+    @torch.no_grad()
+    def predict(self, batch: dict, max_new_tokens: int = 32) -> list[Prediction]:
+        """Answer text, position (x, y) +- sigma and yaw with its bin distribution, one per sample."""
+        g = self.generate(batch, max_new_tokens)
+        probs = torch.softmax(g.orientation_logits.float(), -1)  # [B, bins]
+        yaw = circular_soft_argmax(probs)
+        sigma = torch.exp(g.position.log_sigma.float()).clamp(min=self.config.sigma_floor)
+        stop = set(self.stop_token_ids)
+        out = []
+        for b in range(g.token_ids.shape[0]):
+            ids = g.token_ids[b].tolist()
+            ids = ids[:next((i for i, t in enumerate(ids) if t in stop), len(ids))]
+            out.append(Prediction(answer=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                                  position_xy=g.position.mu[b].float().cpu().numpy(),
+                                  position_sigma=sigma[b].cpu().numpy(), yaw_rad=float(yaw[b]),
+                                  yaw_probs=probs[b].cpu().numpy()))
+        return out
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """state_dict without the second name of tied tensors (lm_head.weight when embeddings are tied)."""
+        seen, out = set(), {}
+        for name, t in self.state_dict().items():
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                out[name] = t
+        return out
+
+    def save_pretrained(self, path: str | Path, tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """config.json + model.safetensors + tokenizer files, written atomically (a crash leaves the old one).
+        `tensors` replaces checkpoint_tensors() (the trainer passes full tensors gathered from FSDP shards)."""
+        tensors = self.checkpoint_tensors() if tensors is None else tensors
+        with atomic_dir(path) as tmp:
+            config = self.config.to_dict() | {"base_model_path": None}  # the weights are in this directory now
+            write_json(tmp / "config.json", config)
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"),
+                      metadata={"format": "pt"})
+            self.tokenizer.save_pretrained(str(tmp))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "Loc3R":
+        path = Path(path)
+        config = Loc3RConfig.load(path / "config.json")
+        if not (path / "model.safetensors").is_file():
+            raise Loc3rError(f"{path / 'model.safetensors'}: no such file")
+        tokenizer = load_tokenizer(path)
+        with no_init_weights():  # every tensor is overwritten below
+            model = cls(config, tokenizer)
+        model.load_tensors(path / "model.safetensors")
+        return model
+
+    @torch.no_grad()
+    def load_tensors(self, file: Path) -> None:
+        """Copy a checkpoint's tensors in by name, checking that every one is present and of the right shape."""
+        expected = self.checkpoint_tensors()
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                keys = set(f.keys())
+                missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+                if missing or unexpected:
+                    what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {unexpected[0]}"
+                    raise Loc3rError(f"{file}: {what} ({len(missing)} missing, {len(unexpected)} unexpected)")
+                for name, target in expected.items():
+                    shape = tuple(f.get_slice(name).get_shape())
+                    if shape != tuple(target.shape):
+                        raise Loc3rError(f"{file}: tensor {name} has shape {shape}, expected {tuple(target.shape)}")
+                    target.copy_(f.get_tensor(name))
+        except SafetensorError as e:
+            raise Loc3rError(f"{file}: not a readable safetensors file ({e})") from e
+
+
+# ---- building the base VLM --------------------------------------------------------------------------------
+def _default_tokenizer(config: Loc3RConfig) -> PreTrainedTokenizerBase:
+    if config.base_model_path is not None:
+        return load_tokenizer(config.base_model_path)
+    return build_tiny_tokenizer(default_tiny_words())
+
+
+def _build_vlm(config: Loc3RConfig, tokenizer) -> LlavaOnevisionForConditionalGeneration:
+    """The LlavaOnevision of the config: pretrained weights from base_model_path, else built from config.vlm.
+    The tokenizer gets <Pos>/<Ori> and the embeddings grow to match; config.vlm is updated to the result."""
+    dtype = getattr(torch, config.dtype)
+    if config.base_model_path is not None:
+        old_vocab = len(tokenizer)
+        vlm = LlavaOnevisionForConditionalGeneration.from_pretrained(config.base_model_path, dtype=dtype)
+        new_ids = [i for i in add_situation_tokens(tokenizer) if i >= old_vocab]
+        if len(tokenizer) > vlm.get_input_embeddings().num_embeddings:
+            vlm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.no_grad():  # new tokens start at the mean embedding (rows past the old vocabulary are padding)
+            for emb in {vlm.get_input_embeddings().weight, vlm.get_output_embeddings().weight}:
+                emb[new_ids] = emb[:old_vocab].float().mean(0).to(emb.dtype)
+    else:
+        vlm_config = LlavaOnevisionConfig.from_dict(config.vlm)
+        if vlm_config.text_config.vocab_size < len(tokenizer):  # a fresh tiny model: one row per token
+            vlm_config.text_config.vocab_size = len(tokenizer)
+        # _from_config allocates in `dtype` directly (a 7B checkpoint is never materialised in float32)
+        vlm = LlavaOnevisionForConditionalGeneration._from_config(vlm_config, dtype=dtype)
+        vlm.tie_weights()  # post_init ties lm_head to the embeddings, except under no_init_weights (from_pretrained)
+    config.vlm = vlm.config.to_dict()
+    if tokenizer.convert_tokens_to_ids(VIDEO_TOKEN) != config.video_token_id:
+        raise Loc3rError(f"tokenizer's {VIDEO_TOKEN} id {tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)} differs from "
+                         f"the model's video_token_index {config.video_token_id}")
+    return vlm
