@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert-cut3r": ("loc3r.priors.cut3r_convert_cmd",
                       "convert an official CUT3R .pth into a safe config.json + model.safetensors"),
     "extract-priors": ("loc3r.priors.extract", "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)"),
-    "demo": ("loc3r.demo", "the main job on the embedded default: synthetic rooms and their bird's-eye views"),
+    "train": ("loc3r.train", "train Loc3R-VLM (one process, or torchrun -m loc3r.train for DDP / FSDP)"),
+    "eval": ("loc3r.evaluate", "evaluate a checkpoint: localization and QA metrics, report, bird's-eye plots"),
+    "infer": ("loc3r.infer", "answer a situated question about a video and locate the speaker"),
+    "demo": ("loc3r.demo", "the main job on the embedded default: synthetic rooms, train tiny, evaluate, report"),
 }
 
 

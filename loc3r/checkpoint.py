@@ -1,0 +1,123 @@
+"""Training checkpoints: the model directory (config.json + model.safetensors + tokenizer) plus
+`trainer_state.pt` (optimizer, scheduler, RNG states, step, data position), written atomically.
+
+    RUN/checkpoints/step_0000500/   one checkpoint (a complete model directory: eval / infer load it)
+    RUN/latest.json                 {"step": 500, "path": "checkpoints/step_0000500"}
+
+trainer_state.pt holds tensors, numbers and strings only and is read with `torch.load(weights_only=True)`.
+With FSDP2 the full (unsharded) model and optimizer states are gathered on rank 0 and written by it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from loc3r import parallel
+from loc3r.errors import Loc3rError
+from loc3r.io import atomic_dir, write_json
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _full_states(wrapped, optimizer):
+    """(model state or None, optimizer state) in a form any world size can load."""
+    if _is_sharded(wrapped):
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(wrapped, options=opts), get_optimizer_state_dict(wrapped, optimizer, options=opts)
+    return None, optimizer.state_dict()
+
+
+def save_checkpoint(run_dir: Path, step: int, position: int, wrapped, model, optimizer, scheduler,
+                    info: parallel.DistInfo, tensor_names: list[str], extra: dict | None = None) -> Path:
+    """Write RUN/checkpoints/step_<step> and point RUN/latest.json at it (rank 0 writes; all ranks join).
+    tensor_names: model.checkpoint_tensors() names, taken before wrapping (what the model directory stores)."""
+    model_state, optim_state = _full_states(wrapped, optimizer)
+    path = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+    if info.is_main:
+        with atomic_dir(path) as tmp:
+            # FSDP: the gathered full tensors, named as the unsharded model names them
+            tensors = None if model_state is None else {k: model_state[k] for k in tensor_names}
+            model.save_pretrained(tmp, tensors)
+            rng = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state()
+            torch.save({"step": step, "data_position": position, "optimizer": optim_state,
+                        "scheduler": scheduler.state_dict(), "rng": rng, "world_size": info.world_size,
+                        "extra": json.dumps(extra or {})}, tmp / TRAINER_STATE)
+        write_json(Path(run_dir) / "latest.json", {"step": step, "path": str(path.relative_to(run_dir))})
+    if info.distributed:
+        dist.barrier()
+    return path
+
+
+def load_trainer_state(path: Path, wrapped, optimizer, scheduler, info: parallel.DistInfo) -> tuple[int, int]:
+    """Restore optimizer, scheduler and RNG from a checkpoint; returns (step, data position)."""
+    file = Path(path) / TRAINER_STATE
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise Loc3rError(f"{file}: no such file (not a training checkpoint)") from None
+    except Exception as e:  # torch raises many types for corrupt files
+        raise Loc3rError(f"{file}: unreadable trainer state ({type(e).__name__}: {e})") from None
+    if _is_sharded(wrapped):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(wrapped, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    return int(state["step"]), int(state["data_position"])
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint RUN/latest.json points at, or None."""
+    pointer = Path(run_dir) / "latest.json"
+    if not pointer.is_file():
+        return None
+    try:
+        rel = json.loads(pointer.read_text())["path"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise Loc3rError(f"{pointer}: corrupt pointer file (expected {{'step', 'path'}})") from None
+    path = Path(run_dir) / rel
+    if not (path / "config.json").is_file():
+        raise Loc3rError(f"{pointer}: points at {path}, which is not a checkpoint")
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A model directory from either a checkpoint directory or a run directory (its newest checkpoint)."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    if not path.exists():
+        raise Loc3rError(f"{path}: no such checkpoint or run directory")
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise Loc3rError(f"{path}: not a checkpoint (no config.json) and not a run directory (no latest.json)")
+    return latest
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (never the one latest.json points at)."""
+    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*"))
+    latest = latest_checkpoint(run_dir)
+    for old in ckpts[:-keep] if keep > 0 else []:
+        if latest is None or old.resolve() != latest.resolve():
+            shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,99 @@
+"""Process groups and model wrapping: the only place that knows about parallelism.
+
+`compute_init()` works with and without torchrun (it reads RANK / WORLD_SIZE / LOCAL_RANK); `wrap_model()`
+applies DistributedDataParallel, or FSDP2 (`fully_shard` per decoder layer, then the root) with activation
+checkpointing and a bf16 mixed-precision policy for models too large to replicate (the 7B).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def compute_init(device: str | None = None) -> DistInfo:
+    """Initialise the process group when launched by torchrun; pick the device (cuda:<local_rank> or cpu)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world_size, local_rank, dev)
+
+
+def compute_cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def print0(*args, **kwargs) -> None:
+    """print on rank 0 only."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*args, **kwargs)
+
+
+def all_reduce_mean(value: float, info: DistInfo) -> float:
+    """Mean of a Python number over ranks (for logging)."""
+    if not info.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of the language model (the units of sharding and checkpointing)."""
+    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+
+
+def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp", activation_checkpointing: bool = False):
+    """Wrap for training. strategy: 'ddp' (replicate) or 'fsdp' (FSDP2, bf16 params in compute, fp32 reduce)."""
+    if activation_checkpointing:
+        # transformers' own per-layer checkpointing keeps parameter names (and so checkpoints) unchanged.
+        for m in model.modules():
+            if hasattr(m, "gradient_checkpointing_enable") and getattr(m, "supports_gradient_checkpointing", False):
+                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+                break
+    if not info.distributed:
+        return model
+    if strategy == "ddp":
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for layer in decoder_layers(model):
+            fully_shard(layer, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        return model
+    raise ValueError(f"unknown parallel strategy {strategy!r}: expected 'ddp' or 'fsdp'")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (FSDP2 modifies the module in place)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

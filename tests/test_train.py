@@ -1,0 +1,113 @@
+"""Training: the loss goes down, resume after a kill is exact, and two processes equal one with twice the batch."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loc3r import train as train_mod
+from loc3r.cli import main as cli_main
+from loc3r.train import lr_factor, micro_batch_indices
+
+
+def train_args(data, out, *extra):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    train_mod.add_arguments(p)
+    return p.parse_args(["--data", str(data), "--out", str(out), "--quiet", "--frames", "4", *extra])
+
+
+def weights(ckpt_dir):
+    return load_file(str(ckpt_dir / "model.safetensors"))
+
+
+def test_data_order_is_a_function_of_position():
+    # one process with batch 2B reads exactly what two processes with batch B read
+    one = micro_batch_indices(16, 37, 5, 8, rank=0, world=1)
+    two = micro_batch_indices(16, 37, 5, 4, rank=0, world=2) + micro_batch_indices(16, 37, 5, 4, rank=1, world=2)
+    assert one == two
+    epoch = [micro_batch_indices(p, 10, 0, 1, 0, 1)[0] for p in range(10)]
+    assert sorted(epoch) == list(range(10))  # each epoch is a permutation
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_few_steps_lower_the_loss(synth_data, tmp_path):
+    out = tmp_path / "run"
+    train_mod.train(train_args(synth_data, out, "--steps", "30", "--batch-size", "4", "--log-every", "1",
+                               "--lr", "2e-3", "--warmup", "3"))
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 30
+    first, last = np.mean([r["loss"] for r in log[:5]]), np.mean([r["loss"] for r in log[-5:]])
+    assert last < 0.8 * first, (first, last)
+    assert (out / "latest.json").is_file() and (out / "checkpoints" / "step_0000030" / "model.safetensors").is_file()
+
+
+def test_grad_accumulation_equals_large_batch(synth_data, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["--steps", "3", "--lr", "1e-3", "--warmup", "1"]
+    train_mod.train(train_args(synth_data, a, "--batch-size", "4", *common))
+    train_mod.train(train_args(synth_data, b, "--batch-size", "2", "--grad-accum", "2", *common))
+    wa, wb = weights(a / "checkpoints" / "step_0000003"), weights(b / "checkpoints" / "step_0000003")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=2e-5, rtol=0)
+
+
+def test_resume_after_kill_is_exact(synth_data, tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    common = ["--steps", "8", "--batch-size", "2", "--save-every", "2", "--lr", "1e-3", "--warmup", "2", "--keep", "8"]
+    train_mod.train(train_args(synth_data, full, *common))
+
+    cmd = [sys.executable, "-m", "loc3r.train", "--data", str(synth_data), "--out", str(killed), "--quiet",
+           "--frames", "4", *common]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "latest.json").exists():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, "training finished before it could be killed"
+    step_at_kill = json.loads((killed / "latest.json").read_text())["step"]
+    assert step_at_kill < 8
+    train_mod.train(train_args(synth_data, killed, *common, "--resume"))
+    wf, wk = weights(full / "checkpoints" / "step_0000008"), weights(killed / "checkpoints" / "step_0000008")
+    for k in wf:
+        assert torch.equal(wf[k], wk[k]), k
+    # the interrupted run's log continues where the checkpoint left it
+    steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_two_processes_equal_one_with_double_batch(synth_data, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--steps", "3", "--lr", "1e-3", "--warmup", "1", "--device", "cpu"]
+    train_mod.train(train_args(synth_data, one, "--batch-size", "4", *common))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "loc3r.train",
+           "--data", str(synth_data), "--out", str(two), "--quiet", "--frames", "4", "--batch-size", "2", *common]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    w1, w2 = weights(one / "checkpoints" / "step_0000003"), weights(two / "checkpoints" / "step_0000003")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=2e-5, rtol=0)
+
+
+def test_bad_train_inputs(tmp_path, capsys):
+    assert cli_main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "v1_balanced_questions_train_scannetv2.json: file not found" in err[0]
