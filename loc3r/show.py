@@ -19,6 +19,7 @@ from loc3r.data.scannet import ScanNetScene, sample_frame_ids
 from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path
+from loc3r.plots import draw_pose
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,12 +64,6 @@ def scene_records(root: Path, scene_id: str) -> list[SQA3DRecord]:
     return out
 
 
-def draw_situation(ax, xy, yaw_rad, color, label, length=0.6):
-    ax.plot(*xy, "o", color=color, ms=7, zorder=5, label=label)
-    ax.arrow(xy[0], xy[1], length * np.cos(yaw_rad), length * np.sin(yaw_rad), width=0.04,
-             color=color, length_includes_head=True, zorder=5)
-
-
 def objects_bev(root: Path, scene_id: str, world_to_bev) -> list[tuple[str, np.ndarray]]:
     """(label, BEV centre [2]) of the objects of a synthetic room's description, [] for other scans."""
     path = root / "synth" / f"{scene_id}.json"
@@ -97,7 +92,7 @@ def render(root: Path, scene_id: str, situation: int | None, out: Path, num_fram
     fig, ax = plt.subplots(figsize=(7, 7), dpi=120)
     ax.scatter(pts[keep, 0], pts[keep, 1], c=cols[keep], s=2, linewidths=0)
     ax.plot(traj[:, 0], traj[:, 1], "-", color="tab:orange", lw=1.5, label="camera trajectory")
-    draw_situation(ax, traj[0], np.pi / 2, "tab:orange", "first frame (BEV origin)", length=0.4)
+    draw_pose(ax, traj[0], np.pi / 2, "tab:orange", "first frame (BEV origin)", length=0.4)
     for label, c in objects_bev(root, scene_id, w2b):
         ax.annotate(label, c, fontsize=7, ha="center", color="black",
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.7, lw=0))
@@ -110,7 +105,7 @@ def render(root: Path, scene_id: str, situation: int | None, out: Path, num_fram
         if not scene.mesh_path.exists():
             raise Loc3rError(f"{scene.mesh_path}: file not found (SQA3D positions are relative to the mesh centre)")
         xy, yaw = rec.pose_in_bev(w2b, scene.mesh_bbox_center)
-        draw_situation(ax, xy, yaw, "tab:red", "situation")
+        draw_pose(ax, xy, yaw, "tab:red", "situation", length=0.6)
         title += f"\n{rec.situation}"
     ax.set_title(title, fontsize=9, wrap=True)
     ax.set_xlabel("BEV x (m)")

@@ -1,0 +1,129 @@
+"""`loc3r eval`: predictions on a split, the official metrics, a report and bird's-eye plots.
+
+Localization is scored once per situation (scene + situation text), as in SQA3D's localization benchmark: the
+<Pos>/<Ori> tokens precede the question, so the causal LLM gives every question of a situation the same pose.
+QA is scored on every question. Outputs in --out: metrics.json, predictions.jsonl, report.md, plots/*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from loc3r.checkpoint import resolve_checkpoint
+from loc3r.data.collate import Collator
+from loc3r.io import atomic_path, write_json
+from loc3r.metrics import localization_metrics, qa_metrics
+from loc3r.plots import situation_plot
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint directory or a run directory")
+    p.add_argument("--data", type=Path, required=True, help="data root: scans/ and sqa_task/")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--plots", type=int, default=6, help="situations drawn as bird's-eye plots")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
+    p.add_argument("--device", default=None)
+    p.add_argument("--cache-dir", type=Path, default=None)
+
+
+def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device, limit=None) -> list[dict]:
+    """One record per question: the sample's ground truth and the model's prediction (BEV frame)."""
+    collate = Collator(model.tokenizer, model.config, for_generation=True)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    records = []
+    model.eval()
+    for start in range(0, n, batch_size):
+        samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        batch = {k: v.to(device) for k, v in collate(samples).items()}
+        for s, p in zip(samples, model.predict(batch, max_new_tokens)):
+            records.append({
+                "question_id": s.question_id, "scene_id": s.scene_id, "situation": s.situation,
+                "question": s.question, "answers": s.answers, "question_type": s.question_type,
+                "has_situation": bool(s.has_situation), "prediction": p.answer,
+                "gt_xy": [float(v) for v in s.position_xy], "gt_yaw_rad": float(s.yaw_rad),
+                "pred_xy": [float(v) for v in p.position_xy], "pred_sigma": [float(v) for v in p.position_sigma],
+                "pred_yaw_rad": float(p.yaw_rad), "yaw_probs": [float(v) for v in p.yaw_probs],
+            })
+    return records
+
+
+def unique_situations(records: list[dict]) -> list[dict]:
+    """The first record of each situated (scene, situation) pair."""
+    seen, out = set(), []
+    for r in records:
+        key = (r["scene_id"], r["situation"])
+        if r["has_situation"] and key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+def compute_metrics(records: list[dict]) -> dict:
+    situations = unique_situations(records)
+    loc = localization_metrics([r["pred_xy"] for r in situations], [r["gt_xy"] for r in situations],
+                               [r["pred_yaw_rad"] for r in situations], [r["gt_yaw_rad"] for r in situations])
+    qa = qa_metrics([r["prediction"] for r in records], [r["answers"] for r in records],
+                    [r["question"] for r in records])
+    return {"localization": loc, "qa": qa, "n": len(records), "n_situations": len(situations)}
+
+
+def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path], title: str) -> None:
+    loc, qa = metrics["localization"], metrics["qa"]
+    lines = [f"# {title}", "", f"{metrics['n']} questions, {metrics['n_situations']} situations.", "",
+             "## Localization (per situation)", "", "| Acc@0.5m | Acc@1.0m | Acc@15° | Acc@30° | median pos err | median yaw err |",
+             "|---|---|---|---|---|---|"]
+    if loc:
+        lines.append(f"| {loc['acc_0.5m']:.1f} | {loc['acc_1.0m']:.1f} | {loc['acc_15deg']:.1f} | {loc['acc_30deg']:.1f} "
+                     f"| {loc['median_pos_err_m']:.2f} m | {loc['median_yaw_err_deg']:.1f}° |")
+    lines += ["", "## Situated QA", "", f"EM@1 {qa['em1']:.1f}, refined EM {qa['em_refined']:.1f}", "",
+              "| type | n | EM@1 | refined EM |", "|---|---|---|---|"]
+    lines += [f"| {t} | {v['n']} | {v['em1']:.1f} | {v['em_refined']:.1f} |" for t, v in qa["by_type"].items()]
+    lines += ["", "## Examples", "", "| scene | situation | question | answer | prediction |", "|---|---|---|---|---|"]
+    lines += [f"| {r['scene_id']} | {r['situation']} | {r['question']} | {r['answers'][0]} | {r['prediction']} |"
+              for r in records[:12]]
+    if plots:
+        lines += ["", "## Bird's-eye views", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def evaluate(checkpoint: Path, data: Path, split: str, out: Path, batch_size: int = 8, max_new_tokens: int = 16,
+             n_plots: int = 6, limit: int | None = None, device: str | None = None, cache_dir=None) -> dict:
+    from loc3r.model.loc3r import Loc3R
+    from loc3r.train import make_dataset
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ckpt = resolve_checkpoint(checkpoint)
+    model = Loc3R.from_pretrained(ckpt).to(dev)
+    dataset = make_dataset(model.config, data, split, cache_dir)
+    records = predict_dataset(model, dataset, batch_size, max_new_tokens, dev, limit)
+    metrics = compute_metrics(records)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    with atomic_path(out / "predictions.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    plots = []
+    for r in unique_situations(records)[:n_plots]:
+        scene = dataset.scene(r["scene_id"])
+        path = out / "plots" / f"{r['scene_id']}_{r['question_id']}.png"
+        situation_plot(data, r["scene_id"], scene.world_to_bev, r, path)
+        plots.append(path)
+    write_report(out, metrics, records, plots, f"Evaluation of {ckpt} on {split}")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    metrics = evaluate(args.checkpoint, args.data, args.split, args.out, args.batch_size, args.max_new_tokens,
+                       args.plots, args.limit, args.device, args.cache_dir)
+    print(json.dumps({"localization": metrics["localization"], "qa": {k: metrics["qa"][k] for k in ("em1", "em_refined")},
+                      "n": metrics["n"]}, indent=1))
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'}")
+    return 0
+

@@ -1,0 +1,79 @@
+"""Bird's-eye plots of a prediction: the room's points, ground truth and predicted position (with its 1- and
+2-sigma ellipses), facing arrows, and the 36-bin yaw distribution as a polar inset. Everything in BEV metres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from loc3r.io import atomic_path
+
+
+def draw_pose(ax, xy, yaw_rad, color, label, length=0.5):
+    """A position dot and a facing arrow (yaw counter-clockwise from +x) on BEV axes."""
+    ax.plot(*xy, "o", color=color, ms=6, zorder=6, label=label)
+    ax.arrow(xy[0], xy[1], length * np.cos(yaw_rad), length * np.sin(yaw_rad), width=0.035,
+             color=color, length_includes_head=True, zorder=6)
+
+
+def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pred_sigma=None, pred_yaw=None,
+                    yaw_probs=None, gt_xy=None, gt_yaw=None, title: str = "", out: Path | None = None) -> None:
+    """One figure; any part may be None. points [N, 3] / colors [N, 3] in [0, 1]; trajectory [T, 2]."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Ellipse
+
+    fig, ax = plt.subplots(figsize=(6.5, 6.5), dpi=110)
+    if points is not None and len(points):
+        from loc3r.show import layout_mask
+
+        keep = layout_mask(points)
+        ax.scatter(points[keep, 0], points[keep, 1], c=colors[keep], s=1.2, linewidths=0)
+    if trajectory is not None:
+        ax.plot(trajectory[:, 0], trajectory[:, 1], "-", color="tab:orange", lw=1.2, label="camera trajectory")
+    if gt_xy is not None:
+        draw_pose(ax, gt_xy, gt_yaw, "tab:green", "ground truth")
+    if pred_xy is not None:
+        for k in (1, 2):
+            ax.add_patch(Ellipse(pred_xy, 2 * k * pred_sigma[0], 2 * k * pred_sigma[1], fill=False, color="tab:red",
+                                 lw=1.2, ls="-" if k == 1 else "--", zorder=5))
+        draw_pose(ax, pred_xy, pred_yaw, "tab:red", "prediction (1σ, 2σ)")
+    ax.set_aspect("equal")
+    ax.set_xlabel("BEV x (m)")
+    ax.set_ylabel("BEV y (m)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(title, fontsize=8, wrap=True)
+    if yaw_probs is not None:
+        inset = fig.add_axes([0.72, 0.72, 0.22, 0.22], projection="polar")
+        bins = len(yaw_probs)
+        centres = -np.pi + (np.arange(bins) + 0.5) * 2 * np.pi / bins
+        inset.bar(centres, yaw_probs, width=2 * np.pi / bins, color="tab:red", alpha=0.7)
+        if gt_yaw is not None:
+            inset.plot([gt_yaw, gt_yaw], [0, max(yaw_probs)], color="tab:green", lw=2)
+        inset.set_yticklabels([])
+        inset.set_xticklabels([])
+        inset.set_title("yaw distribution", fontsize=7)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, record: dict, out: Path) -> None:
+    """An evaluation record (see loc3r.evaluate) drawn over its scene's points."""
+    from loc3r import geometry
+    from loc3r.data.scannet import ScanNetScene
+    from loc3r.show import scene_points_bev
+
+    scene = ScanNetScene(data_root, scene_id)
+    points, colors = scene_points_bev(scene, world_to_bev, 12)
+    traj = geometry.poses_to_bev(world_to_bev, scene.read_poses(scene.valid_frame_ids))[:, :2, 3]
+    title = f"{scene_id}: {record['situation']}\nQ: {record['question']}  A: {record['answers'][0]}  " \
+            f"predicted: {record['prediction']}"
+    draw_prediction(points, colors, traj, np.array(record["pred_xy"]), np.array(record["pred_sigma"]),
+                    record["pred_yaw_rad"], np.array(record["yaw_probs"]), np.array(record["gt_xy"]),
+                    record["gt_yaw_rad"], title, out)

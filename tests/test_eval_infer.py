@@ -1,0 +1,86 @@
+"""`loc3r eval` and `loc3r infer` end to end on synthetic scenes, and their answers to bad input."""
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from loc3r.cli import main
+from loc3r.data.scannet import ScanNetScene
+
+
+def test_eval_writes_metrics_report_and_plots(synth_data, tiny_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_data), "--split", "train",
+                 "--out", str(out), "--plots", "2", "--limit", "12"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["localization"]) == {"acc_0.5m", "acc_1.0m", "acc_15deg", "acc_30deg", "median_pos_err_m",
+                                      "median_yaw_err_deg"}
+    assert set(m["qa"]) == {"em1", "em_refined", "by_type"} and m["n"] == 12
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 12 and all(len(p["yaw_probs"]) == 36 for p in preds)
+    # every question of a situation gets the same pose (the situation tokens precede the question)
+    by_situation = {}
+    for p in preds:
+        by_situation.setdefault((p["scene_id"], p["situation"]), []).append(p["pred_xy"])
+    for xys in by_situation.values():
+        assert np.allclose(xys, xys[0], atol=1e-5)
+    plots = list((out / "plots").glob("*.png"))
+    assert len(plots) == min(2, m["n_situations"]) and "## Localization" in (out / "report.md").read_text()
+
+
+def write_video(path, frames):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for packet in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode():
+            c.mux(packet)
+
+
+@pytest.fixture()
+def scene_dir(synth_data):
+    return ScanNetScene(synth_data, "scene0000_00").dir
+
+
+def test_infer_frames_with_poses(tiny_checkpoint, scene_dir, tmp_path, capsys):
+    plot = tmp_path / "p.png"
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--frames", str(scene_dir / "color"),
+                 "--poses", str(scene_dir / "pose"), "--situation", "I am standing next to the bed.",
+                 "--question", "What is on my left?", "--json", "--plot", str(plot)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r) >= {"answer", "position_xy_m", "position_sigma_m", "yaw_deg", "yaw_probs"}
+    assert len(r["position_xy_m"]) == 2 and all(s > 0 for s in r["position_sigma_m"])
+    assert -180 <= r["yaw_deg"] <= 180 and abs(sum(r["yaw_probs"]) - 1) < 1e-4 and plot.is_file()
+
+
+def test_infer_video(tiny_checkpoint, scene_dir, tmp_path, capsys):
+    scene = ScanNetScene(scene_dir.parent.parent, scene_dir.name)
+    video = tmp_path / "room.mp4"
+    write_video(video, np.stack([scene.read_color(i) for i in scene.frame_ids]))
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--video", str(video),
+                 "--situation", "I am standing in the room.", "--question", "How many chairs are there?"]) == 0
+    out = capsys.readouterr().out
+    assert "answer:" in out and "position:" in out and "facing:" in out
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing checkpoint", "no such checkpoint or run directory"),
+    ("bad video", "unreadable video"),
+    ("empty situation", "--situation is empty"),
+])
+def test_infer_bad_input(case, message, tiny_checkpoint, scene_dir, tmp_path, capsys):
+    ckpt, src, situation = str(tiny_checkpoint), ["--frames", str(scene_dir / "color")], "I am by the bed."
+    if case == "missing checkpoint":
+        ckpt = str(tmp_path / "nothing")
+    elif case == "bad video":
+        (tmp_path / "bad.mp4").write_bytes(b"\x00not a video" * 10)
+        src = ["--video", str(tmp_path / "bad.mp4")]
+    else:
+        situation = "  "
+    assert main(["infer", "--checkpoint", ckpt, *src, "--situation", situation, "--question", "What is that?"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
