@@ -58,6 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-layout", action="store_true", help="ablation: no layout reconstruction loss")
     p.add_argument("--no-situation", action="store_true", help="ablation: no position / orientation loss")
     p.add_argument("--orientation-sigma", type=float, default=None, help="wrapped-Gaussian sigma (rad)")
+    p.add_argument("--lambda-layout", type=float, default=None, help="layout loss weight (paper: 0.05)")
+    p.add_argument("--lambda-situation", type=float, default=None, help="situation loss weight (paper: 0.075)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
@@ -83,6 +85,10 @@ def config_from_args(args) -> Loc3RConfig:
         overrides["lambda_situation"] = 0.0
     if args.orientation_sigma is not None:
         overrides["orientation_sigma_rad"] = args.orientation_sigma
+    if args.lambda_layout is not None:
+        overrides["lambda_layout"] = args.lambda_layout
+    if args.lambda_situation is not None:
+        overrides["lambda_situation"] = args.lambda_situation
     if args.preset == "tiny":
         return Loc3RConfig.tiny(**overrides)
     if args.base is None:

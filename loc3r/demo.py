@@ -1,0 +1,72 @@
+"""`loc3r demo`: the main job on the embedded default, end to end on a CPU in about ten minutes.
+
+1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`) and a bird's-eye view of two of them;
+2. the tiny Loc3R-VLM trained on the train split (`loc3r train`);
+3. evaluated on the held-out test scenes with the official metrics, report and plots (`loc3r eval`);
+4. one example inference on a test scene's frames and poses (`loc3r infer`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from loc3r import show
+from loc3r.data.scannet import ScanNetScene
+from loc3r.data.sqa3d import read_sqa3d
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory")
+    p.add_argument("--scenes", type=int, default=60, help="synthetic scenes to generate")
+    p.add_argument("--steps", type=int, default=600, help="training steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def step(title: str) -> float:
+    print(f"\n== {title}", flush=True)
+    return time.perf_counter()
+
+
+def run(args: argparse.Namespace) -> int:
+    from loc3r.cli import main as cli
+
+    data, run_dir, eval_dir = args.out / "data", args.out / "run", args.out / "eval"
+    t0 = step(f"1/4 synthetic rooms -> {data}")
+    if cli(["synth", "--out", str(data), "--scenes", str(args.scenes), "--seed", str(args.seed), "--frames", "24",
+            "--size", "64", "--workers", "2"]) != 0:
+        return 1
+    test = read_sqa3d(data, "test")
+    for scene_id in sorted({r.scene_id for r in test})[:2]:
+        show.render(data, scene_id, 0, args.out / "bev" / f"{scene_id}.png")
+        print(f"bird's-eye view: {args.out / 'bev' / f'{scene_id}.png'}")
+
+    t1 = step(f"2/4 training the tiny Loc3R-VLM ({args.steps} steps) -> {run_dir}")
+    if cli(["train", "--data", str(data), "--out", str(run_dir), "--steps", str(args.steps), "--batch-size",
+            str(args.batch_size), "--seed", str(args.seed), "--save-every", str(args.steps), "--log-every", "20"]) != 0:
+        return 1
+
+    t2 = step(f"3/4 evaluation on the test scenes -> {eval_dir}")
+    if cli(["eval", "--checkpoint", str(run_dir), "--data", str(data), "--split", "test", "--out", str(eval_dir)]) != 0:
+        return 1
+
+    t3 = step("4/4 example inference")
+    example = next(r for r in test if r.situation.strip().rstrip(".") != "I am standing in the room")
+    scene = ScanNetScene(data, example.scene_id)
+    print(f"scene {example.scene_id}\nsituation: {example.situation}\nquestion:  {example.question}\n"
+          f"reference answer: {example.answers[0]}")
+    if cli(["infer", "--checkpoint", str(run_dir), "--frames", str(scene.dir / "color"), "--poses",
+            str(scene.dir / "pose"), "--situation", example.situation, "--question", example.question,
+            "--plot", str(args.out / "example.png")]) != 0:
+        return 1
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    print(f"\nreport: {eval_dir / 'report.md'}\nexample plot: {args.out / 'example.png'}")
+    print(f"test localization: {json.dumps(metrics['localization'])}")
+    print(f"test QA: EM@1 {metrics['qa']['em1']:.1f}, refined EM {metrics['qa']['em_refined']:.1f}")
+    t4 = time.perf_counter()
+    print(f"time: data {t1 - t0:.0f} s, training {t2 - t1:.0f} s, evaluation {t3 - t2:.0f} s, "
+          f"inference {t4 - t3:.0f} s, total {t4 - t0:.0f} s")
+    return 0
