@@ -198,6 +198,8 @@ def train(args) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps, max(1, warmup)))
     if resume_dir is not None:
         start_step, position = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule (--steps may differ)
+            group["lr"] = base * scheduler.lr_lambdas[0](start_step)
         print0(f"resumed from {resume_dir} at step {start_step}")
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -111,3 +111,25 @@ def test_bad_train_inputs(tmp_path, capsys):
     assert cli_main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"), "--steps", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "v1_balanced_questions_train_scannetv2.json: file not found" in err[0]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_fsdp2_with_activation_checkpointing_saves_and_resumes(synth_data, tmp_path):
+    """The 7B's path (FSDP2 + activation checkpointing + bf16 compute) on the tiny model, two CPU processes:
+    the gathered full checkpoint loads in one process, and training resumes from it."""
+    from loc3r.model.loc3r import Loc3R
+
+    run = tmp_path / "fsdp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "loc3r.train",
+            "--data", str(synth_data), "--out", str(run), "--quiet", "--frames", "4", "--batch-size", "2",
+            "--parallel", "fsdp", "--activation-checkpointing", "--device", "cpu"]
+    for steps, extra in (("2", []), ("3", ["--resume"])):
+        res = subprocess.run([*base, "--steps", steps, *extra], env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed from" in res.stdout
+    before = weights(run / "checkpoints" / "step_0000002")
+    model = Loc3R.from_pretrained(run / "checkpoints" / "step_0000003")
+    after = model.checkpoint_tensors()
+    assert set(before) == set(after)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the resumed step trained
