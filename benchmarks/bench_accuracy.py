@@ -7,7 +7,9 @@ Trains and evaluates on held-out test scenes (scored per situation, as `loc3r ev
 - + layout:             with the layout reconstruction loss (prior none)
 - + camera token:       the full model (poses prior + layout + situation)
 
-    python benchmarks/bench_accuracy.py --scenes 120 --steps 3000 --out /tmp/bench_acc
+    python benchmarks/bench_accuracy.py --scenes 200 --steps 3000 --out /tmp/bench_acc
+
+Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
 
 Prints one table like the paper's ablation (Acc@0.5m, Acc@1.0m, Acc@15deg, Acc@30deg, EM@1) and writes it,
 with every run's metrics, to OUT/results.json.
@@ -69,14 +71,15 @@ def baselines(data: Path, seed: int) -> dict[str, dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_bench_accuracy"))
-    p.add_argument("--scenes", type=int, default=120)
+    p.add_argument("--scenes", type=int, default=200)
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", help="run only these ablations (by name)")
+    p.add_argument("--data", type=Path, default=None, help="an existing synthetic data set (default: OUT/data, made)")
     args = p.parse_args()
 
-    data = args.out / "data"
+    data = args.data or args.out / "data"
     if not (data / "sqa_task").exists():
         cli(["synth", "--out", str(data), "--scenes", str(args.scenes), "--seed", str(args.seed), "--frames", "24",
              "--size", "64", "--workers", "2"])
@@ -88,7 +91,7 @@ def main() -> int:
         run, ev = args.out / "runs" / slug, args.out / "eval" / slug
         t0 = time.perf_counter()
         cli(["train", "--data", str(data), "--out", str(run), "--steps", str(args.steps), "--batch-size",
-             str(args.batch_size), "--seed", str(args.seed), "--save-every", str(args.steps), "--quiet", *extra])
+             str(args.batch_size), "--seed", str(args.seed), "--save-every", "500", "--quiet", "--resume", *extra])
         cli(["eval", "--checkpoint", str(run), "--data", str(data), "--split", "test", "--out", str(ev),
              "--plots", "4"])
         results[name] = json.loads((ev / "metrics.json").read_text())

@@ -13,15 +13,17 @@ import json
 import time
 from pathlib import Path
 
-from loc3r import show
+import numpy as np
+
+from loc3r import geometry, show
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory")
-    p.add_argument("--scenes", type=int, default=60, help="synthetic scenes to generate")
-    p.add_argument("--steps", type=int, default=600, help="training steps")
+    p.add_argument("--scenes", type=int, default=150, help="synthetic scenes to generate")
+    p.add_argument("--steps", type=int, default=1000, help="training steps")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
 
@@ -56,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     t3 = step("4/4 example inference")
     example = next(r for r in test if r.situation.strip().rstrip(".") != "I am standing in the room")
     scene = ScanNetScene(data, example.scene_id)
+    w2b = geometry.bev_frame_of_video(scene.read_poses(scene.valid_frame_ids))
+    gt_xy, gt_yaw = example.pose_in_bev(w2b, scene.mesh_bbox_center)
     print(f"scene {example.scene_id}\nsituation: {example.situation}\nquestion:  {example.question}\n"
-          f"reference answer: {example.answers[0]}")
+          f"reference: answer {example.answers[0]!r}, position x = {gt_xy[0]:.2f} m, y = {gt_xy[1]:.2f} m, "
+          f"facing {np.degrees(gt_yaw):.1f} deg")
     if cli(["infer", "--checkpoint", str(run_dir), "--frames", str(scene.dir / "color"), "--poses",
             str(scene.dir / "pose"), "--situation", example.situation, "--question", example.question,
             "--plot", str(args.out / "example.png")]) != 0:

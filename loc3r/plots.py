@@ -25,7 +25,8 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
     import matplotlib.pyplot as plt
     from matplotlib.patches import Ellipse
 
-    fig, ax = plt.subplots(figsize=(6.5, 6.5), dpi=110)
+    fig = plt.figure(figsize=(9, 6.5), dpi=110)
+    ax = fig.add_axes([0.08, 0.08, 0.62, 0.8])
     if points is not None and len(points):
         from loc3r.show import layout_mask
 
@@ -45,9 +46,9 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
     ax.set_ylabel("BEV y (m)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=7)
-    ax.set_title(title, fontsize=8, wrap=True)
+    fig.suptitle(title, fontsize=8)
     if yaw_probs is not None:
-        inset = fig.add_axes([0.72, 0.72, 0.22, 0.22], projection="polar")
+        inset = fig.add_axes([0.74, 0.5, 0.24, 0.3], projection="polar")
         bins = len(yaw_probs)
         centres = -np.pi + (np.arange(bins) + 0.5) * 2 * np.pi / bins
         inset.bar(centres, yaw_probs, width=2 * np.pi / bins, color="tab:red", alpha=0.7)
@@ -55,7 +56,7 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
             inset.plot([gt_yaw, gt_yaw], [0, max(yaw_probs)], color="tab:green", lw=2)
         inset.set_yticklabels([])
         inset.set_xticklabels([])
-        inset.set_title("yaw distribution", fontsize=7)
+        inset.set_title("predicted yaw distribution\n(green: ground truth)", fontsize=7)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:

@@ -30,11 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=16, help="frames unprojected for the point cloud")
 
 
-def scene_points_bev(scene: ScanNetScene, world_to_bev, num_frames: int, stride: int = 4):
-    """Coloured BEV points [N, 3] and colours [N, 3] in [0, 1] from T frames' depth."""
+def scene_points_bev(scene: ScanNetScene, world_to_bev, num_frames: int):
+    """Coloured BEV points [N, 3] and colours [N, 3] in [0, 1] from T frames' depth (~100 x 75 pixels each)."""
     pts, cols = [], []
     for i in sample_frame_ids(scene.valid_frame_ids, num_frames):
-        depth = scene.read_depth_m(int(i))[::stride, ::stride]
+        depth = scene.read_depth_m(int(i))
+        stride = max(1, round(depth.shape[1] / 100))
+        depth = depth[::stride, ::stride]
         H, W = depth.shape
         K = geometry.scale_intrinsics(scene.intrinsic_depth, (H * stride, W * stride), (H, W))
         rgb = np.asarray(Image.fromarray(scene.read_color(int(i))).resize((W, H), Image.BILINEAR)) / 255.0

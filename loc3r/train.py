@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=8, help="samples per process and micro-batch")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (tiny: 1e-3, 7B: 1e-5 as the paper)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (tiny: 2e-3, 7B: 1e-5 as the paper)")
     p.add_argument("--warmup", type=float, default=0.03, help="warm-up steps, or a fraction of --steps when < 1")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
@@ -58,8 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-layout", action="store_true", help="ablation: no layout reconstruction loss")
     p.add_argument("--no-situation", action="store_true", help="ablation: no position / orientation loss")
     p.add_argument("--orientation-sigma", type=float, default=None, help="wrapped-Gaussian sigma (rad)")
-    p.add_argument("--lambda-layout", type=float, default=None, help="layout loss weight (paper: 0.05)")
-    p.add_argument("--lambda-situation", type=float, default=None, help="situation loss weight (paper: 0.075)")
+    p.add_argument("--lambda-layout", type=float, default=None, help="layout loss weight (paper and 7B: 0.05; tiny: 1)")
+    p.add_argument("--lambda-situation", type=float, default=None, help="situation loss weight (paper and 7B: 0.075; tiny: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
@@ -169,7 +169,7 @@ def train(args) -> Path:
     torch.manual_seed(args.seed)
     config = config_from_args(args)
     is_7b = args.preset == "llava_video_7b"
-    lr = args.lr if args.lr is not None else (1e-5 if is_7b else 1e-3)
+    lr = args.lr if args.lr is not None else (1e-5 if is_7b else 2e-3)
     strategy = args.parallel or ("fsdp" if is_7b else "ddp")
     start_step, position = 0, 0
     resume_dir = latest_checkpoint(args.out) if args.resume else None
