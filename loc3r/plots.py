@@ -56,7 +56,8 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
             inset.plot([gt_yaw, gt_yaw], [0, max(yaw_probs)], color="tab:green", lw=2)
         inset.set_yticklabels([])
         inset.set_xticklabels([])
-        inset.set_title("predicted yaw distribution\n(green: ground truth)", fontsize=7)
+        inset.set_title("predicted yaw distribution" + ("\n(green: ground truth)" if gt_yaw is not None else ""),
+                        fontsize=7)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out) as tmp:
