@@ -27,7 +27,6 @@ import numpy as np
 
 from loc3r.cli import main as cli
 from loc3r.data.dataset import SituatedQADataset
-from loc3r.evaluate import unique_situations
 from loc3r.metrics import localization_metrics
 from loc3r.model.config import Loc3RConfig
 

@@ -145,12 +145,11 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 def loss_denominators(batches: list[dict], info: parallel.DistInfo) -> dict[str, torch.Tensor]:
     """Per-loss counts over all micro-batches of the step and all ranks, divided by the world size (DDP averages
     gradients over ranks, so each rank normalises by its share of the global count)."""
-    counts = torch.stack([torch.stack(list(Loc3R.loss_counts(b).values())) for b in batches]).sum(0).double()
+    per_batch = [Loc3R.loss_counts(b) for b in batches]
+    names = list(per_batch[0])
+    counts = torch.stack([torch.stack([c[k] for k in names]) for c in per_batch]).sum(0).double()  # [n_losses]
     if info.distributed:
-        counts = counts.to(info.device)
         dist.all_reduce(counts)
-        counts = counts.cpu()
-    names = list(Loc3R.loss_counts(batches[0]).keys())
     return {k: (c / info.world_size).clamp(min=1.0 / info.world_size).float() for k, c in zip(names, counts)}
 
 
