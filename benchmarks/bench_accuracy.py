@@ -3,6 +3,7 @@
 Trains and evaluates on held-out test scenes (scored per situation, as `loc3r eval`):
 - random pose:          position uniform over the box of the training positions, yaw uniform
 - blind (mean pose):    the mean training position and the circular mean training yaw
+- trajectory centre:    the mean of the video's camera positions (what the poses alone say) and the mean yaw
 - situation only:       Loc3R-VLM without camera token and without layout loss (prior none, lambda_layout 0)
 - + layout:             with the layout reconstruction loss (prior none)
 - + camera token:       the full model (poses prior + layout + situation)
@@ -38,9 +39,10 @@ ABLATIONS = [  # (name, extra training arguments)
 
 
 def situated_poses(data: Path, split: str, config: Loc3RConfig):
-    """BEV positions [N, 2] and yaws [N] of a split's distinct situations."""
+    """BEV positions [N, 2], yaws [N] and the mean camera position of the video [N, 2] of a split's distinct
+    situations."""
     ds = SituatedQADataset(data, split, config.num_frames, config.image_size, config.frame_grid)
-    seen, xy, yaw = set(), [], []
+    seen, xy, yaw, cameras = set(), [], [], []
     for i, rec in enumerate(ds.records):
         key = (rec.scene_id, rec.situation)
         if key in seen:
@@ -50,13 +52,14 @@ def situated_poses(data: Path, split: str, config: Loc3RConfig):
             seen.add(key)
             xy.append(s.position_xy)
             yaw.append(s.yaw_rad)
-    return np.array(xy), np.array(yaw)
+            cameras.append(s.camera_poses_bev[:, :2, 3].mean(0))
+    return np.array(xy), np.array(yaw), np.array(cameras)
 
 
 def baselines(data: Path, seed: int) -> dict[str, dict]:
     config = Loc3RConfig.tiny()
-    train_xy, train_yaw = situated_poses(data, "train", config)
-    test_xy, test_yaw = situated_poses(data, "test", config)
+    train_xy, train_yaw, _ = situated_poses(data, "train", config)
+    test_xy, test_yaw, test_cameras = situated_poses(data, "test", config)
     rng = np.random.default_rng(seed)
     lo, hi = train_xy.min(0), train_xy.max(0)
     random_xy = rng.uniform(lo, hi, size=test_xy.shape)
@@ -64,7 +67,8 @@ def baselines(data: Path, seed: int) -> dict[str, dict]:
     mean_xy = np.broadcast_to(train_xy.mean(0), test_xy.shape)
     mean_yaw = np.full(test_yaw.shape, np.arctan2(np.sin(train_yaw).mean(), np.cos(train_yaw).mean()))
     return {"random pose": {"localization": localization_metrics(random_xy, test_xy, random_yaw, test_yaw)},
-            "blind (mean pose)": {"localization": localization_metrics(mean_xy, test_xy, mean_yaw, test_yaw)}}
+            "blind (mean pose)": {"localization": localization_metrics(mean_xy, test_xy, mean_yaw, test_yaw)},
+            "trajectory centre": {"localization": localization_metrics(test_cameras, test_xy, mean_yaw, test_yaw)}}
 
 
 def main() -> int:

@@ -183,8 +183,7 @@ def train(args) -> Path:
     dataset = make_dataset(config, args.data, "train", args.cache_dir)
     if len(dataset) == 0:
         raise Loc3rError(f"{args.data}: the train split has no questions")
-    if info.is_main:
-        dataset.prepare()  # build the scene caches once (atomic files: other ranks then just read them)
+    dataset.prepare(info.rank, info.world_size)  # each rank builds its share of the cache files (atomic writes)
     if info.distributed:
         dist.barrier()
     collate = Collator(model.tokenizer, config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
@@ -18,13 +19,22 @@ def is_situated(situation: str) -> bool:
     return situation.strip().lower().rstrip(".") not in ("", NO_SITUATION.lower().rstrip("."))
 
 
+DEFAULT_MAX_CACHE_BYTES = 2 << 30  # scene caches kept in memory per dataset (384 px x 32 frames: ~14 MB a scene)
+
+
+def cache_nbytes(cache: SceneCache) -> int:
+    return sum(v.nbytes for v in vars(cache).values() if isinstance(v, np.ndarray))
+
+
 class SituatedQADataset:
-    """`dataset[i]` -> Sample. Scene caches are built on first use and kept in memory (one per scene)."""
+    """`dataset[i]` -> Sample. Scene caches are built on first use (files, see loc3r.data.cache) and the most
+    recently used ones are kept in memory, up to `max_cache_bytes` (None: all); the others are read again from
+    their files when needed, so memory stays bounded on a full ScanNet-size set."""
 
     def __init__(self, data_root: str | Path, split: str, num_frames: int, image_size: int, grid_hw,
                  cache_dir: str | Path | None = None,
                  camera_tokens: Callable[[str, np.ndarray], np.ndarray] | None = None,
-                 scenes: list[str] | None = None):
+                 scenes: list[str] | None = None, max_cache_bytes: int | None = DEFAULT_MAX_CACHE_BYTES):
         self.data_root = Path(data_root)
         self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
         self.cache_dir = cache_dir
@@ -33,7 +43,9 @@ class SituatedQADataset:
         if scenes is not None:
             records = [r for r in records if r.scene_id in set(scenes)]
         self.records: list[SQA3DRecord] = records
-        self._scenes: dict[str, SceneCache] = {}
+        self.max_cache_bytes = max_cache_bytes
+        self._scenes: OrderedDict[str, SceneCache] = OrderedDict()  # least recently used first
+        self._scene_bytes = 0
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,14 +55,25 @@ class SituatedQADataset:
         return sorted({r.scene_id for r in self.records})
 
     def scene(self, scene_id: str) -> SceneCache:
-        if scene_id not in self._scenes:
-            self._scenes[scene_id] = scene_cache(self.data_root, scene_id, self.num_frames, self.image_size,
-                                                 self.grid_hw, self.cache_dir)
-        return self._scenes[scene_id]
+        if scene_id in self._scenes:
+            self._scenes.move_to_end(scene_id)
+            return self._scenes[scene_id]
+        cache = scene_cache(self.data_root, scene_id, self.num_frames, self.image_size, self.grid_hw, self.cache_dir)
+        self._scenes[scene_id] = cache
+        self._scene_bytes += cache_nbytes(cache)
+        while self.max_cache_bytes is not None and self._scene_bytes > self.max_cache_bytes and len(self._scenes) > 1:
+            _, evicted = self._scenes.popitem(last=False)
+            self._scene_bytes -= cache_nbytes(evicted)
+        return cache
 
-    def prepare(self) -> None:
-        """Build (or load) every scene cache now, e.g. before training starts."""
-        for scene_id in self.scene_ids:
+    @property
+    def scenes_in_memory(self) -> list[str]:
+        return list(self._scenes)
+
+    def prepare(self, rank: int = 0, world_size: int = 1) -> None:
+        """Build (or load) the scene caches now, e.g. before training starts: this rank's share of the scenes
+        (every world_size-th one from `rank`), so that data-parallel processes build them together."""
+        for scene_id in self.scene_ids[rank::world_size]:
             self.scene(scene_id)
 
     def __getitem__(self, index: int) -> Sample:
