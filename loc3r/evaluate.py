@@ -69,8 +69,11 @@ def compute_metrics(records: list[dict]) -> dict:
     situations = unique_situations(records)
     loc = localization_metrics([r["pred_xy"] for r in situations], [r["gt_xy"] for r in situations],
                                [r["pred_yaw_rad"] for r in situations], [r["gt_yaw_rad"] for r in situations])
-    qa = qa_metrics([r["prediction"] for r in records], [r["answers"] for r in records],
-                    [r["question"] for r in records])
+    predictions, answers = [r["prediction"] for r in records], [r["answers"] for r in records]
+    qa = qa_metrics(predictions, answers, [r["question"] for r in records])
+    if any(r["question_type"] != "N/A" for r in records):  # the data set names its question families
+        qa["by_question_type"] = qa_metrics(predictions, answers, [r["question"] for r in records],
+                                            [r["question_type"] for r in records])["by_type"]
     return {"localization": loc, "qa": qa, "n": len(records), "n_situations": len(situations)}
 
 
@@ -85,6 +88,11 @@ def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path
     lines += ["", "## Situated QA", "", f"EM@1 {qa['em1']:.1f}, refined EM {qa['em_refined']:.1f}", "",
               "| type | n | EM@1 | refined EM |", "|---|---|---|---|"]
     lines += [f"| {t} | {v['n']} | {v['em1']:.1f} | {v['em_refined']:.1f} |" for t, v in qa["by_type"].items()]
+    if "by_question_type" in qa:
+        lines += ["", "By the data set's question types:", "", "| question type | n | EM@1 | refined EM |",
+                  "|---|---|---|---|"]
+        lines += [f"| {t} | {v['n']} | {v['em1']:.1f} | {v['em_refined']:.1f} |"
+                  for t, v in qa["by_question_type"].items()]
     lines += ["", "## Examples", "", "| scene | situation | question | answer | prediction |", "|---|---|---|---|---|"]
     lines += [f"| {r['scene_id']} | {r['situation']} | {r['question']} | {r['answers'][0]} | {r['prediction']} |"
               for r in records[:12]]

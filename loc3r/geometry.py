@@ -258,18 +258,27 @@ class LayoutTargets:
     n_invalid_pixels: int  # pixels dropped for zero / non-finite depth (in frames with a valid pose)
 
 
-def token_cell_index(H: int, W: int, grid_hw: tuple[int, int]) -> np.ndarray:
-    """[H, W] index of the pooled vision token covering each pixel: the image split into gh x gw equal cells."""
+def token_cell_index(H: int, W: int, grid_hw: tuple[int, int], extent: float = 1.0) -> np.ndarray:
+    """[H, W] index of the pooled vision token covering each pixel, -1 where no token looks.
+
+    The tokens split the top-left `extent` of the frame's height and width into gh x gw equal cells: the vision
+    tower's patches cover (S // patch) * patch of the S pixels (SigLIP-384/14: 27 * 14 = 378, the last 6 rows
+    and columns are cut off) and the bilinear 2x2 pooling resamples that patch grid to gh x gw equal cells.
+    """
     gh, gw = grid_hw
-    rows = (np.arange(H) * gh) // H
-    cols = (np.arange(W) * gw) // W
-    return rows[:, None] * gw + cols[None, :]
+    u = np.arange(H) / (H * extent)  # where each pixel row starts, as a fraction of the covered height
+    v = np.arange(W) / (W * extent)
+    rows = np.where(u < 1.0, np.floor(u * gh), -1).astype(np.int64)  # extent 1: (row * gh) // H exactly
+    cols = np.where(v < 1.0, np.floor(v * gw), -1).astype(np.int64)
+    return np.where((rows[:, None] >= 0) & (cols[None, :] >= 0), rows[:, None] * gw + cols[None, :], -1)
 
 
-def layout_targets(depth_m, K, c2bev, grid_hw: tuple[int, int], min_valid_frac: float = 0.1) -> LayoutTargets:
+def layout_targets(depth_m, K, c2bev, grid_hw: tuple[int, int], min_valid_frac: float = 0.1,
+                   extent: float = 1.0) -> LayoutTargets:
     """Median BEV (x, y) per pooled vision token, from depth [T, H, W] (metres, 0 = invalid), K [T|-, 3, 3]
-    and camera-to-BEV poses [T, 4, 4]. A token is valid when at least `min_valid_frac` of its pixels have
-    valid depth and the frame's pose is finite. The median is numpy's (mean of the two middle values).
+    and camera-to-BEV poses [T, 4, 4]; the tokens' cells are token_cell_index's (`extent`: the fraction of the
+    frame they cover). A token is valid when at least `min_valid_frac` of its pixels have valid depth and the
+    frame's pose is finite. The median is numpy's (mean of the two middle values).
     """
     depth_m = np.asarray(depth_m, np.float64)
     c2bev = np.asarray(c2bev, np.float64)
@@ -277,16 +286,17 @@ def layout_targets(depth_m, K, c2bev, grid_hw: tuple[int, int], min_valid_frac: 
     gh, gw = grid_hw
     G = gh * gw
     pose_ok = valid_pose_mask(c2bev)  # [T]
+    cell = token_cell_index(H, W, grid_hw, extent)
+    seen = cell >= 0  # [H, W] pixels some token looks at
     depth_ok = np.isfinite(depth_m) & (depth_m > 0)
-    pixel_ok = depth_ok & pose_ok[:, None, None]
+    pixel_ok = depth_ok & pose_ok[:, None, None] & seen
     K = np.broadcast_to(np.asarray(K, np.float64), (T, 3, 3))
     safe_pose = np.where(pose_ok[:, None, None], c2bev, np.eye(4))
     pts = depth_to_points(np.where(pixel_ok, depth_m, 1.0), K, safe_pose)[..., :2]  # [T, H, W, 2]
 
-    cell = token_cell_index(H, W, grid_hw)
     key = (np.arange(T)[:, None, None] * G + cell[None]).reshape(-1)[pixel_ok.reshape(-1)]  # [P] token id
     counts = np.bincount(key, minlength=T * G)  # valid pixels per token
-    cell_sizes = np.bincount(cell.reshape(-1), minlength=G)  # pixels per token
+    cell_sizes = np.bincount(cell[seen], minlength=G)  # pixels per token
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     lo = starts + np.maximum(counts - 1, 0) // 2
     hi = starts + counts // 2
@@ -303,5 +313,5 @@ def layout_targets(depth_m, K, c2bev, grid_hw: tuple[int, int], min_valid_frac: 
         xy=xy.reshape(T, G, 2).astype(np.float32),
         valid=valid.reshape(T, G),
         n_invalid_frames=int((~pose_ok).sum()),
-        n_invalid_pixels=int((~depth_ok & pose_ok[:, None, None]).sum()),
+        n_invalid_pixels=int((~depth_ok & pose_ok[:, None, None] & seen).sum()),
     )

@@ -88,15 +88,18 @@ def question_type(question: str) -> str:
     return first if first in QUESTION_TYPES[:-1] else "others"
 
 
-def qa_metrics(predictions: list[str], references: list[list[str]], questions: list[str]) -> dict:
-    """EM@1 and refined EM (percent), overall and per question type."""
+def qa_metrics(predictions: list[str], references: list[list[str]], questions: list[str],
+               types: list[str] | None = None) -> dict:
+    """EM@1 and refined EM (percent), overall and per question type: SQA3D's (the question's first word), or the
+    given `types` (one per question, e.g. the question families of our synthetic rooms)."""
+    types = types if types is not None else [question_type(q) for q in questions]
     total = [0, 0]
     by_type = defaultdict(lambda: [0, 0, 0])
-    for pred, refs, q in zip(predictions, references, questions):
+    for pred, refs, kind in zip(predictions, references, types):
         em, emr = answer_match(clean_answer(pred), [clean_answer(r) for r in refs])
         total[0] += em
         total[1] += emr
-        t = by_type[question_type(q)]
+        t = by_type[kind]
         t[0], t[1], t[2] = t[0] + em, t[1] + emr, t[2] + 1
     n = max(len(predictions), 1)
     return {

@@ -114,7 +114,8 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
 
 def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=None) -> SituatedQADataset:
     return SituatedQADataset(data_root, split, config.num_frames, config.image_size, config.frame_grid,
-                             cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root))
+                             cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root),
+                             grid_extent=config.frame_grid_extent)
 
 
 # ---------------------------------------------------------------------------------------------------------

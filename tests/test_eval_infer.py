@@ -17,8 +17,11 @@ def test_eval_writes_metrics_report_and_plots(synth_data, tiny_checkpoint, tmp_p
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["localization"]) == {"acc_0.5m", "acc_1.0m", "acc_15deg", "acc_30deg", "median_pos_err_m",
                                       "median_yaw_err_deg"}
-    assert set(m["qa"]) == {"em1", "em_refined", "by_type"} and m["n"] == 12
+    assert set(m["qa"]) == {"em1", "em_refined", "by_type", "by_question_type"} and m["n"] == 12
     preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    kinds = {p["question_type"] for p in preds}  # the synthetic rooms name their question families
+    assert set(m["qa"]["by_question_type"]) == kinds and "N/A" not in kinds
+    assert sum(v["n"] for v in m["qa"]["by_question_type"].values()) == 12
     assert len(preds) == 12 and all(len(p["yaw_probs"]) == 36 for p in preds)
     # every question of a situation gets the same pose (the situation tokens precede the question)
     by_situation = {}

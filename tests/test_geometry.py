@@ -98,7 +98,9 @@ def test_unproject_then_project():
     assert np.allclose(uv[..., 0], u) and np.allclose(uv[..., 1], v) and np.allclose(z, depth)
 
 
-def brute_force_layout(depth, K, c2b, grid, min_frac):
+def brute_force_layout(depth, K, c2b, grid, min_frac, extent=1.0):
+    """Pixel by pixel: a pixel starting at (v, u) belongs to the cell whose row / column boundaries
+    k * H * extent / gh (k * W * extent / gw) it has passed, and to none beyond H * extent (W * extent)."""
     T, H, W = depth.shape
     gh, gw = grid
     xy = np.zeros((T, gh * gw, 2))
@@ -109,7 +111,11 @@ def brute_force_layout(depth, K, c2b, grid, min_frac):
         cells = {}
         for v in range(H):
             for u in range(W):
-                cid = (v * gh // H) * gw + (u * gw // W)
+                if v >= H * extent or u >= W * extent:
+                    continue
+                row = sum(v >= k * H * extent / gh for k in range(1, gh))
+                col = sum(u >= k * W * extent / gw for k in range(1, gw))
+                cid = row * gw + col
                 cells.setdefault(cid, [0, []])
                 cells[cid][0] += 1
                 d = depth[t, v, u]
@@ -123,8 +129,9 @@ def brute_force_layout(depth, K, c2b, grid, min_frac):
     return xy, valid
 
 
-@pytest.mark.parametrize("shape,grid", [((3, 12, 16), (3, 4)), ((2, 13, 17), (4, 5))])
-def test_layout_targets_equal_brute_force(shape, grid):
+@pytest.mark.parametrize("shape,grid,extent", [((3, 12, 16), (3, 4), 1.0), ((2, 13, 17), (4, 5), 1.0),
+                                               ((2, 24, 32), (3, 4), 0.8)])
+def test_layout_targets_equal_brute_force(shape, grid, extent):
     rng = np.random.default_rng(5)
     T, H, W = shape
     depth = rng.uniform(0.3, 6, shape)
@@ -134,11 +141,12 @@ def test_layout_targets_equal_brute_force(shape, grid):
     c2w = random_c2w(rng, T)
     c2b = g.poses_to_bev(g.bev_frame_of_video(c2w), c2w)
     c2b[-1] = -np.inf  # lost tracking
-    out = g.layout_targets(depth, K, c2b, grid, min_valid_frac=0.5)
-    ref_xy, ref_valid = brute_force_layout(depth, K, c2b, grid, 0.5)
+    out = g.layout_targets(depth, K, c2b, grid, min_valid_frac=0.5, extent=extent)
+    ref_xy, ref_valid = brute_force_layout(depth, K, c2b, grid, 0.5, extent)
     assert np.array_equal(out.valid, ref_valid)
     assert np.allclose(out.xy, ref_xy, atol=1e-5)
     assert not out.valid[-1].any() and out.n_invalid_frames == 1
     assert out.valid.any() and not out.valid.all()
-    assert out.n_invalid_pixels == int((depth[:-1] == 0).sum())
+    seen = (np.arange(H)[:, None] < H * extent) & (np.arange(W)[None] < W * extent)
+    assert out.n_invalid_pixels == int(((depth[:-1] == 0) & seen).sum())
     assert np.all(out.xy[~out.valid] == 0)

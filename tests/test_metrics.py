@@ -45,6 +45,10 @@ def test_qa_metrics_by_hand():
     assert out["by_type"]["how"] == {"em1": 100.0, "em_refined": 100.0, "n": 1}
     assert out["by_type"]["what"]["em_refined"] == 100.0 and out["by_type"]["what"]["em1"] == 0.0
     assert m.question_type("Could I sit?") == "others"
+    by_family = m.qa_metrics(preds, refs, qs, types=["count", "direction", "navigation", "navigation"])["by_type"]
+    assert by_family == {"count": {"em1": 100.0, "em_refined": 100.0, "n": 1},
+                         "direction": {"em1": 0.0, "em_refined": 100.0, "n": 1},
+                         "navigation": {"em1": 0.0, "em_refined": 0.0, "n": 2}}
 
 
 def test_caption_metrics_identical_answers_score_high():

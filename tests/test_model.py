@@ -100,18 +100,26 @@ def test_camera_token_sits_before_its_frame(tok):
         assert torch.allclose(block[-1], video[b, -1])
 
 
-def test_vision_token_order_matches_layout_cells(tok):
-    """Pooled token k covers cell divmod(k, gw) of the image: the cells geometry.token_cell_index uses for targets."""
-    model = tiny(tok)
+@pytest.mark.parametrize("image_size", [64, 76])
+def test_vision_token_order_matches_layout_cells(tok, image_size):
+    """Pooled token k sits at the centre of cell k of geometry.token_cell_index (the cells the layout targets use).
+    At 76 px the 8 px patches cover 72 px (9 x 9 patches, pooled to 5 x 5), as SigLIP-384/14 covers 378 of 384
+    px: the cells split the covered part only (config.frame_grid_extent), and the uncovered pixels get no token."""
+    config = Loc3RConfig.tiny(num_frames=2)
+    config.vlm["vision_config"]["image_size"] = image_size
+    model = Loc3R(config, tok)
     S, P = model.config.image_size, model.config.vlm["vision_config"]["patch_size"]
     gh, gw = model.config.frame_grid
-    rows, cols = np.meshgrid(np.arange(S // P), np.arange(S // P), indexing="ij")  # SigLIP's patches, row-major
+    n = S // P
+    rows, cols = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")  # SigLIP's patches, row-major
     patches = torch.tensor(np.stack([rows, cols], -1).reshape(1, -1, 2), dtype=torch.float32)
-    pooled = model.vlm.model.apply_pooling(patches)[0]  # [gh * gw, 2] mean patch (row, col) of each token
-    cell = geometry.token_cell_index(S, S, (gh, gw))  # [S, S] token of each pixel
-    pr, pc = np.meshgrid(np.arange(S) // P, np.arange(S) // P, indexing="ij")
+    pooled = model.vlm.model.apply_pooling(patches)[0].numpy()  # [gh * gw, 2] patch (row, col) each token samples
+    cell = geometry.token_cell_index(S, S, (gh, gw), model.config.frame_grid_extent)  # [S, S] token of each pixel
+    centre = (np.arange(S) + 0.5) / P - 0.5  # pixel centres in patch-index units
+    pr, pc = np.meshgrid(centre, centre, indexing="ij")
+    assert (cell[:n * P, :n * P] >= 0).all() and (cell[n * P:] == -1).all() and (cell[:, n * P:] == -1).all()
     for k in range(gh * gw):
-        assert np.allclose(pooled[k].numpy(), [pr[cell == k].mean(), pc[cell == k].mean()])
+        assert np.allclose(pooled[k], [pr[cell == k].mean(), pc[cell == k].mean()], atol=1.0 / P)  # within a pixel
 
 
 def test_gradients_reach_trainable_parts_only(tok):

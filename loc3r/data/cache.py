@@ -36,13 +36,16 @@ class SceneCache:
     version: int = CACHE_VERSION
 
 
-def cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw) -> Path:
-    return Path(cache_dir) / f"{scene_id}_T{num_frames}_S{image_size}_G{grid_hw[0]}x{grid_hw[1]}.npz"
+def cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
+               grid_extent: float = 1.0) -> Path:
+    extent = "" if grid_extent == 1.0 else f"e{grid_extent:.4f}"
+    return Path(cache_dir) / f"{scene_id}_T{num_frames}_S{image_size}_G{grid_hw[0]}x{grid_hw[1]}{extent}.npz"
 
 
 def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, grid_hw,
-                      min_valid_frac: float = 0.1) -> SceneCache:
-    """Sample T frames over the valid poses and compute everything training needs from them."""
+                      min_valid_frac: float = 0.1, grid_extent: float = 1.0) -> SceneCache:
+    """Sample T frames over the valid poses and compute everything training needs from them (`grid_extent`: the
+    fraction of the frame the vision tokens cover, Loc3RConfig.frame_grid_extent)."""
     ids = sample_frame_ids(scene.valid_frame_ids, num_frames)
     c2w = scene.read_poses(ids)
     world_to_bev = geometry.bev_frame_of_video(c2w)
@@ -51,7 +54,7 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
         np.asarray(Image.fromarray(scene.read_color(int(i))).resize((image_size, image_size), Image.BICUBIC))
         for i in ids])
     depth = np.stack([scene.read_depth_m(int(i)) for i in ids])
-    targets = geometry.layout_targets(depth, scene.intrinsic_depth, c2bev, grid_hw, min_valid_frac)
+    targets = geometry.layout_targets(depth, scene.intrinsic_depth, c2bev, grid_hw, min_valid_frac, grid_extent)
     center = scene.mesh_bbox_center if scene.mesh_path.exists() else np.full(3, np.nan)
     return SceneCache(
         frame_ids=ids.astype(np.int64), frames=frames, c2w=c2w, world_to_bev=world_to_bev,
@@ -75,13 +78,14 @@ def load_scene_cache(path: Path) -> SceneCache | None:
 
 
 def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
-                cache_dir: str | Path | None = None) -> SceneCache:
+                cache_dir: str | Path | None = None, grid_extent: float = 1.0) -> SceneCache:
     """Load the scene's cache, building and writing it first if needed."""
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
-    path = cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw)
+    path = cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent)
     cached = load_scene_cache(path)
     if cached is not None:
         return cached
-    built = build_scene_cache(ScanNetScene(data_root, scene_id), num_frames, image_size, grid_hw)
+    built = build_scene_cache(ScanNetScene(data_root, scene_id), num_frames, image_size, grid_hw,
+                              grid_extent=grid_extent)
     write_npz(path, **{f.name: np.asarray(getattr(built, f.name)) for f in fields(SceneCache)})
     return built

@@ -34,9 +34,11 @@ class SituatedQADataset:
     def __init__(self, data_root: str | Path, split: str, num_frames: int, image_size: int, grid_hw,
                  cache_dir: str | Path | None = None,
                  camera_tokens: Callable[[str, np.ndarray], np.ndarray] | None = None,
-                 scenes: list[str] | None = None, max_cache_bytes: int | None = DEFAULT_MAX_CACHE_BYTES):
+                 scenes: list[str] | None = None, max_cache_bytes: int | None = DEFAULT_MAX_CACHE_BYTES,
+                 grid_extent: float = 1.0):
         self.data_root = Path(data_root)
         self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
+        self.grid_extent = grid_extent  # fraction of the frame the token grid covers (Loc3RConfig.frame_grid_extent)
         self.cache_dir = cache_dir
         self.camera_tokens = camera_tokens  # (scene_id, frame_ids) -> [T, d], e.g. the CUT3R cache
         records = read_sqa3d(self.data_root, split)
@@ -58,7 +60,8 @@ class SituatedQADataset:
         if scene_id in self._scenes:
             self._scenes.move_to_end(scene_id)
             return self._scenes[scene_id]
-        cache = scene_cache(self.data_root, scene_id, self.num_frames, self.image_size, self.grid_hw, self.cache_dir)
+        cache = scene_cache(self.data_root, scene_id, self.num_frames, self.image_size, self.grid_hw, self.cache_dir,
+                            self.grid_extent)
         self._scenes[scene_id] = cache
         self._scene_bytes += cache_nbytes(cache)
         while self.max_cache_bytes is not None and self._scene_bytes > self.max_cache_bytes and len(self._scenes) > 1:

@@ -59,9 +59,17 @@ class Loc3RConfig:
     @property
     def frame_grid(self) -> tuple[int, int]:
         """(gh, gw) of the pooled vision-token grid of one frame: the patch grid halved by 2x2 bilinear pooling
-        (LlavaOnevision's apply_pooling; 384 px / 14 px patches -> 27 -> 14, the last 6 pixel rows are unused)."""
+        (LlavaOnevision's apply_pooling; 384 px / 14 px patches -> 27 -> 14, the last 6 pixel rows are unused: see
+        frame_grid_extent)."""
         patches = self.image_size // self.vlm["vision_config"]["patch_size"]
         return math.ceil(patches / 2), math.ceil(patches / 2)
+
+    @property
+    def frame_grid_extent(self) -> float:
+        """Fraction of the frame's side the token grid covers: (S // patch) * patch / S (378 / 384 for
+        SigLIP-384/14, whose patches leave the last 6 pixel rows and columns out; 1 for the tiny preset)."""
+        patch = self.vlm["vision_config"]["patch_size"]
+        return (self.image_size // patch) * patch / self.image_size
 
     @property
     def tokens_per_frame(self) -> int:
