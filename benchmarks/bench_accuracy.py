@@ -4,6 +4,7 @@ Trains and evaluates on held-out test scenes (scored per situation, as `loc3r ev
 - random pose:          position uniform over the box of the training positions, yaw uniform
 - blind (mean pose):    the mean training position and the circular mean training yaw
 - trajectory centre:    the mean of the video's camera positions (what the poses alone say) and the mean yaw
+- blind answers:        the most frequent training answer of the question's type (EM only; the answer prior)
 - situation only:       Loc3R-VLM without camera token and without layout loss (prior none, lambda_layout 0)
 - + layout:             with the layout reconstruction loss (prior none)
 - + camera token:       the full model (poses prior + layout + situation)
@@ -22,13 +23,15 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from loc3r.cli import main as cli
 from loc3r.data.dataset import SituatedQADataset
-from loc3r.metrics import localization_metrics
+from loc3r.data.sqa3d import read_sqa3d
+from loc3r.metrics import localization_metrics, qa_metrics, question_type
 from loc3r.model.config import Loc3RConfig
 
 ABLATIONS = [  # (name, extra training arguments)
@@ -57,6 +60,20 @@ def situated_poses(data: Path, split: str, config: Loc3RConfig):
     return np.array(xy), np.array(yaw), np.array(cameras)
 
 
+def answer_prior(data: Path) -> dict:
+    """QA metrics on test of answering every question with the most frequent training answer of its type."""
+    def kind(r):
+        return r.question_type if r.question_type not in ("", "N/A") else question_type(r.question)
+
+    counts: dict[str, Counter] = {}
+    for r in read_sqa3d(data, "train"):
+        counts.setdefault(kind(r), Counter())[r.answers[0]] += 1
+    fallback = sum(counts.values(), Counter()).most_common(1)[0][0]
+    test = read_sqa3d(data, "test")
+    predictions = [counts[kind(r)].most_common(1)[0][0] if kind(r) in counts else fallback for r in test]
+    return qa_metrics(predictions, [r.answers for r in test], [r.question for r in test])
+
+
 def baselines(data: Path, seed: int) -> dict[str, dict]:
     config = Loc3RConfig.tiny()
     train_xy, train_yaw, _ = situated_poses(data, "train", config)
@@ -69,7 +86,8 @@ def baselines(data: Path, seed: int) -> dict[str, dict]:
     mean_yaw = np.full(test_yaw.shape, np.arctan2(np.sin(train_yaw).mean(), np.cos(train_yaw).mean()))
     return {"random pose": {"localization": localization_metrics(random_xy, test_xy, random_yaw, test_yaw)},
             "blind (mean pose)": {"localization": localization_metrics(mean_xy, test_xy, mean_yaw, test_yaw)},
-            "trajectory centre": {"localization": localization_metrics(test_cameras, test_xy, mean_yaw, test_yaw)}}
+            "trajectory centre": {"localization": localization_metrics(test_cameras, test_xy, mean_yaw, test_yaw)},
+            "blind answers": {"qa": answer_prior(data)}}
 
 
 def main() -> int:
@@ -104,10 +122,13 @@ def main() -> int:
     header = f"{'method':<24} {'Acc@0.5m':>9} {'Acc@1.0m':>9} {'Acc@15°':>8} {'Acc@30°':>8} {'EM@1':>6}"
     lines = [header, "-" * len(header)]
     for name, r in results.items():
-        loc = r["localization"]
         em = f"{r['qa']['em1']:6.1f}" if "qa" in r else f"{'-':>6}"
-        lines.append(f"{name:<24} {loc['acc_0.5m']:9.1f} {loc['acc_1.0m']:9.1f} {loc['acc_15deg']:8.1f} "
-                     f"{loc['acc_30deg']:8.1f} {em}")
+        if "localization" in r:
+            loc = r["localization"]
+            accs = f"{loc['acc_0.5m']:9.1f} {loc['acc_1.0m']:9.1f} {loc['acc_15deg']:8.1f} {loc['acc_30deg']:8.1f}"
+        else:
+            accs = f"{'-':>9} {'-':>9} {'-':>8} {'-':>8}"
+        lines.append(f"{name:<24} {accs} {em}")
     n = next((r for r in results.values() if "n_situations" in r), None)
     lines.append(f"(test: {n['n_situations']} situations, {n['n']} questions; {args.steps} steps x batch "
                  f"{args.batch_size}; {args.scenes} scenes)" if n else "")
