@@ -1,0 +1,21 @@
+"""`loc3r demo`, the README's main command, end to end on a small budget (4 rooms, 2 training steps)."""
+
+import json
+
+from loc3r.cli import main
+
+
+def test_demo_runs_the_whole_chain(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--scenes", "4", "--steps", "2", "--batch-size", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "data" / "sqa_task").is_dir() and list((out / "bev").glob("*.png"))
+    assert json.loads((out / "run" / "latest.json").read_text())["step"] == 2
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["n_situations"] > 0 and set(metrics["localization"]) >= {"acc_0.5m", "acc_1.0m", "acc_15deg",
+                                                                             "acc_30deg"}
+    assert "## Localization" in (out / "eval" / "report.md").read_text()
+    assert (out / "example.png").stat().st_size > 0
+    # the example inference printed its reference and the model's answer, position and yaw
+    assert "reference: answer" in printed and "test localization:" in printed and "total" in printed
+    assert "answer:" in printed and "position: x =" in printed and "facing:" in printed
