@@ -69,11 +69,9 @@ def compute_metrics(records: list[dict]) -> dict:
     situations = unique_situations(records)
     loc = localization_metrics([r["pred_xy"] for r in situations], [r["gt_xy"] for r in situations],
                                [r["pred_yaw_rad"] for r in situations], [r["gt_yaw_rad"] for r in situations])
-    predictions, answers = [r["prediction"] for r in records], [r["answers"] for r in records]
-    qa = qa_metrics(predictions, answers, [r["question"] for r in records])
-    if any(r["question_type"] != "N/A" for r in records):  # the data set names its question families
-        qa["by_question_type"] = qa_metrics(predictions, answers, [r["question"] for r in records],
-                                            [r["question_type"] for r in records])["by_type"]
+    named = any(r["question_type"] != "N/A" for r in records)  # the data set names its question families
+    qa = qa_metrics([r["prediction"] for r in records], [r["answers"] for r in records],
+                    [r["question"] for r in records], [r["question_type"] for r in records] if named else None)
     return {"localization": loc, "qa": qa, "n": len(records), "n_situations": len(situations)}
 
 

@@ -90,24 +90,26 @@ def question_type(question: str) -> str:
 
 def qa_metrics(predictions: list[str], references: list[list[str]], questions: list[str],
                types: list[str] | None = None) -> dict:
-    """EM@1 and refined EM (percent), overall and per question type: SQA3D's (the question's first word), or the
-    given `types` (one per question, e.g. the question families of our synthetic rooms)."""
-    types = types if types is not None else [question_type(q) for q in questions]
-    total = [0, 0]
-    by_type = defaultdict(lambda: [0, 0, 0])
-    for pred, refs, kind in zip(predictions, references, types):
-        em, emr = answer_match(clean_answer(pred), [clean_answer(r) for r in refs])
-        total[0] += em
-        total[1] += emr
-        t = by_type[kind]
-        t[0], t[1], t[2] = t[0] + em, t[1] + emr, t[2] + 1
-    n = max(len(predictions), 1)
-    return {
-        "em1": 100.0 * total[0] / n,
-        "em_refined": 100.0 * total[1] / n,
-        "by_type": {k: {"em1": 100.0 * v[0] / v[2], "em_refined": 100.0 * v[1] / v[2], "n": v[2]}
-                    for k, v in sorted(by_type.items())},
-    }
+    """EM@1 and refined EM (percent): overall, per SQA3D question type (the question's first word) in `by_type`,
+    and, when `types` is given (one per question, e.g. our synthetic rooms' question families), per those types
+    in `by_question_type`. Each answer is matched once."""
+    scores = [answer_match(clean_answer(pred), [clean_answer(r) for r in refs])
+              for pred, refs in zip(predictions, references)]  # (em, refined em) per question
+    n = max(len(scores), 1)
+    out = {"em1": 100.0 * sum(em for em, _ in scores) / n, "em_refined": 100.0 * sum(emr for _, emr in scores) / n,
+           "by_type": _grouped(scores, [question_type(q) for q in questions])}
+    if types is not None:
+        out["by_question_type"] = _grouped(scores, types)
+    return out
+
+
+def _grouped(scores: list[tuple[int, int]], kinds: list[str]) -> dict:
+    """{kind: {em1, em_refined, n}} of (em, refined em) scores grouped by kind."""
+    groups = defaultdict(list)
+    for score, kind in zip(scores, kinds):
+        groups[kind].append(score)
+    return {k: {"em1": 100.0 * sum(em for em, _ in v) / len(v), "em_refined": 100.0 * sum(emr for _, emr in v) / len(v),
+                "n": len(v)} for k, v in sorted(groups.items())}
 
 
 def caption_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float]:

@@ -45,7 +45,9 @@ def test_qa_metrics_by_hand():
     assert out["by_type"]["how"] == {"em1": 100.0, "em_refined": 100.0, "n": 1}
     assert out["by_type"]["what"]["em_refined"] == 100.0 and out["by_type"]["what"]["em1"] == 0.0
     assert m.question_type("Could I sit?") == "others"
-    by_family = m.qa_metrics(preds, refs, qs, types=["count", "direction", "navigation", "navigation"])["by_type"]
+    by_family = m.qa_metrics(preds, refs, qs, types=["count", "direction", "navigation", "navigation"])
+    assert by_family["by_type"] == out["by_type"] and by_family["em1"] == out["em1"]
+    by_family = by_family["by_question_type"]
     assert by_family == {"count": {"em1": 100.0, "em_refined": 100.0, "n": 1},
                          "direction": {"em1": 0.0, "em_refined": 100.0, "n": 1},
                          "navigation": {"em1": 0.0, "em_refined": 0.0, "n": 2}}
