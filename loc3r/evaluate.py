@@ -17,7 +17,7 @@ from loc3r.checkpoint import resolve_checkpoint
 from loc3r.data.collate import Collator
 from loc3r.io import atomic_path, write_json
 from loc3r.metrics import localization_metrics, qa_metrics
-from loc3r.plots import situation_plot
+from loc3r.plots import situation_plot, token_colors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,8 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None)
 
 
-def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device, limit=None) -> list[dict]:
-    """One record per question: the sample's ground truth and the model's prediction (BEV frame)."""
+def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device, limit=None,
+                    maps: dict | None = None) -> list[dict]:
+    """One record per question: the sample's ground truth and the model's prediction (BEV frame). `maps`, when
+    given, receives question_id -> the layout head's (x, y) of every vision token [T, n, 2]."""
+    maps = {} if maps is None else maps
     collate = Collator(model.tokenizer, model.config, for_generation=True)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     records = []
@@ -51,6 +54,7 @@ def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device
                 "pred_xy": [float(v) for v in p.position_xy], "pred_sigma": [float(v) for v in p.position_sigma],
                 "pred_yaw_rad": float(p.yaw_rad), "yaw_probs": [float(v) for v in p.yaw_probs],
             })
+            maps[s.question_id] = p.layout_xy
     return records
 
 
@@ -109,7 +113,8 @@ def evaluate(checkpoint: Path, data: Path, split: str, out: Path, batch_size: in
     ckpt = resolve_checkpoint(checkpoint)
     model = Loc3R.from_pretrained(ckpt).to(dev)
     dataset = make_dataset(model.config, data, split, cache_dir)
-    records = predict_dataset(model, dataset, batch_size, max_new_tokens, dev, limit)
+    maps: dict = {}
+    records = predict_dataset(model, dataset, batch_size, max_new_tokens, dev, limit, maps)
     metrics = compute_metrics(records)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
@@ -119,7 +124,9 @@ def evaluate(checkpoint: Path, data: Path, split: str, out: Path, batch_size: in
     for r in unique_situations(records)[:n_plots]:
         scene = dataset.scene(r["scene_id"])
         path = out / "plots" / f"{r['scene_id']}_{r['question_id']}.png"
-        situation_plot(data, r["scene_id"], scene.world_to_bev, r, path)
+        map_colors = token_colors(scene.frames, model.config.frame_grid, model.config.frame_grid_extent)
+        situation_plot(data, r["scene_id"], scene.world_to_bev, r, path, maps[r["question_id"]].reshape(-1, 2),
+                       map_colors.reshape(-1, 3))
         plots.append(path)
     write_report(out, metrics, records, plots, f"Evaluation of {ckpt} on {split}")
     return metrics

@@ -92,12 +92,14 @@ def infer(args) -> dict:
               "yaw_deg": float(np.degrees(pred.yaw_rad)), "yaw_probs": [float(v) for v in pred.yaw_probs],
               "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"}
     if args.plot is not None:
-        from loc3r.plots import draw_prediction
+        from loc3r.plots import draw_prediction, token_colors
 
         traj = sample.camera_poses_bev[:, :2, 3] if c2w is not None else None
+        colors = token_colors(sample.frames, config.frame_grid, config.frame_grid_extent)
         draw_prediction(trajectory=traj, pred_xy=pred.position_xy, pred_sigma=pred.position_sigma,
                         pred_yaw=pred.yaw_rad, yaw_probs=pred.yaw_probs,
-                        title=f"{args.situation}\nQ: {args.question}  A: {pred.answer}", out=args.plot)
+                        title=f"{args.situation}\nQ: {args.question}  A: {pred.answer}", out=args.plot,
+                        map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3))
     return result
 
 

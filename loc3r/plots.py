@@ -1,5 +1,7 @@
-"""Bird's-eye plots of a prediction: the room's points, ground truth and predicted position (with its 1- and
-2-sigma ellipses), facing arrows, and the 36-bin yaw distribution as a polar inset. Everything in BEV metres."""
+"""Bird's-eye plots of a prediction: the model's own map of the room (every vision token at the BEV (x, y) its
+layout head predicts, coloured by the token's pixels: the paper's "cognitive map"), the room's points from depth
+(the truth), ground truth and predicted position (with its 1- and 2-sigma ellipses), facing arrows, and the
+36-bin yaw distribution as a polar inset. Everything in BEV metres."""
 
 from __future__ import annotations
 
@@ -17,23 +19,32 @@ def draw_pose(ax, xy, yaw_rad, color, label, length=0.5):
              color=color, length_includes_head=True, zorder=6)
 
 
-def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pred_sigma=None, pred_yaw=None,
-                    yaw_probs=None, gt_xy=None, gt_yaw=None, title: str = "", out: Path | None = None) -> None:
-    """One figure; any part may be None. points [N, 3] / colors [N, 3] in [0, 1]; trajectory [T, 2]."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def token_colors(frames: np.ndarray, grid_hw: tuple[int, int], extent: float = 1.0) -> np.ndarray:
+    """[T, n, 3] mean colour in [0, 1] of the pixels each pooled vision token covers (frames [T, S, S, 3] uint8;
+    cells as geometry.token_cell_index, the same ones the layout targets use)."""
+    from loc3r import geometry
+
+    T, H, W, _ = frames.shape
+    cell = geometry.token_cell_index(H, W, grid_hw, extent).reshape(-1)  # [H * W]
+    n = grid_hw[0] * grid_hw[1]
+    inside = cell >= 0
+    counts = np.bincount(cell[inside], minlength=n).astype(np.float64)
+    out = np.zeros((T, n, 3))
+    for t in range(T):
+        pixels = frames[t].reshape(-1, 3)[inside].astype(np.float64)
+        for k in range(3):
+            out[t, :, k] = np.bincount(cell[inside], pixels[:, k], minlength=n)
+    return out / np.maximum(counts, 1)[None, :, None] / 255.0
+
+
+def _situation_panel(ax, title: str, trajectory=None, pred_xy=None, pred_sigma=None, pred_yaw=None, gt_xy=None,
+                     gt_yaw=None) -> None:
+    """Camera path, ground-truth and predicted poses (1- and 2-sigma ellipses) on a BEV axes."""
     from matplotlib.patches import Ellipse
 
-    fig = plt.figure(figsize=(9, 6.5), dpi=110)
-    ax = fig.add_axes([0.08, 0.08, 0.62, 0.8])
-    if points is not None and len(points):
-        from loc3r.show import layout_mask
-
-        keep = layout_mask(points)
-        ax.scatter(points[keep, 0], points[keep, 1], c=colors[keep], s=1.2, linewidths=0)
     if trajectory is not None:
         ax.plot(trajectory[:, 0], trajectory[:, 1], "-", color="tab:orange", lw=1.2, label="camera trajectory")
+        ax.plot(*trajectory[0], "s", color="tab:orange", ms=5)
     if gt_xy is not None:
         draw_pose(ax, gt_xy, gt_yaw, "tab:green", "ground truth")
     if pred_xy is not None:
@@ -46,9 +57,51 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
     ax.set_ylabel("BEV y (m)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(title, fontsize=8)
+
+
+def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pred_sigma=None, pred_yaw=None,
+                    yaw_probs=None, gt_xy=None, gt_yaw=None, title: str = "", out: Path | None = None,
+                    map_xy=None, map_colors=None) -> None:
+    """One figure; any part may be None. points [N, 3] / colors [N, 3] in [0, 1]: the room from depth (the
+    truth); map_xy [M, 2] / map_colors [M, 3]: the model's own bird's-eye map, every vision token at the (x, y) its
+    layout head predicts, coloured by the token's pixels (drawn as a panel of its own, left of the truth);
+    trajectory [T, 2]."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k, v in (("map", map_xy), ("truth", points)) if v is not None] or ["truth"]
+    width = 0.62 if len(panels) == 1 else 0.36
+    fig = plt.figure(figsize=(9 if len(panels) == 1 else 14, 6.5), dpi=110)
+    axes = {}
+    for k, name in enumerate(panels):
+        axes[name] = fig.add_axes([0.06 + k * (width + 0.06), 0.08, width, 0.8])
+    pose = dict(trajectory=trajectory, pred_xy=pred_xy, pred_sigma=pred_sigma, pred_yaw=pred_yaw)
+    if "map" in axes:
+        ax = axes["map"]
+        ax.scatter(map_xy[:, 0], map_xy[:, 1], c=np.clip(map_colors, 0, 1), s=14, linewidths=0.3,
+                   edgecolors="0.5")
+        _situation_panel(ax, "the model's map: vision tokens at their predicted (x, y)", **pose)
+    if "truth" in axes:
+        ax = axes["truth"]
+        if points is not None and len(points):
+            from loc3r.show import layout_mask
+
+            keep = layout_mask(points)
+            ax.scatter(points[keep, 0], points[keep, 1], c=colors[keep], s=1.2, linewidths=0)
+        _situation_panel(ax, "the room from depth (ground truth)" if points is not None else "", gt_xy=gt_xy,
+                         gt_yaw=gt_yaw, **pose)
+        if "map" in axes:  # same metres on both panels
+            xs = np.concatenate([axes[n].get_xlim() for n in axes])
+            ys = np.concatenate([axes[n].get_ylim() for n in axes])
+            for a in axes.values():
+                a.set_xlim(xs.min(), xs.max())
+                a.set_ylim(ys.min(), ys.max())
     fig.suptitle(title, fontsize=8)
     if yaw_probs is not None:
-        inset = fig.add_axes([0.74, 0.5, 0.24, 0.3], projection="polar")
+        inset = fig.add_axes([0.80 if len(panels) > 1 else 0.74, 0.5, 0.18 if len(panels) > 1 else 0.24, 0.3],
+                             projection="polar")
         bins = len(yaw_probs)
         centres = -np.pi + (np.arange(bins) + 0.5) * 2 * np.pi / bins
         inset.bar(centres, yaw_probs, width=2 * np.pi / bins, color="tab:red", alpha=0.7)
@@ -65,8 +118,10 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
     plt.close(fig)
 
 
-def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, record: dict, out: Path) -> None:
-    """An evaluation record (see loc3r.evaluate) drawn over its scene's points."""
+def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, record: dict, out: Path,
+                   map_xy=None, map_colors=None) -> None:
+    """An evaluation record (see loc3r.evaluate) drawn over its scene's points, beside the model's own map
+    (map_xy [M, 2], map_colors [M, 3], see draw_prediction) when given."""
     from loc3r import geometry
     from loc3r.data.scannet import ScanNetScene
     from loc3r.show import scene_points_bev
@@ -78,4 +133,4 @@ def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, rec
             f"predicted: {record['prediction']}"
     draw_prediction(points, colors, traj, np.array(record["pred_xy"]), np.array(record["pred_sigma"]),
                     record["pred_yaw_rad"], np.array(record["yaw_probs"]), np.array(record["gt_xy"]),
-                    record["gt_yaw_rad"], title, out)
+                    record["gt_yaw_rad"], title, out, map_xy, map_colors)

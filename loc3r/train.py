@@ -47,7 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="data root: scans/ and sqa_task/ (ScanNet / SQA3D formats)")
     p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, log.jsonl)")
     p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=8, help="samples per process and micro-batch")
+    p.add_argument("--batch-size", type=int, default=8, help="videos per process and micro-batch")
+    p.add_argument("--questions-per-video", type=int, default=None,
+                   help="questions of one video in a micro-batch, its video computed once and shared by them "
+                        "(tiny: 8, 7B: 1)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (tiny: 2e-3, 7B: 1e-5 as the paper)")
     p.add_argument("--warmup", type=float, default=0.03, help="warm-up steps, or a fraction of --steps when < 1")
@@ -60,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orientation-sigma", type=float, default=None, help="wrapped-Gaussian sigma (rad)")
     p.add_argument("--lambda-layout", type=float, default=None, help="layout loss weight (paper and 7B: 0.05; tiny: 1)")
     p.add_argument("--lambda-situation", type=float, default=None, help="situation loss weight (paper and 7B: 0.075; tiny: 1)")
+    p.add_argument("--situation-start", type=float, default=None,
+                   help="geometry first: the situation losses are off for this many steps (or this fraction of "
+                        "--steps when < 1), then on (tiny: 0.2, 7B: 0, as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
@@ -135,6 +141,22 @@ def micro_batch_indices(position: int, n: int, seed: int, batch_size: int, rank:
     return [sample_index(p, n, seed) for p in range(start, start + batch_size)]
 
 
+def video_groups(scene_ids: list[str], per_video: int, seed: int) -> list[list[int]]:
+    """The training units: dataset indices of up to `per_video` questions of one scene's video each (every
+    question in exactly one unit; a scene's questions shuffled by `seed`, then cut in order). One question per
+    unit, in dataset order, when per_video is 1."""
+    if per_video == 1:
+        return [[i] for i in range(len(scene_ids))]
+    by_scene: dict[str, list[int]] = {}
+    for i, scene_id in enumerate(scene_ids):
+        by_scene.setdefault(scene_id, []).append(i)
+    units = []
+    for k, scene_id in enumerate(sorted(by_scene)):
+        indices = np.random.default_rng([seed, k]).permutation(by_scene[scene_id]).tolist()
+        units += [indices[j:j + per_video] for j in range(0, len(indices), per_video)]
+    return units
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
     if step < warmup:
@@ -188,6 +210,12 @@ def train(args) -> Path:
     if info.distributed:
         dist.barrier()
     collate = Collator(model.tokenizer, config)
+    per_video = args.questions_per_video or (1 if is_7b else 8)
+    if per_video < 1:
+        raise Loc3rError(f"--questions-per-video must be >= 1, got {per_video}")
+    units = video_groups([r.scene_id for r in dataset.records], per_video, args.seed)
+    start = args.situation_start if args.situation_start is not None else (0.0 if is_7b else 0.2)
+    situation_start = int(start * args.steps) if start < 1 else int(start)
 
     tensor_names = list(model.checkpoint_tensors())
     wrapped = parallel.wrap_model(model, info, strategy, args.activation_checkpointing or is_7b)
@@ -203,10 +231,11 @@ def train(args) -> Path:
 
     args.out.mkdir(parents=True, exist_ok=True)
     log_file = open(args.out / "log.jsonl", "a") if info.is_main else None
-    step_samples = args.batch_size * info.world_size * args.grad_accum
+    step_samples = args.batch_size * info.world_size * args.grad_accum  # units (videos with their questions)
     n_params = sum(p.numel() for p in model.parameters())
     print0(f"training {args.preset} ({n_params / 1e6:.1f}M parameters, {sum(p.numel() for p in params) / 1e6:.1f}M "
-           f"trainable) on {len(dataset)} questions, {info.world_size} process(es), {step_samples} samples/step")
+           f"trainable) on {len(dataset)} questions, {info.world_size} process(es), {step_samples} videos/step with "
+           f"up to {per_video} questions each")
     bar = None
     if info.is_main and not args.quiet:
         from tqdm import tqdm
@@ -218,13 +247,17 @@ def train(args) -> Path:
     for step in range(start_step, args.steps):
         batches = []
         for k in range(args.grad_accum):
-            idx = micro_batch_indices(position + k * args.batch_size * info.world_size, len(dataset), args.seed,
+            idx = micro_batch_indices(position + k * args.batch_size * info.world_size, len(units), args.seed,
                                       args.batch_size, info.rank, info.world_size)
-            batches.append(to_device(collate([dataset[i] for i in idx]), info.device))
+            groups = [[dataset[i] for i in units[u]] for u in idx]
+            batch = collate.grouped(groups) if per_video > 1 else collate([g[0] for g in groups])
+            samples_since += len(batch["question_id"])
+            batches.append(to_device(batch, info.device))
         denominators = loss_denominators(batches, info)
         sums = {}
         for k, batch in enumerate(batches):
             batch["loss_denominators"] = denominators
+            batch["situation_scale"] = 0.0 if step < situation_start else 1.0
             sync = k == len(batches) - 1 or not info.distributed or strategy != "ddp"
             ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
             with ctx:
@@ -237,7 +270,6 @@ def train(args) -> Path:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         position += step_samples
-        samples_since += step_samples
         done = step + 1
 
         if done % args.log_every == 0 or done == args.steps:
@@ -245,14 +277,14 @@ def train(args) -> Path:
             record = {"step": done, "lr": scheduler.get_last_lr()[0],
                       **{k: parallel.all_reduce_mean(v, info) for k, v in sums.items()},
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                      "samples_per_s": samples_since / (now - t_last)}
+                      "questions_per_s": samples_since / (now - t_last)}
             t_last, samples_since = now, 0
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()
             if bar is not None:
                 bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "lm", "layout", "position", "orientation",
-                                                                   "samples_per_s")})
+                                                                   "questions_per_s")})
         if bar is not None:
             bar.update(1)
         if done % args.save_every == 0 or done == args.steps:

@@ -24,10 +24,10 @@ from loc3r.synth.writer import build_scene, generate, scene_splits
 SEED, N_SCENES, FRAMES, SIZE = 7, 3, 16, 64
 
 
-@pytest.fixture(scope="module")
-def out_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, N_SCENES, SEED, frames=FRAMES, size=SIZE)
+@pytest.fixture(scope="module", params=["basic", "realistic"])
+def out_dir(tmp_path_factory, request) -> Path:
+    out = tmp_path_factory.mktemp(f"synth_{request.param}")
+    generate(out, N_SCENES, SEED, frames=FRAMES, size=SIZE, style=request.param)
     return out
 
 
@@ -145,7 +145,7 @@ def test_layout_and_meta(out_dir):
 
 
 def test_files_read_back_to_the_generated_data(out_dir):
-    data = build_scene(SEED, 1, FRAMES, SIZE)
+    data = build_scene(SEED, 1, FRAMES, SIZE, scene_json(out_dir, 1)["style"])
     scan = out_dir / "scans" / data.scene_id
     for i in range(FRAMES):
         assert np.allclose(np.loadtxt(scan / "pose" / f"{i}.txt"), data.c2w_raw[i], rtol=0, atol=1e-12)
@@ -201,9 +201,10 @@ def test_splits_and_question_ids(out_dir):
 
 
 def test_same_seed_identical_files_any_worker_count(out_dir, tmp_path):
-    generate(tmp_path / "again", N_SCENES, SEED, frames=FRAMES, size=SIZE, workers=2)
+    style = scene_json(out_dir, 0)["style"]
+    generate(tmp_path / "again", N_SCENES, SEED, frames=FRAMES, size=SIZE, workers=2, style=style)
     assert read_tree(tmp_path / "again") == read_tree(out_dir)
-    generate(tmp_path / "other", 1, SEED + 1, frames=FRAMES, size=SIZE)
+    generate(tmp_path / "other", 1, SEED + 1, frames=FRAMES, size=SIZE, style=style)
     other = read_tree(tmp_path / "other")
     assert other["scans/scene0000_00/color/0.jpg"] != read_tree(out_dir)["scans/scene0000_00/color/0.jpg"]
 
@@ -309,10 +310,37 @@ def test_situation_texts_are_true_and_unambiguous(out_dir):
                 assert all(names[v] is not None for v in slots.values())
                 for relation, *slot_names in language.SITUATION_TEMPLATES[d["template"]][1]:
                     assert _relation_holds_independently(scene, relation, [slots[n] for n in slot_names], position, yaw)
-                assert situations.is_unambiguous(scene, grid, d["template"], slots, position, yaw)
+                if scene.style == "realistic":
+                    assert situations.is_unambiguous(scene, grid, d["template"], slots, position, yaw)
             for qid in s["question_ids"]:
                 assert questions[qid]["situation"] == s["text"]
                 assert questions[qid]["alternative_situation"] == [a["text"] for a in s["alternatives"]]
+
+
+def test_basic_rooms_name_objects_by_unique_colour_and_pin_the_pose_down():
+    """Basic rooms: 4-6 objects of distinct categories and colours; a situation stands next to its anchor a, on the
+    line towards its target b (within the lateral jitter), BASIC_REACH_M from a's footprint, facing b."""
+    for index in range(6):
+        data = build_scene(SEED, index, 2, 32, "basic")
+        scene, desc = data.raw, data.situations
+        assert scene.style == "basic" and 4 <= len(scene.objects) <= 6
+        assert len({o.color for o in scene.objects}) == len({o.category for o in scene.objects}) == len(scene.objects)
+        names = language.object_names(scene)
+        assert all(names[o.id] == f"{o.color} {o.category}" for o in scene.objects)
+        assert len(desc) >= 12
+        by_id = {o.id: o for o in scene.objects}
+        for s in desc:
+            a, b = by_id[s["objects"]["a"]], by_id[s["objects"]["b"]]
+            p = np.array(s["position"])
+            reach = shapes.footprint_distance(p[None], a.center[None, :2], a.size[None, :2] / 2, [a.yaw])[0, 0]
+            # the position is found on a 1% grid of the centre line, then moved sideways by at most 0.3 m
+            assert situations.BASIC_REACH_M[0] - 0.07 <= reach <= np.hypot(situations.BASIC_REACH_M[1], 0.3) + 0.07
+            ab = (b.center[:2] - a.center[:2]) / np.linalg.norm(b.center[:2] - a.center[:2])
+            lateral = abs(ab[0] * (p - a.center[:2])[1] - ab[1] * (p - a.center[:2])[0])
+            assert lateral <= 0.3 + 1e-9 and (p - a.center[:2]) @ ab > 0
+            facing = g.angle_diff(g.yaw_of_direction(b.center[:2] - p), s["yaw"])
+            assert abs(facing) <= np.radians(15)
+            assert s["text"] == language.situation_text(s["template"], {"a": names[a.id], "b": names[b.id]})
 
 
 def test_answers_rederive_from_the_scene_description(out_dir):

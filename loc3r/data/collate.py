@@ -12,6 +12,14 @@ Batch keys (B samples, T frames, S pixels, n = G vision tokens per frame, L toke
   camera_tokens [B, T, d] (when the samples carry cached prior tokens), layout_xy [B, T, G, 2],
   layout_valid [B, T, G] bool, pos_index / ori_index [B], position_xy [B, 2], yaw_rad [B],
   has_situation [B] bool, question_id [B].
+
+`Collator.grouped` builds a batch of several questions per video, for the model's shared-prefix pass (the
+video part of the LLM computed once per video, its keys / values shared by that video's questions). Every
+prompt is split after its video run: the part before (the same for every question) is the video's *prefix*,
+the rest its question's *suffix*. Keys: the video-level ones above for Bv videos, with input_ids /
+attention_mask [Bv, Lp] holding the prefix; and per question (Bq of them) suffix_ids, suffix_mask, labels
+[Bq, Ls] (right-padded), pos_index / ori_index into the suffix, position_xy, yaw_rad, has_situation,
+question_id, and video_index [Bq] (the row of its video).
 """
 
 from __future__ import annotations
@@ -72,6 +80,79 @@ class Collator:
         if s.camera_tokens is not None and (s.camera_tokens.ndim != 2 or s.camera_tokens.shape[0] != T):
             raise Loc3rError(f"{where}: camera_tokens have shape {tuple(s.camera_tokens.shape)}, expected ({T}, d)")
 
+    def video_tensors(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """The per-video tensors of samples (frames, poses, layout targets, cached prior tokens)."""
+        frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # [B, T, S, S, 3] uint8
+        pixels = frames.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, T, 3, S, S]
+        out = {
+            "pixel_values_videos": (pixels - self.mean) / self.std,
+            "camera_poses_bev": torch.from_numpy(np.stack([s.camera_poses_bev for s in samples]).astype(np.float32)),
+            "layout_xy": torch.from_numpy(np.stack([s.layout_xy for s in samples]).astype(np.float32)),
+            "layout_valid": torch.from_numpy(np.stack([s.layout_valid for s in samples]).astype(bool)),
+        }
+        with_tokens = [s.camera_tokens is not None for s in samples]
+        if any(with_tokens):
+            if not all(with_tokens):
+                missing = next(s for s in samples if s.camera_tokens is None)
+                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no cached camera tokens, "
+                                 "while other samples of the batch have them")
+            out["camera_tokens"] = torch.from_numpy(np.stack([s.camera_tokens for s in samples]).astype(np.float32))
+        return out
+
+    @staticmethod
+    def question_tensors(samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """The per-question targets of samples."""
+        return {
+            "position_xy": torch.from_numpy(np.stack([s.position_xy for s in samples]).astype(np.float32)),
+            "yaw_rad": torch.tensor([float(s.yaw_rad) for s in samples], dtype=torch.float32),
+            "has_situation": torch.tensor([bool(s.has_situation) for s in samples]),
+            "question_id": torch.tensor([int(s.question_id) for s in samples], dtype=torch.long),
+        }
+
+    def grouped(self, groups: list[list[Sample]]) -> dict[str, torch.Tensor]:
+        """A batch of len(groups) videos, each with its questions (samples of one video: same scene and frames);
+        layout in the module docstring."""
+        prefix, suffixes, video_index = None, [], []
+        for v, group in enumerate(groups):
+            if not group:
+                raise Loc3rError(f"video {v} of the batch has no questions")
+            for s in group:
+                self.check(s)
+                if s.scene_id != group[0].scene_id or not np.array_equal(s.frame_ids, group[0].frame_ids):
+                    raise Loc3rError(f"{s.scene_id} question {s.question_id}: grouped with the questions of another "
+                                     f"video ({group[0].scene_id})")
+                ids, labels = self.tokenize(s)
+                end = len(ids) - ids[::-1].index(self.video_id)  # just after the video run
+                if prefix is None:
+                    prefix = ids[:end]
+                elif ids[:end] != prefix:
+                    raise Loc3rError(f"{s.scene_id} question {s.question_id}: its prompt before the video differs "
+                                     "from the other questions' (the prefix is shared)")
+                suffixes.append((ids[end:], labels[end:]))
+                video_index.append(v)
+        Bv, Bq, Ls = len(groups), len(suffixes), max(len(ids) for ids, _ in suffixes)
+        suffix_ids = torch.full((Bq, Ls), self.pad_id, dtype=torch.long)
+        labels = torch.full((Bq, Ls), IGNORE_INDEX, dtype=torch.long)
+        suffix_mask = torch.zeros((Bq, Ls), dtype=torch.long)
+        for q, (ids, lab) in enumerate(suffixes):
+            suffix_ids[q, :len(ids)], labels[q, :len(ids)], suffix_mask[q, :len(ids)] = (
+                torch.tensor(ids), torch.tensor(lab), 1)
+        questions = [s for group in groups for s in group]
+        batch = {
+            "input_ids": torch.tensor([prefix] * Bv, dtype=torch.long),
+            "attention_mask": torch.ones((Bv, len(prefix)), dtype=torch.long),
+            **self.video_tensors([group[0] for group in groups]),
+            "suffix_ids": suffix_ids,
+            "suffix_mask": suffix_mask,
+            "pos_index": (suffix_ids == self.pos_id).long().argmax(1),
+            "ori_index": (suffix_ids == self.ori_id).long().argmax(1),
+            **self.question_tensors(questions),
+            "video_index": torch.tensor(video_index, dtype=torch.long),
+        }
+        if not self.for_generation:
+            batch["labels"] = labels
+        return batch
+
     def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
         for s in samples:
             self.check(s)
@@ -85,29 +166,14 @@ class Collator:
             span = slice(L - len(ids), L) if self.for_generation else slice(0, len(ids))  # left / right padding
             input_ids[b, span], labels[b, span], attention_mask[b, span] = torch.tensor(ids), torch.tensor(lab), 1
 
-        frames = torch.from_numpy(np.stack([s.frames for s in samples]))  # [B, T, S, S, 3] uint8
-        pixels = frames.permute(0, 1, 4, 2, 3).float() / 255.0  # [B, T, 3, S, S]
         batch = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "pixel_values_videos": (pixels - self.mean) / self.std,
-            "camera_poses_bev": torch.from_numpy(np.stack([s.camera_poses_bev for s in samples]).astype(np.float32)),
-            "layout_xy": torch.from_numpy(np.stack([s.layout_xy for s in samples]).astype(np.float32)),
-            "layout_valid": torch.from_numpy(np.stack([s.layout_valid for s in samples]).astype(bool)),
+            **self.video_tensors(samples),
             "pos_index": (input_ids == self.pos_id).long().argmax(1),
             "ori_index": (input_ids == self.ori_id).long().argmax(1),
-            "position_xy": torch.from_numpy(np.stack([s.position_xy for s in samples]).astype(np.float32)),
-            "yaw_rad": torch.tensor([float(s.yaw_rad) for s in samples], dtype=torch.float32),
-            "has_situation": torch.tensor([bool(s.has_situation) for s in samples]),
-            "question_id": torch.tensor([int(s.question_id) for s in samples], dtype=torch.long),
+            **self.question_tensors(samples),
         }
         if not self.for_generation:
             batch["labels"] = labels
-        with_tokens = [s.camera_tokens is not None for s in samples]
-        if any(with_tokens):
-            if not all(with_tokens):
-                missing = next(s for s in samples if s.camera_tokens is None)
-                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no cached camera tokens, "
-                                 "while other samples of the batch have them")
-            batch["camera_tokens"] = torch.from_numpy(np.stack([s.camera_tokens for s in samples]).astype(np.float32))
         return batch

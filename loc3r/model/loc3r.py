@@ -54,6 +54,7 @@ class Generation:
     token_ids: torch.Tensor  # [B, N] greedy answer tokens (pad after the end of turn)
     position: GaussianXY  # [B, 2]
     orientation_logits: torch.Tensor  # [B, bins]
+    layout: GaussianXY  # [B, T, n, 2] the layout head on every vision token: the model's own bird's-eye map
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Prediction:
     position_sigma: np.ndarray  # [2] its standard deviation per axis, metres
     yaw_rad: float  # BEV facing direction (circular soft-argmax), radians
     yaw_probs: np.ndarray  # [bins] distribution over the orientation bins
+    layout_xy: np.ndarray  # [T, n, 2] BEV (x, y) the layout head gives each vision token (the "cognitive map")
 
 
 def build_prior(config: Loc3RConfig) -> PosePrior:
@@ -163,23 +165,46 @@ class Loc3R(nn.Module):
         return {"lm": (batch["labels"][:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch["layout_valid"].sum(),
                 "position": 2 * situated, "orientation": situated}
 
+    def shared_prefix_pass(self, batch: dict, use_cache: bool = False):
+        """The LLM over a grouped batch (Collator.grouped): the video prefixes once [Bv, Lp], then every question's
+        suffix [Bq, Ls] against its video's keys / values (gradients flow back into the shared prefix).
+        Returns (prefix hidden states [Bv, Lp, D], the suffixes' LLM output, the full attention mask [Bq, Lp + Ls],
+        position ids [Bq, Ls]). Equal to running each question's whole sequence (tests/test_model.py)."""
+        prefix_mask = batch["attention_mask"]  # [Bv, Lp]
+        prefix = self.language_model(self.embed_inputs(batch), prefix_mask, position_ids_from_mask(prefix_mask),
+                                     use_cache=True)
+        cache = prefix.past_key_values
+        cache.batch_select_indices(batch["video_index"])  # each question gets its video's keys / values
+        mask = torch.cat([prefix_mask[batch["video_index"]], batch["suffix_mask"]], 1)  # [Bq, Lp + Ls]
+        position_ids = position_ids_from_mask(mask)[:, prefix_mask.shape[1]:]
+        text = self.vlm.get_input_embeddings()(batch["suffix_ids"])
+        out = self.language_model(text, mask, position_ids, past_key_values=cache, use_cache=use_cache)
+        return prefix.last_hidden_state, out, mask, position_ids
+
     def forward(self, batch: dict) -> Loc3ROutput:
-        """Losses of a training batch. `batch["loss_denominators"]` (optional, see loss_counts) replaces the
-        batch's own counts, so that the trainer can normalise by the counts of a whole optimizer step."""
+        """Losses of a training batch: one sequence per question (Collator) or several questions per video
+        (Collator.grouped, the shared-prefix pass). `batch["loss_denominators"]` (optional, see loss_counts)
+        replaces the batch's own counts, so that the trainer can normalise by the counts of a whole optimizer step;
+        `batch["situation_scale"]` (optional, a float) scales lambda_situation (the trainer's geometry-first
+        schedule)."""
         c = self.config
         den = batch.get("loss_denominators") or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
-        attention_mask = batch["attention_mask"]
-        embeds = self.embed_inputs(batch)  # [B, L, D]
-        hidden = self.language_model(embeds, attention_mask, position_ids_from_mask(attention_mask)).last_hidden_state
+        if "video_index" in batch:
+            video_hidden, out, _, _ = self.shared_prefix_pass(batch)
+            text_hidden = out.last_hidden_state  # [Bq, Ls, D]: the suffixes
+        else:
+            attention_mask = batch["attention_mask"]
+            text_hidden = video_hidden = self.language_model(self.embed_inputs(batch), attention_mask,
+                                                             position_ids_from_mask(attention_mask)).last_hidden_state
 
         # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
         targets = batch["labels"][:, 1:]  # [B, L-1]
         supervised = targets != IGNORE_INDEX
-        logits = self.vlm.lm_head(hidden[:, :-1][supervised])  # [N, V]
+        logits = self.vlm.lm_head(text_hidden[:, :-1][supervised])  # [N, V]
         lm = F.cross_entropy(logits.float(), targets[supervised], reduction="sum") / den["lm"]
 
-        layout = self.layout_head(self.vision_states(hidden, batch["input_ids"]))  # [B, T, n, 2] x2
-        position, orientation_logits = self.situation_heads(hidden, batch)
+        layout = self.layout_head(self.vision_states(video_hidden, batch["input_ids"]))  # [B, T, n, 2] x2
+        position, orientation_logits = self.situation_heads(text_hidden, batch)
         situated = batch["has_situation"]  # [B] bool
         yaw_target = wrapped_gaussian_target(batch["yaw_rad"], c.orientation_bins, c.orientation_sigma_rad)
         losses = {
@@ -188,8 +213,9 @@ class Loc3R(nn.Module):
             "position": gaussian_nll(*position, batch["position_xy"], situated, c.sigma_floor, den["position"]),
             "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"]),
         }
+        lambda_situation = c.lambda_situation * batch.get("situation_scale", 1.0)  # the trainer's schedule
         loss = (lm + c.lambda_layout * losses["layout"]
-                + c.lambda_situation * (losses["position"] + c.lambda_orientation * losses["orientation"]))
+                + lambda_situation * (losses["position"] + c.lambda_orientation * losses["orientation"]))
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     # ---- inference ----------------------------------------------------------------------------------------
@@ -204,6 +230,7 @@ class Loc3R(nn.Module):
         embeds = self.embed_inputs(batch)
         out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
         position, orientation_logits = self.situation_heads(out.last_hidden_state, batch)
+        layout = self.layout_head(self.vision_states(out.last_hidden_state, batch["input_ids"]))
 
         B = embeds.shape[0]
         stop = torch.tensor(self.stop_token_ids, device=embeds.device)
@@ -225,7 +252,7 @@ class Loc3R(nn.Module):
                 embeds = torch.cat([embeds, new], 1)
                 out = self.language_model(embeds, attention_mask, position_ids)
         token_ids = torch.stack(tokens, 1) if tokens else torch.zeros(B, 0, dtype=torch.long, device=embeds.device)
-        return Generation(token_ids, position, orientation_logits)
+        return Generation(token_ids, position, orientation_logits, layout)
 
     @torch.no_grad()
     def predict(self, batch: dict, max_new_tokens: int = 32) -> list[Prediction]:
@@ -242,7 +269,8 @@ class Loc3R(nn.Module):
             out.append(Prediction(answer=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
                                   position_xy=g.position.mu[b].float().cpu().numpy(),
                                   position_sigma=sigma[b].cpu().numpy(), yaw_rad=float(yaw[b]),
-                                  yaw_probs=probs[b].cpu().numpy()))
+                                  yaw_probs=probs[b].cpu().numpy(),
+                                  layout_xy=g.layout.mu[b].float().cpu().numpy()))
         return out
 
     # ---- checkpoints --------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 # "facing" or two egocentric directions: a lone "next to X" or "X on my left" never pins the heading down.
 SITUATION_TEMPLATES: dict[str, tuple[str, tuple[tuple[str, ...], ...]]] = {
     "near_facing": ("I am standing next to the {a}, facing the {b}.", (("near", "a"), ("facing", "b"))),
+    "near_looking": ("I am next to the {a} and I am looking at the {b}.", (("near", "a"), ("facing", "b"))),
+    "by_facing": ("I am standing by the {a} and the {b} is in front of me.", (("near", "a"), ("facing", "b"))),
     "front_behind": ("I am standing in front of the {a}, with the {b} behind me.",
                      (("near", "a"), ("facing", "a"), ("behind", "b"))),
     "front_left": ("I am standing in front of the {a} and the {b} is on my left.",
@@ -77,7 +79,10 @@ LEFT_RIGHT_MIN_RAD = np.radians(20)  # "left or right": at least this far off th
 
 
 def object_names(scene: Scene) -> dict[int, str | None]:
-    """The name of every object id: its category if unique, else colour + category if unique, else None."""
+    """The name of every object id: its category if unique, else colour + category if unique, else None.
+    In "basic" rooms (every colour and category unique) always colour + category: "the red bed"."""
+    if scene.style == "basic":
+        return {o.id: f"{o.color} {o.category}" for o in scene.objects}
     cats = [o.category for o in scene.objects]
     pairs = [(o.color, o.category) for o in scene.objects]
     names = {}

@@ -25,6 +25,17 @@ from loc3r.synth.catalog import (CATEGORIES, CEILING_RGB, COLOR_RGB, DOOR_RGB, F
 
 MIN_OBJECTS, MAX_OBJECTS = 4, 12
 ROOM_SIDE_M = (3.0, 9.0)
+# Room styles. "basic" (the default of `loc3r synth`, what the tiny model learns from on a CPU): a rectangular
+# room of BASIC_SIDE_M with BASIC_OBJECTS pieces of large floor furniture, each of its own category and of its
+# own vivid colour, so that every object is named by a colour and a category that no other object of the room
+# shares ("the red bed"). "realistic": rooms of 3-9 m, some L-shaped, 4-12 objects including small ones and
+# objects on top of others, colours as the catalog's categories come in, repeated categories and colours.
+STYLES = ("basic", "realistic")
+BASIC_SIDE_M = (3.5, 6.0)
+BASIC_OBJECTS = (4, 6)
+BASIC_COLORS = ("red", "blue", "green", "yellow", "orange", "purple", "pink")
+BASIC_CATEGORIES = ("bed", "table", "sofa", "desk", "cabinet", "bookshelf", "refrigerator", "dresser", "armchair",
+                    "sink", "toilet", "chair")
 MAX_SUPPORT_HEIGHT_M = 1.2  # nothing is put on top of taller furniture
 
 
@@ -78,6 +89,7 @@ class Scene:
     scene_type: str  # a key of catalog.ROOM_TYPES (ScanNet's sceneType)
     room: Room
     objects: list[SceneObject]
+    style: str = "realistic"  # a key of STYLES: how the room was furnished (and how its objects are named)
 
     def transformed(self, T) -> "Scene":
         """The same scene moved by a rigid 4x4 transform T that keeps z up (rotation about z + translation)."""
@@ -106,6 +118,7 @@ class Scene:
         return {
             "scene_id": self.scene_id,
             "scene_type": self.scene_type,
+            "style": self.style,
             "room": {
                 "outline_xy": room.outline_xy.tolist(),
                 "height_m": room.height_m,
@@ -128,15 +141,17 @@ class Scene:
                              tuple(o["rgb"])) for o in r["openings"]], tuple(r["ceiling_rgb"]))
         objects = [SceneObject(o["id"], o["category"], o["color"], np.array(o["center"], np.float64),
                                np.array(o["size"], np.float64), o["yaw"], o["on_top_of"]) for o in d["objects"]]
-        return cls(d["scene_id"], d["scene_type"], room, objects)
+        return cls(d["scene_id"], d["scene_type"], room, objects, d.get("style", "realistic"))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Sampling (in the room's axis-aligned frame)
 # ---------------------------------------------------------------------------------------------------------
 
-def sample_scene(rng: np.random.Generator, scene_id: str) -> Scene:
-    """A random furnished room with MIN_OBJECTS..MAX_OBJECTS objects, in its axis-aligned frame."""
+def sample_scene(rng: np.random.Generator, scene_id: str, style: str = "realistic") -> Scene:
+    """A random furnished room in its axis-aligned frame, of a style of STYLES (see there)."""
+    if style == "basic":
+        return _sample_basic_scene(rng, scene_id)
     room_type = str(rng.choice(list(ROOM_TYPES)))
     while True:  # redraw the room until its furniture fits (the type stays: every type stays as likely)
         room = _sample_room(rng)
@@ -145,10 +160,29 @@ def sample_scene(rng: np.random.Generator, scene_id: str) -> Scene:
             return Scene(scene_id, room_type, room, objects)
 
 
-def _sample_room(rng) -> Room:
-    w, d = (float(v) for v in np.round(rng.uniform(*ROOM_SIDE_M, 2), 2))
+def _sample_basic_scene(rng, scene_id: str) -> Scene:
+    """A "basic" room: BASIC_OBJECTS floor objects of distinct BASIC_CATEGORIES and distinct BASIC_COLORS."""
+    while True:
+        room = _sample_room(rng, BASIC_SIDE_M, allow_l_shape=False)
+        n = int(rng.integers(BASIC_OBJECTS[0], BASIC_OBJECTS[1] + 1))
+        categories = [str(c) for c in rng.choice(BASIC_CATEGORIES, n, replace=False)]
+        categories.sort(key=lambda c: -np.prod(CATEGORIES[c].floor_size[1][:2]))  # big furniture first
+        colors = [str(c) for c in rng.choice(BASIC_COLORS, n, replace=False)]
+        keepouts, objects = _door_keepouts(room), []
+        for name, color in zip(categories, colors):
+            placed = _place_on_floor(rng, room, name, objects, keepouts)
+            if placed is not None:
+                objects.append(replace(placed, color=color))
+        if len(objects) >= BASIC_OBJECTS[0]:
+            room_type = next((t for t, (required, _) in ROOM_TYPES.items() if set(required) <= set(categories)),
+                             "Living room / Lounge")
+            return Scene(scene_id, room_type, room, objects, "basic")
+
+
+def _sample_room(rng, side_m=ROOM_SIDE_M, allow_l_shape: bool = True) -> Room:
+    w, d = (float(v) for v in np.round(rng.uniform(*side_m, 2), 2))
     outline = np.array([[0, 0], [w, 0], [w, d], [0, d]], np.float64)
-    if min(w, d) >= 4.5 and rng.random() < 0.35:  # L shape: cut out the (+x, +y) corner, arms >= 2.25 m wide
+    if allow_l_shape and min(w, d) >= 4.5 and rng.random() < 0.35:  # L shape: cut out the (+x, +y) corner, arms >= 2.25 m wide
         nw, nd = (float(v) for v in np.round(rng.uniform(0.3, 0.5, 2) * [w, d], 2))
         outline = np.array([[0, 0], [w, 0], [w, d - nd], [w - nw, d - nd], [w - nw, d], [0, d]], np.float64)
         if rng.random() < 0.5:  # mirror to put the cut at another corner (reversing keeps it counter-clockwise)

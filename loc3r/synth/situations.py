@@ -6,6 +6,11 @@ hold *strictly* at the pose, and it must be unambiguous: every pose of a grid ov
 (GRID_M apart, N_YAW headings) at which all the relations hold *loosely* lies within POSITION_SPREAD_M and
 YAW_SPREAD_RAD of the true pose. Otherwise another description or pose is drawn.
 
+In "basic" rooms (scene.py) a situation is simpler and its pose follows from the two objects it names: the
+speaker stands next to object A, on the side of A that faces object B, at BASIC_REACH_M from A's footprint
+(within BASIC_LATERAL_M of the line between the two centres), and faces B: "I am standing next to the red bed,
+facing the blue sofa." Its description holds strictly at the pose; no other description is searched.
+
 Each situation gets QUESTIONS_PER_SITUATION questions of different types whose answers are clear
 (language.answer is not None). Non-situated questions (existence, counting, the colour of a unique category)
 use NO_SITUATION and the pose of a random free spot, as SQA3D always stores a pose.
@@ -30,6 +35,13 @@ SITUATIONS_PER_SCENE = 8
 QUESTIONS_PER_SITUATION = 4  # of different types
 NON_SITUATED_KINDS = ("existence", "existence", "count", "count", "color_unique", "color_unique")  # per scene
 MAX_ALTERNATIVES = 2  # SQA3D gives two alternative descriptions of each situation
+BASIC_TEMPLATES = ("near_facing", "near_looking", "by_facing")  # the phrasings of a basic situation
+BASIC_REACH_M = (0.3, 0.6)  # distance of a basic situation from its anchor's footprint ...
+BASIC_LATERAL_M = 0.15  # ... and at most this far (std) from the line from the anchor's centre to the target's
+BASIC_MIN_GAP_M = 1.0  # the facing target's footprint is at least this far from the speaker
+BASIC_YAW_STD_RAD = np.radians(4)
+BASIC_SITUATIONS_PER_SCENE = 16
+BASIC_QUESTIONS_PER_SITUATION = 2
 
 
 def free_grid(scene: Scene) -> np.ndarray:
@@ -138,6 +150,42 @@ def sample_situation(scene: Scene, grid, rng, attempts: int = 200) -> dict | Non
     return None
 
 
+def sample_basic_situation(scene: Scene, rng, attempts: int = 200) -> dict | None:
+    """A situation record of a basic room (module docstring): next to object a, facing object b."""
+    names = language.object_names(scene)
+    floor = [o for o in scene.objects if o.on_top_of is None]
+    if len(floor) < 2:
+        return None
+    steps = np.linspace(0.0, 1.0, 101)
+    for _ in range(attempts):
+        a, b = (floor[i] for i in rng.choice(len(floor), 2, replace=False))
+        direction = b.center[:2] - a.center[:2]
+        along = a.center[:2] + steps[:, None] * direction  # [S, 2] from a's centre to b's
+        index = {o.id: i for i, o in enumerate(scene.objects)}
+        to_a = relations.object_distance(scene, along)[:, index[a.id]]
+        reach = rng.uniform(*BASIC_REACH_M)
+        beyond = np.flatnonzero(to_a >= reach)
+        if beyond.size == 0:
+            continue
+        normal = np.array([-direction[1], direction[0]]) / np.linalg.norm(direction)
+        position = along[beyond[0]] + normal * np.clip(rng.normal(0.0, BASIC_LATERAL_M), -0.3, 0.3)
+        if scene.clearance_m(position[None])[0] < FREE_M:
+            continue
+        if relations.object_distance(scene, position)[0, index[b.id]] < BASIC_MIN_GAP_M:
+            continue
+        yaw = float(geometry.wrap_angle(geometry.yaw_of_direction(b.center[:2] - position)
+                                        + rng.normal(0.0, BASIC_YAW_STD_RAD)))
+        slots = {"a": a.id, "b": b.id}
+        phrasings = [str(t) for t in rng.permutation(BASIC_TEMPLATES)]
+        if not description_holds(scene, phrasings[0], slots, position[None], np.array([yaw]), loose=False)[0]:
+            continue
+        described = [{"template": t, "objects": slots,
+                      "text": language.situation_text(t, {k: names[i] for k, i in slots.items()})}
+                     for t in phrasings[:1 + MAX_ALTERNATIVES]]
+        return {"position": position.tolist(), "yaw": yaw, **described[0], "alternatives": described[1:]}
+    return None
+
+
 def _random_spec(kind: str, scene: Scene, names, position_xy, yaw_rad: float, rng) -> dict | None:
     """A random question of type `kind` (not yet checked for a clear answer)."""
     nameable = [i for i, n in names.items() if n is not None]
@@ -189,8 +237,10 @@ def describe_scene(scene: Scene, rng: np.random.Generator) -> tuple[list[dict], 
     situations, questions = [], []
     if len(grid) == 0:  # no free floor at all: nowhere to stand
         return situations, questions
-    for _ in range(SITUATIONS_PER_SCENE):
-        s = sample_situation(scene, grid, rng)
+    basic = scene.style == "basic"
+    per_situation = BASIC_QUESTIONS_PER_SITUATION if basic else QUESTIONS_PER_SITUATION
+    for _ in range(BASIC_SITUATIONS_PER_SCENE if basic else SITUATIONS_PER_SCENE):
+        s = sample_basic_situation(scene, rng) if basic else sample_situation(scene, grid, rng)
         if s is None:
             continue
         s = {"id": len(situations), **s}
@@ -201,7 +251,7 @@ def describe_scene(scene: Scene, rng: np.random.Generator) -> tuple[list[dict], 
             if q is not None:
                 questions.append({"situation_id": s["id"], "position": s["position"], "yaw": s["yaw"], **q})
                 asked += 1
-            if asked == QUESTIONS_PER_SITUATION:
+            if asked == per_situation:
                 break
     for kind in NON_SITUATED_KINDS:
         position = grid[rng.integers(len(grid))]

@@ -1,6 +1,11 @@
 """`loc3r synth`: generate synthetic rooms in the ScanNet posed-image and SQA3D formats.
 
-    loc3r synth --out DIR --scenes N --seed S [--frames 32] [--size 128] [--workers 1]
+    loc3r synth --out DIR --scenes N --seed S [--rooms basic|realistic] [--frames 32] [--size 128] [--workers 1]
+
+`--rooms basic` (the default, what the tiny model learns from on a CPU) furnishes small rectangular rooms with
+4-6 large objects of distinct categories and vivid distinct colours, and describes situations as "next to A,
+facing B"; `--rooms realistic` gives rooms of 3-9 m, some L-shaped, with 4-12 objects of repeated categories
+and colours, small objects and objects on others, and seven kinds of situation descriptions (scene.py, situations.py).
 
 writes
     DIR/scans/scene%04d_00/...                     ScanNet posed images, meta data and mesh (formats.py)
@@ -9,7 +14,8 @@ writes
 
 Scene i depends only on (seed, i) (numpy SeedSequence), so worker count and scene count do not change it,
 and the same arguments give byte-identical files. Splits are by scene, about 80/10/10 (at least one val and
-one test scene when N >= 3). Every scene directory is written beside its target and swapped in whole, and
+one test scene when N >= 3); with --held-out every scene is a test scene (a test set from its own seed).
+Every scene directory is written beside its target and swapped in whole, and
 json files are replaced atomically: an interrupted run leaves old or new files, never half-written ones.
 Scenes of an earlier run into the same DIR beyond N are removed.
 
@@ -18,7 +24,7 @@ moved by a random rotation about z and a translation in x, y, as ScanNet's scans
 raw -> aligned. SQA3D positions are relative to the centre of the raw mesh's bounding box.
 
 DIR/synth/<scene_id>.json (all positions metres, yaws radians CCW from +x, in the RAW frame):
-    scene_id, scene_type, seed, index
+    scene_id, scene_type, style (basic | realistic), seed, index
     axis_alignment      4x4 raw -> aligned (as in <scene_id>.txt)
     mesh_bbox_center    [x, y, z] of the raw mesh (SQA3D position = raw position - this, x and y)
     room                outline_xy [[x, y], ...] counter-clockwise, height_m, floor/wall/ceiling_rgb,
@@ -51,7 +57,7 @@ from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 from loc3r.synth import formats
 from loc3r.synth.render import intrinsics, render
-from loc3r.synth.scene import Scene, sample_scene
+from loc3r.synth.scene import STYLES, Scene, sample_scene
 from loc3r.synth.situations import describe_scene
 from loc3r.synth.trajectory import camera_path
 
@@ -95,12 +101,12 @@ class SceneData:
     questions: list[dict]
 
 
-def build_scene(seed: int, index: int, frames: int, size: int) -> SceneData:
+def build_scene(seed: int, index: int, frames: int, size: int, style: str = "basic") -> SceneData:
     """Sample and render scene `index` of a data set seeded by `seed` (in memory)."""
     rng_scene, rng_raw, rng_path, rng_language = (np.random.default_rng(s)
                                                   for s in np.random.SeedSequence([seed, index]).spawn(4))
     scene_id = scene_id_of(index)
-    aligned = sample_scene(rng_scene, scene_id)
+    aligned = sample_scene(rng_scene, scene_id, style)
     aligned_to_raw = geometry.make_transform(geometry.rot_z(rng_raw.uniform(-np.pi, np.pi)),
                                              [*rng_raw.uniform(-RAW_OFFSET_M, RAW_OFFSET_M, 2), 0.0])
     axis_alignment = geometry.invert_transform(aligned_to_raw)
@@ -152,13 +158,16 @@ def write_scene(out_dir, data: SceneData, seed: int, index: int) -> tuple[list[d
     return sqa_questions, sqa_annotations
 
 
-def generate_scene(out_dir, seed: int, index: int, frames: int, size: int) -> tuple[list[dict], list[dict]]:
+def generate_scene(out_dir, seed: int, index: int, frames: int, size: int,
+                   style: str = "basic") -> tuple[list[dict], list[dict]]:
     """Build and write scene `index`; returns its SQA3D question and annotation records."""
-    return write_scene(out_dir, build_scene(seed, index, frames, size), seed, index)
+    return write_scene(out_dir, build_scene(seed, index, frames, size, style), seed, index)
 
 
-def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int) -> None:
+def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int, style: str = "basic") -> None:
     """One-line Loc3rErrors for arguments out of range."""
+    if style not in STYLES:
+        raise Loc3rError(f"--rooms must be one of {', '.join(STYLES)}, got {style!r}")
     if not 1 <= n_scenes <= MAX_SCENES:
         raise Loc3rError(f"--scenes must be between 1 and {MAX_SCENES}, got {n_scenes}")
     if seed < 0:
@@ -172,20 +181,22 @@ def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int) -> No
         raise Loc3rError(f"--workers must be >= 1, got {workers}")
 
 
-def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 128, workers: int = 1) -> None:
-    """Write `n_scenes` synthetic rooms (seeded by `seed`) under out_dir; see the module docstring."""
-    _check(n_scenes, seed, frames, size, workers)
+def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 128, workers: int = 1,
+             style: str = "basic", held_out: bool = False) -> None:
+    """Write `n_scenes` synthetic rooms (seeded by `seed`) of a style of scene.STYLES under out_dir; see the
+    module docstring. held_out: every scene in the test split (a test set from a seed no model trained on)."""
+    _check(n_scenes, seed, frames, size, workers, style)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise Loc3rError(f"{out_dir}: exists and is not a directory")
-    job = partial(generate_scene, out_dir, seed, frames=frames, size=size)
+    job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style)
     if workers == 1:
         results = [job(i) for i in range(n_scenes)]
     else:  # spawned workers: no state forked from a parent that may hold torch / BLAS threads
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(job, range(n_scenes)))
 
-    splits = scene_splits(n_scenes, seed)
+    splits = ["test"] * n_scenes if held_out else scene_splits(n_scenes, seed)
     balanced = out_dir / "sqa_task" / "balanced"
     for split in SPLITS:
         questions = [q for (qs, _), s in zip(results, splits) if s == split for q in qs]
@@ -212,9 +223,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames per room video (default 32)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels, a multiple of 16 (default 128)")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel (default 1)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="put every scene in the test split (a test set from a seed no model was trained on)")
+    parser.add_argument("--rooms", choices=STYLES, default="basic",
+                        help="basic (default): small rooms, 4-6 large objects of unique colours, 'next to A, facing "
+                             "B' situations; realistic: varied rooms and descriptions")
 
 
 def run(args: argparse.Namespace) -> int:
-    generate(args.out, args.scenes, args.seed, frames=args.frames, size=args.size, workers=args.workers)
+    generate(args.out, args.scenes, args.seed, frames=args.frames, size=args.size, workers=args.workers,
+             style=args.rooms, held_out=args.held_out)
     print(f"wrote {args.scenes} scenes to {args.out}")
     return 0

@@ -1,0 +1,213 @@
+"""Probes of what the tiny model can and does learn on the synthetic rooms (issue: the embedded default must learn).
+
+Prints one table per probe:
+1. visibility  - of the situations of a split, the fraction whose anchor (the object the speaker stands next to)
+                 and facing target are seen in the T frames the model gets (a token >= 30% covered by the object),
+                 and the median number of such tokens. Pixels are assigned to objects exactly: a pixel belongs to an
+                 object when its depth-unprojected point lies in the object's box (the synth ground truth).
+2. linear probe - can each vision token's object colour (or "none") be read linearly from the model's states:
+                 logistic regression on the LLM input (after the projector) and on the final states of the vision
+                 tokens, fitted on train scenes, scored on test scenes, against the majority class.
+3. attention   - does the <Pos> token attend to its anchor's tokens and <Ori> to its target's: per LLM layer, the
+                 attention mass on those tokens divided by their share of the vision tokens (1 = no preference),
+                 for the head that prefers them most; the control is the same for an object of the room that the
+                 situation does not name.
+
+    python benchmarks/probe_learning.py --data DIR --checkpoint RUN [--scenes 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from loc3r import geometry
+from loc3r.checkpoint import resolve_checkpoint
+from loc3r.data.collate import Collator
+from loc3r.data.scannet import ScanNetScene
+from loc3r.data.sqa3d import read_sqa3d
+from loc3r.model.loc3r import Loc3R
+from loc3r.train import make_dataset
+
+COVERED = 0.3  # a token "shows" an object when at least this fraction of its pixels belong to it
+
+
+def token_objects(data: Path, scene_id: str, frame_ids, grid_hw, extent: float) -> tuple[np.ndarray, dict]:
+    """[T, n] id of the object each vision token shows (-1: none) and the scene description (synth json)."""
+    desc = json.loads((data / "synth" / f"{scene_id}.json").read_text())
+    scene = ScanNetScene(data, scene_id)
+    labels = []
+    for i in frame_ids:
+        depth = scene.read_depth_m(int(i))
+        H, W = depth.shape
+        points = geometry.depth_to_points(depth, scene.intrinsic_depth[:3, :3], scene.read_pose(int(i)))  # raw frame
+        owner = np.full((H, W), -1)
+        for o in desc["objects"]:
+            c, s, yaw = np.array(o["center"]), np.array(o["size"]), o["yaw"]
+            d = points - c
+            local_x = np.cos(yaw) * d[..., 0] + np.sin(yaw) * d[..., 1]
+            local_y = -np.sin(yaw) * d[..., 0] + np.cos(yaw) * d[..., 1]
+            inside = ((np.abs(local_x) <= s[0] / 2 + 0.03) & (np.abs(local_y) <= s[1] / 2 + 0.03)
+                      & (np.abs(d[..., 2]) <= s[2] / 2 + 0.03) & (depth > 0))
+            owner[inside] = o["id"]
+        cell = geometry.token_cell_index(H, W, grid_hw, extent)
+        n = grid_hw[0] * grid_hw[1]
+        row = np.full(n, -1)
+        for k in range(n):
+            ids, counts = np.unique(owner[cell == k], return_counts=True)
+            best = np.argmax(np.where(ids >= 0, counts, -1))
+            if ids[best] >= 0 and counts[best] >= COVERED * (cell == k).sum():
+                row[k] = ids[best]
+        labels.append(row)
+    return np.stack(labels), desc
+
+
+def situation_objects(desc: dict) -> dict[str, tuple[int, int]]:
+    """situation text -> (anchor id, target id) for the basic rooms' "next to a, facing b" situations."""
+    out = {}
+    for s in desc["situations"]:
+        if set(s["objects"]) == {"a", "b"}:
+            for d in [s, *s["alternatives"]]:
+                out[d["text"]] = (s["objects"]["a"], s["objects"]["b"])
+    return out
+
+
+def visibility(data: Path, split: str, config, scenes: int) -> dict:
+    ds = make_dataset(config, data, split)
+    seen_a, seen_b, tokens_a = [], [], []
+    for scene_id in ds.scene_ids[:scenes]:
+        cache = ds.scene(scene_id)
+        labels, desc = token_objects(data, scene_id, cache.frame_ids, config.frame_grid, config.frame_grid_extent)
+        for a, b in situation_objects(desc).values():
+            seen_a.append((labels == a).any())
+            seen_b.append((labels == b).any())
+            tokens_a.append((labels == a).sum())
+    return {"situations": len(seen_a), "anchor seen": float(np.mean(seen_a)), "target seen": float(np.mean(seen_b)),
+            "median anchor tokens": float(np.median(tokens_a))}
+
+
+@torch.no_grad()
+def states(model: Loc3R, ds, scene_ids, output_attentions=False):
+    """Per scene: one grouped forward of its situated questions -> (labels [T, n], inputs [T, n, D], finals
+    [T, n, D], per-question attentions, the questions' anchor/target ids)."""
+    collate = Collator(model.tokenizer, model.config)
+    c = model.config
+    for scene_id in scene_ids:
+        idx = [i for i, r in enumerate(ds.records) if r.scene_id == scene_id][:16]
+        samples = [ds[i] for i in idx]
+        labels, desc = token_objects(ds.data_root, scene_id, samples[0].frame_ids, c.frame_grid, c.frame_grid_extent)
+        batch = collate([s for s in samples])
+        embeds = model.embed_inputs(batch)
+        mask = batch["attention_mask"]
+        out = model.vlm.model.language_model(inputs_embeds=embeds, attention_mask=mask,
+                                             position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                             output_attentions=output_attentions)
+        yield (labels, model.vision_states(embeds, batch["input_ids"])[0], model.vision_states(out.last_hidden_state,
+               batch["input_ids"])[0], out.attentions, batch, samples, situation_objects(desc))
+
+
+def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
+    x_train, x_test = (torch.as_tensor(v, dtype=torch.float32) for v in (x_train, x_test))
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
+    classes = int(max(y_train.max(), y_test.max())) + 1
+    w = torch.zeros(x_train.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    yt = torch.as_tensor(y_train)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(x_train @ w + b, yt) + 1e-3 * (w ** 2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(((x_test @ w + b).argmax(1).numpy() == y_test).mean())
+
+
+def linear_probe(model, data: Path, config, scenes: int) -> dict:
+    colours = sorted({o["color"] for p in (data / "synth").glob("*.json") for o in json.loads(p.read_text())["objects"]})
+    out = {}
+    sets = {}
+    for split in ("train", "test"):
+        ds = make_dataset(config, data, split)
+        xs_in, xs_out, ys = [], [], []
+        for labels, inp, fin, _, _, _, _ in states(model, ds, ds.scene_ids[:scenes]):
+            xs_in.append(inp.reshape(-1, inp.shape[-1]).numpy())
+            xs_out.append(fin.reshape(-1, fin.shape[-1]).numpy())
+            ys.append(labels.reshape(-1))
+        sets[split] = (np.concatenate(xs_in), np.concatenate(xs_out), ys)
+    for split in ("train", "test"):
+        ds = make_dataset(config, data, split)
+        y = []
+        for scene_id, lab in zip(ds.scene_ids[:scenes], sets[split][2]):
+            desc = json.loads((data / "synth" / f"{scene_id}.json").read_text())
+            colour_of = {o["id"]: colours.index(o["color"]) for o in desc["objects"]}
+            y.append(np.array([colour_of.get(int(v), len(colours)) for v in lab]))
+        sets[split] = (*sets[split][:2], np.concatenate(y))
+    (tri, tro, ytr), (tei, teo, yte) = sets["train"], sets["test"]
+    majority = float((yte == np.bincount(ytr).argmax()).mean())
+    out["majority class"] = majority
+    out["LLM input (projector)"] = fit_probe(tri, ytr, tei, yte)
+    out["final vision states"] = fit_probe(tro, ytr, teo, yte)
+    out["tokens"] = int(len(yte))
+    return out
+
+
+def attention_probe(model, data: Path, config, scenes: int) -> dict:
+    ds = make_dataset(config, data, "test")
+    model.vlm.set_attn_implementation("eager")
+    c = model.config
+    per = c.tokens_per_frame + int(c.has_camera_token)
+    ratios = {"Pos->anchor": [], "Ori->target": [], "Pos->unnamed (control)": [], "Ori->unnamed (control)": []}
+    for labels, _, _, attentions, batch, samples, objects in states(model, ds, ds.scene_ids[:scenes], True):
+        video_pos = (batch["input_ids"][0] == c.video_token_id).nonzero()[:, 0]
+        vision_pos = video_pos[:c.num_frames * per].reshape(c.num_frames, per)[:, per - c.tokens_per_frame:]
+        flat_labels = labels.reshape(-1)
+        for q, s in enumerate(samples):
+            if s.situation not in objects:
+                continue
+            a, b = objects[s.situation]
+            others = [int(o) for o in np.unique(flat_labels) if o >= 0 and o not in (a, b)]
+            other = others[q % len(others)] if others else -2
+            for key, token, obj in (("Pos->anchor", "pos_index", a), ("Ori->target", "ori_index", b),
+                                    ("Pos->unnamed (control)", "pos_index", other),
+                                    ("Ori->unnamed (control)", "ori_index", other)):
+                hit = flat_labels == obj
+                if not hit.any():
+                    continue
+                share = hit.mean()
+                row = []
+                for layer in attentions:  # [B, heads, L, L]
+                    a = layer[q, :, batch[token][q], vision_pos.reshape(-1)]  # [heads, n_vision]
+                    a = a / a.sum(-1, keepdim=True).clamp(min=1e-12)
+                    row.append(float(a[:, torch.as_tensor(hit)].sum(-1).max()) / share)  # best head
+                ratios[key].append(row)
+    return {k: np.mean(v, 0).round(2).tolist() for k, v in ratios.items() if v}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--scenes", type=int, default=30)
+    args = p.parse_args()
+    model = Loc3R.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
+    config = model.config
+    print("1. visibility of the named objects in the model's frames (test split)")
+    for k, v in visibility(args.data, "test", config, args.scenes).items():
+        print(f"   {k:<24} {v:.3g}")
+    print("2. linear probe of each vision token's object colour (accuracy on test scenes)")
+    for k, v in linear_probe(model, args.data, config, args.scenes).items():
+        print(f"   {k:<24} {v:.3g}")
+    print("3. attention to the named object's tokens / its share of the vision tokens, per LLM layer (best head)")
+    for k, v in attention_probe(model, args.data, config, args.scenes).items():
+        print(f"   {k:<24} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

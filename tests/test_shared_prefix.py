@@ -1,0 +1,65 @@
+"""Several questions per video (Collator.grouped + Loc3R.shared_prefix_pass): the video part of the LLM computed once
+and shared by the questions gives the same losses and gradients as one full sequence per question."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from loc3r.data.collate import Collator
+from loc3r.errors import Loc3rError
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.loc3r import Loc3R
+from loc3r.model.tokenizer import build_tiny_tokenizer
+from tests.test_collate import WORDS, make_samples
+
+
+def grouped_samples(config, videos: int, per_video: int):
+    """`videos` groups of `per_video` questions; the questions of a group share their video's frames and targets."""
+    base = make_samples(config, videos * per_video, seed=3)
+    groups = []
+    for v in range(videos):
+        first = base[v * per_video]
+        groups.append([dataclasses.replace(s, scene_id=first.scene_id, frames=first.frames,
+                                           camera_poses_bev=first.camera_poses_bev, layout_xy=first.layout_xy,
+                                           layout_valid=first.layout_valid, frame_ids=first.frame_ids)
+                       for s in base[v * per_video:(v + 1) * per_video]])
+    return groups
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(num_frames=2)
+    return Loc3R(config, build_tiny_tokenizer(WORDS)).eval()
+
+
+def test_grouped_batch_equals_one_sequence_per_question(model):
+    groups = grouped_samples(model.config, videos=2, per_video=3)
+    collate = Collator(model.tokenizer, model.config)
+    flat, grouped = collate([s for g in groups for s in g]), collate.grouped(groups)
+    assert grouped["input_ids"].shape[0] == 2 and grouped["suffix_ids"].shape[0] == 6
+    assert grouped["video_index"].tolist() == [0, 0, 0, 1, 1, 1]
+
+    results = []
+    for batch in (flat, grouped):
+        model.zero_grad()
+        out = model(batch)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out, grads))
+    (a, ga), (b, gb) = results
+    for name in a.losses:  # the layout loss averages the same video's targets 3 times (flat) or once (grouped)
+        torch.testing.assert_close(a.losses[name], b.losses[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.position.mu, b.position.mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.orientation_logits, b.orientation_logits, rtol=1e-5, atol=1e-5)
+    assert ga.keys() == gb.keys() and len(ga) > 20
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_grouping_questions_of_different_videos_is_refused(model):
+    groups = grouped_samples(model.config, videos=2, per_video=2)
+    with pytest.raises(Loc3rError, match="grouped with the questions of another video"):
+        Collator(model.tokenizer, model.config).grouped([[groups[0][0], groups[1][0]]])
