@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from loc3r import geometry, show
+from loc3r.baselines import baselines
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 
 
 # The demo's budget (measured on 2 CPU cores: README, benchmarks/bench_accuracy.py uses the same).
-DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 1000, "batch_size": 8}
+DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 600, "batch_size": 8}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
 
@@ -35,6 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=DEMO_TRAINING["steps"], help="training steps")
     p.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"], help="videos per step")
     p.add_argument("--seed", type=int, default=0)
+
+
+def print_comparison(metrics: dict, references: dict) -> None:
+    """The model's held-out scores beside what a model scores without looking at the video (loc3r.baselines)."""
+    keys = ("acc_0.5m", "acc_1.0m", "acc_15deg", "acc_30deg")
+    print(f"\n{'held-out rooms':<22}" + "".join(f"{k:>10}" for k in keys) + f"{'em1':>8}")
+    for name, r in [("the trained model", metrics), *references.items()]:
+        loc = r.get("localization")
+        row = "".join(f"{loc[k]:>10.1f}" for k in keys) if loc else "".join(f"{'-':>10}" for _ in keys)
+        print(f"{name:<22}{row}" + (f"{r['qa']['em1']:>8.1f}" if "qa" in r else f"{'-':>8}"))
 
 
 def step(title: str) -> float:
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nreport: {eval_dir / 'report.md'}\nexample plot: {args.out / 'example.png'}")
     print(f"test localization: {json.dumps(metrics['localization'])}")
     print(f"test QA: EM@1 {metrics['qa']['em1']:.1f}, refined EM {metrics['qa']['em_refined']:.1f}")
+    print_comparison(metrics, baselines(data, test_data, args.seed))
     t4 = time.perf_counter()
     print(f"time: data {t1 - t0:.0f} s, training {t2 - t1:.0f} s, evaluation {t3 - t2:.0f} s, "
           f"inference {t4 - t3:.0f} s, total {t4 - t0:.0f} s")

@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="videos per process and micro-batch")
     p.add_argument("--questions-per-video", type=int, default=None,
                    help="questions of one video in a micro-batch, its video computed once and shared by them "
-                        "(tiny: 8, 7B: 1)")
+                        "(tiny: 8; 7B and with activation checkpointing: 1)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (tiny: 2e-3, 7B: 1e-5 as the paper)")
     p.add_argument("--warmup", type=float, default=0.03, help="warm-up steps, or a fraction of --steps when < 1")
@@ -210,15 +210,19 @@ def train(args) -> Path:
     if info.distributed:
         dist.barrier()
     collate = Collator(model.tokenizer, config)
-    per_video = args.questions_per_video or (1 if is_7b else 8)
+    checkpointing = args.activation_checkpointing or is_7b
+    per_video = args.questions_per_video or (1 if checkpointing else 8)
     if per_video < 1:
         raise Loc3rError(f"--questions-per-video must be >= 1, got {per_video}")
+    if per_video > 1 and checkpointing:  # a recomputed layer would write its keys / values into the shared cache again
+        raise Loc3rError("--questions-per-video > 1 (a shared video prefix) does not combine with activation "
+                         "checkpointing: pass --questions-per-video 1")
     units = video_groups([r.scene_id for r in dataset.records], per_video, args.seed)
     start = args.situation_start if args.situation_start is not None else (0.0 if is_7b else 0.2)
     situation_start = int(start * args.steps) if start < 1 else int(start)
 
     tensor_names = list(model.checkpoint_tensors())
-    wrapped = parallel.wrap_model(model, info, strategy, args.activation_checkpointing or is_7b)
+    wrapped = parallel.wrap_model(model, info, strategy, checkpointing)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
     warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
