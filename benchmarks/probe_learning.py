@@ -7,7 +7,8 @@ Prints one table per probe:
                  object when its depth-unprojected point lies in the object's box (the synth ground truth).
 2. linear probe - can each vision token's object colour (or "none") be read linearly from the model's states:
                  logistic regression on the LLM input (after the projector) and on the final states of the vision
-                 tokens, fitted on train scenes, scored on test scenes, against the majority class.
+                 tokens, fitted on train scenes, scored on test scenes, against the majority class and the same
+                 probe on the token's mean pixel colour.
 3. attention   - does the <Pos> token attend to its anchor's tokens and <Ori> to its target's: per LLM layer, the
                  attention mass on those tokens divided by their share of the vision tokens (1 = no preference),
                  for the head that prefers them most; the control is the same for an object of the room that the
@@ -32,6 +33,7 @@ from loc3r.data.collate import Collator
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.model.loc3r import Loc3R
+from loc3r.plots import token_colors
 from loc3r.train import make_dataset
 
 COVERED = 0.3  # a token "shows" an object when at least this fraction of its pixels belong to it
@@ -130,12 +132,13 @@ def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
 
 def linear_probe(model, data: Path, config, scenes: int) -> dict:
     colours = sorted({o["color"] for p in (data / "synth").glob("*.json") for o in json.loads(p.read_text())["objects"]})
-    out = {}
-    sets = {}
+    out, sets, rgb = {}, {}, {}
     for split in ("train", "test"):
         ds = make_dataset(config, data, split)
         xs_in, xs_out, ys = [], [], []
-        for labels, inp, fin, _, _, _, _ in states(model, ds, ds.scene_ids[:scenes]):
+        for labels, inp, fin, _, _, samples, _ in states(model, ds, ds.scene_ids[:scenes]):
+            rgb.setdefault(split, []).append(token_colors(samples[0].frames, config.frame_grid,
+                                                          config.frame_grid_extent).reshape(-1, 3))
             xs_in.append(inp.reshape(-1, inp.shape[-1]).numpy())
             xs_out.append(fin.reshape(-1, fin.shape[-1]).numpy())
             ys.append(labels.reshape(-1))
@@ -151,6 +154,7 @@ def linear_probe(model, data: Path, config, scenes: int) -> dict:
     (tri, tro, ytr), (tei, teo, yte) = sets["train"], sets["test"]
     majority = float((yte == np.bincount(ytr).argmax()).mean())
     out["majority class"] = majority
+    out["token mean RGB (reference)"] = fit_probe(np.concatenate(rgb["train"]), ytr, np.concatenate(rgb["test"]), yte)
     out["LLM input (projector)"] = fit_probe(tri, ytr, tei, yte)
     out["final vision states"] = fit_probe(tro, ytr, teo, yte)
     out["tokens"] = int(len(yte))
@@ -199,13 +203,13 @@ def main() -> int:
     config = model.config
     print("1. visibility of the named objects in the model's frames (test split)")
     for k, v in visibility(args.data, "test", config, args.scenes).items():
-        print(f"   {k:<24} {v:.3g}")
+        print(f"   {k:<28} {v:.3g}")
     print("2. linear probe of each vision token's object colour (accuracy on test scenes)")
     for k, v in linear_probe(model, args.data, config, args.scenes).items():
-        print(f"   {k:<24} {v:.3g}")
+        print(f"   {k:<28} {v:.3g}")
     print("3. attention to the named object's tokens / its share of the vision tokens, per LLM layer (best head)")
     for k, v in attention_probe(model, args.data, config, args.scenes).items():
-        print(f"   {k:<24} {v}")
+        print(f"   {k:<28} {v}")
     return 0
 
 
