@@ -181,7 +181,7 @@ def main() -> int:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        history.append([float(x) for x in parts])
+        history.append([float(x.detach()) for x in parts])
         if (step + 1) % 25 == 0:
             mean = np.mean(history, 0)
             history = []

@@ -17,12 +17,21 @@ from typing import Iterator
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it: os has no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path beside `path`; on success it is renamed to `path`, on error removed."""
+    """Yield a temporary file path beside `path`; on success it is renamed to `path`, on error removed. The file
+    gets the permissions a plain open() would give (0666 minus the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -34,10 +43,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `path`; on success it replaces `path` (old content removed)."""
+    """Yield a temporary directory beside `path`; on success it replaces `path` (old content removed). The
+    directory gets the permissions mkdir would give (0777 minus the umask), not mkdtemp's private 0700."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~current_umask())
     try:
         yield tmp
         if path.exists():

@@ -32,6 +32,7 @@ from loc3r.checkpoint import latest_checkpoint, load_trainer_state, prune_checkp
 from loc3r.data.collate import Collator
 from loc3r.data.dataset import SituatedQADataset
 from loc3r.errors import Loc3rError
+from loc3r.io import atomic_path
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
 from loc3r.parallel import print0
@@ -176,6 +177,23 @@ def loss_denominators(batches: list[dict], info: parallel.DistInfo) -> dict[str,
     return {k: (c / info.world_size).clamp(min=1.0 / info.world_size).float() for k, c in zip(names, counts)}
 
 
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the records of log.jsonl up to `step` (where a resumed run continues; all of them are redone after
+    it), so that a resumed run's log has every step once. Written atomically; an unreadable line ends the log."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] > step:
+                break
+        except (json.JSONDecodeError, KeyError, TypeError):  # a line cut by a kill
+            break
+        kept.append(line + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(kept))
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -234,6 +252,8 @@ def train(args) -> Path:
         print0(f"resumed from {resume_dir} at step {start_step}")
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        truncate_log(args.out / "log.jsonl", start_step)
     log_file = open(args.out / "log.jsonl", "a") if info.is_main else None
     step_samples = args.batch_size * info.world_size * args.grad_accum  # units (videos with their questions)
     n_params = sum(p.numel() for p in model.parameters())
