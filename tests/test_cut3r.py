@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import pickle
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -352,3 +353,27 @@ def test_relative_pose_errors_closed_form():
     err = relative_pose_errors(gt, world @ pred)
     assert np.allclose(err["rot_deg"], [0, 10]) and np.allclose(err["trans_m"], [0.5, 1.0])
     assert np.isclose(err["norm_gt"].sum() / err["norm_pred"].sum(), 2.0)
+
+
+@needs_fixture
+def test_conversion_never_replaces_what_it_did_not_write(tmp_path, converted, capsys):
+    """OUT_DIR that holds something else (a file, other files) is refused with one line unless --overwrite; an
+    empty directory and a previous conversion are replaced."""
+    from loc3r.cli import main as cli_main
+
+    pth = str(FIXTURE / "checkpoint.pth")
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me too")
+    for target in (user, a_file):
+        assert cli_main(["convert-cut3r", pth, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--overwrite" in err and str(target) in err
+    assert (user / "notes.txt").read_text() == "keep me" and a_file.read_text() == "keep me too"
+    again = tmp_path / "again"
+    shutil.copytree(converted, again)  # a previous conversion is replaced
+    assert cli_main(["convert-cut3r", pth, str(again)]) == 0
+    assert cli_main(["convert-cut3r", pth, str(user), "--overwrite"]) == 0
+    assert sorted(p.name for p in user.iterdir()) == ["config.json", "model.safetensors"]

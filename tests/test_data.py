@@ -152,6 +152,10 @@ def test_corrupt_cache_is_rebuilt(data_root):
     (lambda r: (r / "scans" / SCENE / "depth" / "5.png").unlink(), "5.png: file not found"),
     (lambda r: (r / "scans" / SCENE / "pose" / "3.txt").write_text("1 2 3"), "3.txt: expected 4x4"),
     (lambda r: (r / "scans" / SCENE / "pose" / "2.txt").write_text("a b c d"), "2.txt: not a matrix"),
+    (lambda r: (r / "scans" / SCENE / "intrinsic" / "intrinsic_depth.txt").write_text(
+        "0 0 8 0\n0 0 8 0\n0 0 1 0\n0 0 0 1\n"), "intrinsic_depth.txt: invalid intrinsics"),
+    (lambda r: (r / "scans" / SCENE / "intrinsic" / "intrinsic_depth.txt").write_text(
+        "20 0 nan 0\n0 20 8 0\n0 0 1 0\n0 0 0 1\n"), "intrinsic_depth.txt: invalid intrinsics"),
 ])
 def test_bad_scan_files_fail_clearly_and_leave_no_cache(data_root, breakage, message):
     breakage(data_root)

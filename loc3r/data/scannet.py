@@ -36,6 +36,17 @@ def read_matrix_txt(path: Path, shape=(4, 4)) -> np.ndarray:
     return values.reshape(shape)
 
 
+def read_intrinsics(path: Path) -> np.ndarray:
+    """[3, 3] pinhole intrinsics of a 4x4 ScanNet intrinsic file; a one-line error for a zero, negative or
+    non-finite focal length or a non-finite principal point (they would silently give garbage layout targets)."""
+    K = read_matrix_txt(path)[:3, :3]
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if not (np.isfinite([fx, fy, cx, cy]).all() and fx > 0 and fy > 0):
+        raise Loc3rError(f"{path}: invalid intrinsics (fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g}): the focal lengths "
+                         "must be positive and all four finite")
+    return K
+
+
 def read_image(path: Path) -> Image.Image:
     """Open and fully decode an image file, turning any failure into a one-line error."""
     try:
@@ -156,11 +167,11 @@ class ScanNetScene:
 
     @cached_property
     def intrinsic_color(self) -> np.ndarray:
-        return read_matrix_txt(self.dir / "intrinsic" / "intrinsic_color.txt")[:3, :3]
+        return read_intrinsics(self.dir / "intrinsic" / "intrinsic_color.txt")
 
     @cached_property
     def intrinsic_depth(self) -> np.ndarray:
-        return read_matrix_txt(self.dir / "intrinsic" / "intrinsic_depth.txt")[:3, :3]
+        return read_intrinsics(self.dir / "intrinsic" / "intrinsic_depth.txt")
 
     @cached_property
     def metadata(self) -> dict[str, str]:

@@ -323,14 +323,34 @@ def split_state_dict(state_dict: dict[str, torch.Tensor], source) -> tuple[dict[
     return kept, sorted(dropped)
 
 
-def convert_cut3r(in_path: str | Path, out_dir: str | Path) -> dict:
+def previous_conversion(out_dir: Path) -> bool:
+    """Whether out_dir holds exactly what convert_cut3r writes (its config.json in our format + the weights)."""
+    if sorted(p.name for p in out_dir.iterdir()) != sorted([CONFIG_NAME, WEIGHTS_NAME]):
+        return False
+    try:
+        return json.loads((out_dir / CONFIG_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def convert_cut3r(in_path: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
     """Official CUT3R .pth -> `out_dir` with config.json + model.safetensors (float32), written atomically.
 
-    Returns the config.json content. Raises Loc3rError("<file>: <problem>") on any bad input.
+    An existing out_dir is replaced only when it is empty or a previous conversion, or with overwrite=True: anything
+    else may be the user's (a file, another model) and is refused. Returns the config.json content. Raises
+    Loc3rError("<file>: <problem>") on any bad input.
     """
     from safetensors.torch import save_file
 
-    in_path = Path(in_path)
+    in_path, out_dir = Path(in_path), Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        if not out_dir.is_dir():
+            raise Loc3rError(f"{out_dir}: exists and is not a directory (pass --overwrite to replace it)")
+        if any(out_dir.iterdir()) and not previous_conversion(out_dir):
+            raise Loc3rError(f"{out_dir}: not empty and not a previous conversion: refusing to replace it "
+                             "(pass --overwrite to replace it)")
+    if overwrite and out_dir.is_file():
+        out_dir.unlink()
     model_string, state_dict = read_official_checkpoint(in_path)
     config = config_from_official(model_string, state_dict, in_path)
     kept, dropped = split_state_dict(state_dict, in_path)
