@@ -115,7 +115,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (never the one latest.json points at)."""
+    """Delete all but the newest `keep` checkpoints (never the one latest.json points at), and the temporaries of
+    saves a kill interrupted (`.step_*.tmp`, `.step_*.old`)."""
+    for stale in (Path(run_dir) / "checkpoints").glob(".step_*"):
+        shutil.rmtree(stale, ignore_errors=True)
     ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*"))
     latest = latest_checkpoint(run_dir)
     for old in ckpts[:-keep] if keep > 0 else []:

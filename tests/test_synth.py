@@ -398,3 +398,17 @@ def test_vocabulary_covers_every_text(out_dir):
         assert set(language.tokenize(text)) <= vocab, text
     assert {".", ",", "?", "trash", "can", "bookshelves", "twelve", "meters", "purple"} <= vocab
     assert language.tokenize("I am facing the tv.") == ["i", "am", "facing", "the", "tv", "."]
+
+
+def test_leftovers_of_a_killed_run_are_ignored_then_removed(tmp_path):
+    from loc3r.data.scannet import list_scenes
+
+    out = tmp_path / "d"
+    generate(out, 1, SEED, frames=2, size=32)
+    stale_dir = out / "scans" / ".scene0001_00.abc123.tmp"  # what atomic_dir leaves when killed
+    (stale_dir / "color").mkdir(parents=True)
+    stale_file = out / "synth" / ".scene0000_00.json.xyz.tmp"
+    stale_file.write_text("{")
+    assert list_scenes(out) == ["scene0000_00"]
+    generate(out, 1, SEED, frames=2, size=32)
+    assert not stale_dir.exists() and not stale_file.exists()

@@ -98,9 +98,14 @@ def test_resume_after_kill_is_exact(synth_data, tmp_path, one_thread):
     wf, wk = weights(full / "checkpoints" / "step_0000008"), weights(killed / "checkpoints" / "step_0000008")
     for k in wf:
         assert torch.equal(wf[k], wk[k]), k
+    # a save interrupted by a kill leaves a temporary; the next save of the run removes it
+    stale = killed / "checkpoints" / ".step_0000004.abc.tmp"
+    stale.mkdir()
+    train_mod.train(train_args(synth_data, killed, *common[:1], "9", *common[2:], "--resume"))
+    assert not stale.exists()
     # the interrupted run's log continues where the checkpoint left it
     steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))  # each step once: what the killed run logged after its checkpoint is dropped
+    assert steps == list(range(1, 10))  # each step once: what the killed run logged after its checkpoint is dropped
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")

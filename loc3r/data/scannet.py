@@ -212,8 +212,9 @@ class ScanNetScene:
 
 
 def list_scenes(root: str | Path) -> list[str]:
-    """Scene ids under <root>/scans, sorted."""
+    """Scene ids under <root>/scans, sorted; hidden entries (an interrupted writer's `.<scene>.*.tmp`) are not
+    scenes."""
     scans = Path(root) / "scans"
     if not scans.is_dir():
         raise Loc3rError(f"{scans}: no scans directory (expected the ScanNet posed-images layout)")
-    return sorted(p.name for p in scans.iterdir() if p.is_dir())
+    return sorted(p.name for p in scans.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -189,6 +189,7 @@ def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 12
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise Loc3rError(f"{out_dir}: exists and is not a directory")
+    remove_temporaries(out_dir)  # what an interrupted run left (never read as data, see list_scenes)
     job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style)
     if workers == 1:
         results = [job(i) for i in range(n_scenes)]
@@ -206,6 +207,17 @@ def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 12
         write_json(balanced / f"v1_balanced_sqa_annotations_{split}_scannetv2.json",
                    formats.sqa3d_file(split, "annotations", annotations), indent=None)
     _remove_stale_scenes(out_dir, {scene_id_of(i) for i in range(n_scenes)})
+
+
+def remove_temporaries(out_dir: Path) -> None:
+    """Remove the temporaries an interrupted synth leaves in out_dir: `.scene*` directories under scans/ and
+    `.scene*` / `.v1_*` files under synth/ and sqa_task/balanced/ (io.atomic_dir / atomic_path name them so)."""
+    for pattern in ("scans/.scene*", "synth/.scene*", "sqa_task/balanced/.v1_*"):
+        for p in out_dir.glob(pattern):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def _remove_stale_scenes(out_dir: Path, keep: set[str]) -> None:
