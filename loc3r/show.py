@@ -85,9 +85,15 @@ def render(root: Path, scene_id: str, situation: int | None, out: Path, num_fram
     import matplotlib.pyplot as plt
 
     scene = ScanNetScene(root, scene_id)
+    if not scene.valid_frame_ids:
+        raise Loc3rError(f"{scene.dir / 'pose'}: no frame has a valid (finite) pose: nothing to draw a bird's-eye "
+                         "view from")
     poses = scene.read_poses(scene.valid_frame_ids)
     w2b = geometry.bev_frame_of_video(poses)
     pts, cols = scene_points_bev(scene, w2b, num_frames)
+    if len(pts) == 0:
+        raise Loc3rError(f"{scene.dir / 'depth'}: every depth pixel of the sampled frames is zero (no valid depth): "
+                         "nothing to draw")
     keep = layout_mask(pts)
     traj = geometry.poses_to_bev(w2b, poses)[:, :2, 3]
 
