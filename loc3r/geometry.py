@@ -110,7 +110,9 @@ def bev_from_first_camera(c2w_first) -> np.ndarray:
         raise Loc3rError("first camera pose is not finite: the BEV frame needs a valid first frame")
     forward = c2w_first[:3, 2]
     if np.hypot(forward[0], forward[1]) < 1e-6:
-        raise Loc3rError("first camera looks straight up or down: its forward direction has no ground-plane heading")
+        raise Loc3rError("the first valid camera's forward axis (third column of its pose) has no horizontal "
+                         "component: the camera looks straight up or down, or the pose is not a rotation; the BEV "
+                         "frame needs its heading")
     yaw = camera_yaw(c2w_first)
     # BEV axes in world coordinates: +y along the heading, +x clockwise from it. Rotation BEV->world is
     # rot_z(yaw - pi/2) (it maps +y to the heading).

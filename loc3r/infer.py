@@ -21,7 +21,7 @@ from loc3r.checkpoint import resolve_checkpoint
 from loc3r.data.collate import Collator
 from loc3r.data.sample import NO_SITUATION, Sample
 from loc3r.data.video import read_frame_dir, read_pose_dir, read_video, resize_frames, uniform_indices
-from loc3r.errors import Loc3rError
+from loc3r.errors import Loc3rError, naming
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,6 +84,9 @@ def infer(args) -> dict:
         from loc3r.priors.cut3r import Cut3rPrior
 
         tokens = Cut3rPrior.from_pretrained(args.cut3r).tokens_for_frames(frames).float().numpy()
+    if c2w is not None:
+        with naming(args.poses):  # the BEV frame needs a valid first pose that is not straight up or down
+            geometry.bev_frame_of_video(c2w)
     sample = build_sample(frames, c2w, args.situation.strip(), args.question.strip(), config, tokens)
     batch = {k: v.to(device) for k, v in Collator(model.tokenizer, config, for_generation=True)([sample]).items()}
     pred = model.predict(batch, args.max_new_tokens)[0]

@@ -188,3 +188,10 @@ def test_bad_sqa3d_files_fail_clearly(data_root):
 def test_unknown_scene(data_root):
     with pytest.raises(Loc3rError, match="unknown scene id 'scene9999_00'"):
         ScanNetScene(data_root, "scene9999_00")
+
+
+def test_a_scene_without_valid_poses_is_named(data_root):
+    for f in (data_root / "scans" / SCENE / "pose").glob("*.txt"):
+        f.write_text("\n".join(["-inf -inf -inf -inf"] * 4) + "\n")
+    with pytest.raises(Loc3rError, match=f"{SCENE}/pose: no frame with a valid pose"):
+        SituatedQADataset(data_root, "test", num_frames=3, image_size=16, grid_hw=(2, 2))[0]

@@ -16,6 +16,7 @@ from PIL import Image
 
 from loc3r import geometry
 from loc3r.data.scannet import ScanNetScene, sample_frame_ids
+from loc3r.errors import naming
 from loc3r.io import write_npz
 
 CACHE_VERSION = 1
@@ -46,9 +47,10 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
                       min_valid_frac: float = 0.1, grid_extent: float = 1.0) -> SceneCache:
     """Sample T frames over the valid poses and compute everything training needs from them (`grid_extent`: the
     fraction of the frame the vision tokens cover, Loc3RConfig.frame_grid_extent)."""
-    ids = sample_frame_ids(scene.valid_frame_ids, num_frames)
-    c2w = scene.read_poses(ids)
-    world_to_bev = geometry.bev_frame_of_video(c2w)
+    with naming(scene.dir / "pose"):
+        ids = sample_frame_ids(scene.valid_frame_ids, num_frames)
+        c2w = scene.read_poses(ids)
+        world_to_bev = geometry.bev_frame_of_video(c2w)
     c2bev = geometry.poses_to_bev(world_to_bev, c2w)
     frames = np.stack([
         np.asarray(Image.fromarray(scene.read_color(int(i))).resize((image_size, image_size), Image.BICUBIC))
