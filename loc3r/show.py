@@ -107,8 +107,12 @@ def render(root: Path, scene_id: str, situation: int | None, out: Path, num_fram
     title = scene_id
     if situation is not None:
         records = scene_records(root, scene_id)
+        if not records:
+            raise Loc3rError(f"{root / 'sqa_task' / 'balanced'}: no situated question of {scene_id} in any split "
+                             "(--situation needs the SQA3D files)")
         if not 0 <= situation < len(records):
-            raise Loc3rError(f"{scene_id}: situation {situation} out of range (the scene has {len(records)})")
+            raise Loc3rError(f"{root / 'sqa_task' / 'balanced'}: {scene_id} has {len(records)} situations, "
+                             f"--situation {situation} is out of range")
         rec = records[situation]
         if not scene.mesh_path.exists():
             raise Loc3rError(f"{scene.mesh_path}: file not found (SQA3D positions are relative to the mesh centre)")

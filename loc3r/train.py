@@ -107,13 +107,16 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
     """(scene_id, frame_ids) -> cached CUT3R tokens [T, d], for the 'cut3r' prior; None otherwise."""
     if config.prior != "cut3r":
         return None
-    from loc3r.priors.cut3r import load_cached_tokens
+    from loc3r.priors.cut3r import cache_path, load_cached_tokens
 
     def tokens(scene_id: str, frame_ids: np.ndarray) -> np.ndarray:
         cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids)
         if cached is None:
             raise Loc3rError(f"{data_root}/priors/cut3r: no camera tokens for {scene_id} with T={len(frame_ids)}: "
                              f"run `loc3r extract-priors --cut3r DIR --data {data_root} --frames {len(frame_ids)}`")
+        if cached.shape[-1] != config.cut3r_dim:
+            raise Loc3rError(f"{cache_path(data_root, scene_id, len(frame_ids))}: camera tokens of width "
+                             f"{cached.shape[-1]}, the model's cut3r_dim is {config.cut3r_dim}")
         return cached
 
     return tokens

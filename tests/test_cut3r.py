@@ -377,3 +377,17 @@ def test_conversion_never_replaces_what_it_did_not_write(tmp_path, converted, ca
     assert cli_main(["convert-cut3r", pth, str(again)]) == 0
     assert cli_main(["convert-cut3r", pth, str(user), "--overwrite"]) == 0
     assert sorted(p.name for p in user.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
+    from loc3r.model.config import Loc3RConfig
+    from loc3r.priors.cut3r import cache_path
+    from loc3r.train import camera_token_source
+
+    ids = np.arange(4)
+    path = cache_path(tmp_path, "scene0000_00", 4)
+    path.parent.mkdir(parents=True)
+    np.savez(path, camera_tokens=np.zeros((4, 5), np.float16), frame_ids=ids)
+    source = camera_token_source(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=8), tmp_path)
+    with pytest.raises(Loc3rError, match=f"{path}: camera tokens of width 5, the model's cut3r_dim is 8"):
+        source("scene0000_00", ids)

@@ -34,3 +34,11 @@ def test_scenes_without_poses_or_depth_are_one_line_errors(scene_copy, tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and str(scan) in err
     assert not (tmp_path / "b.png").exists()
+
+
+def test_a_situation_without_sqa3d_files_names_the_directory(scene_copy, tmp_path, capsys):
+    root, _ = scene_copy  # scans only: no sqa_task/
+    assert main(["show", "--data", str(root), "--scene", "scene0000_00", "--situation", "0",
+                 "--out", str(tmp_path / "b.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sqa_task/balanced: no situated question of scene0000_00" in err
