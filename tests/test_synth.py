@@ -412,3 +412,19 @@ def test_leftovers_of_a_killed_run_are_ignored_then_removed(tmp_path):
     assert list_scenes(out) == ["scene0000_00"]
     generate(out, 1, SEED, frames=2, size=32)
     assert not stale_dir.exists() and not stale_file.exists()
+
+
+def test_synth_never_writes_over_data_it_did_not_write(tmp_path, capsys):
+    real = tmp_path / "scannet"
+    (real / "scans" / "scene0000_00").mkdir(parents=True)
+    (real / "scans" / "scene0000_00" / "scene0000_00.txt").write_text("axisAlignment = 1 0 0 0 0 1 0 0 0 0 1 0 0 0 0 1")
+    assert cli_main(["synth", "--out", str(real), "--scenes", "1", "--seed", "0", "--frames", "2", "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not written by `loc3r synth`" in err and "--overwrite" in err
+    assert (real / "scans" / "scene0000_00" / "scene0000_00.txt").read_text().startswith("axisAlignment")
+    assert not (real / "synth").exists()
+    own = tmp_path / "own"
+    generate(own, 1, SEED, frames=2, size=32)
+    generate(own, 1, SEED, frames=2, size=32)  # its own root: rewritten
+    generate(real, 1, SEED, frames=2, size=32, overwrite=True)
+    assert (real / "synth" / "scene0000_00.json").is_file()

@@ -181,14 +181,30 @@ def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int, style
         raise Loc3rError(f"--workers must be >= 1, got {workers}")
 
 
+MARKER = ".loc3r-synth"  # written into every data root synth writes: synth only ever rewrites its own roots
+
+
+def written_by_synth(out_dir: Path) -> bool:
+    """Whether out_dir is a data root this command wrote (its marker, or the synth/ ground truth of older runs)."""
+    return (out_dir / MARKER).is_file() or any((out_dir / "synth").glob("scene*_00.json"))
+
+
 def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 128, workers: int = 1,
-             style: str = "basic", held_out: bool = False) -> None:
+             style: str = "basic", held_out: bool = False, overwrite: bool = False) -> None:
     """Write `n_scenes` synthetic rooms (seeded by `seed`) of a style of scene.STYLES under out_dir; see the
-    module docstring. held_out: every scene in the test split (a test set from a seed no model trained on)."""
+    module docstring. held_out: every scene in the test split (a test set from a seed no model trained on).
+    A non-empty out_dir that synth did not write (real ScanNet / SQA3D data use the same names) is refused
+    unless overwrite."""
     _check(n_scenes, seed, frames, size, workers, style)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise Loc3rError(f"{out_dir}: exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not written_by_synth(out_dir) and not overwrite:
+        raise Loc3rError(f"{out_dir}: not empty and not written by `loc3r synth` (synthetic scenes use ScanNet's "
+                         "scene ids and SQA3D's file names and would replace real data): choose another --out, or "
+                         "pass --overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text("written by loc3r synth\n")
     remove_temporaries(out_dir)  # what an interrupted run left (never read as data, see list_scenes)
     job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style)
     if workers == 1:
@@ -235,6 +251,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames per room video (default 32)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels, a multiple of 16 (default 128)")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel (default 1)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty directory that synth did not write (replacing what has the "
+                             "same names)")
     parser.add_argument("--held-out", action="store_true",
                         help="put every scene in the test split (a test set from a seed no model was trained on)")
     parser.add_argument("--rooms", choices=STYLES, default="basic",
@@ -244,6 +263,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     generate(args.out, args.scenes, args.seed, frames=args.frames, size=args.size, workers=args.workers,
-             style=args.rooms, held_out=args.held_out)
+             style=args.rooms, held_out=args.held_out, overwrite=args.overwrite)
     print(f"wrote {args.scenes} scenes to {args.out}")
     return 0
