@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,8 @@ def build_sample(frames: np.ndarray, c2w: np.ndarray | None, situation: str, que
 
 
 def infer(args) -> dict:
+    """The prediction for the user's video as a dict (printed by run); with --plot, result["plot"] draws the
+    bird's-eye plot when called (run calls it after printing the answer)."""
     from loc3r.model.loc3r import Loc3R
 
     if not args.situation.strip():
@@ -99,15 +102,16 @@ def infer(args) -> dict:
 
         traj = sample.camera_poses_bev[:, :2, 3] if c2w is not None else None
         colors = token_colors(sample.frames, config.frame_grid, config.frame_grid_extent)
-        draw_prediction(trajectory=traj, pred_xy=pred.position_xy, pred_sigma=pred.position_sigma,
-                        pred_yaw=pred.yaw_rad, yaw_probs=pred.yaw_probs,
-                        title=f"{args.situation}\nQ: {args.question}  A: {pred.answer}", out=args.plot,
-                        map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3))
+        result["plot"] = lambda: draw_prediction(  # drawn after the answer is printed (run)
+            trajectory=traj, pred_xy=pred.position_xy, pred_sigma=pred.position_sigma, pred_yaw=pred.yaw_rad,
+            yaw_probs=pred.yaw_probs, title=f"{args.situation}\nQ: {args.question}  A: {pred.answer}",
+            out=args.plot, map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3))
     return result
 
 
 def run(args: argparse.Namespace) -> int:
     r = infer(args)
+    plot = r.pop("plot", None)
     if args.json:
         print(json.dumps(r))
     else:
@@ -116,4 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"answer:   {r['answer']}")
         print(f"position: x = {x:.2f} m (sigma {sx:.2f}), y = {y:.2f} m (sigma {sy:.2f})  [{r['frame']}]")
         print(f"facing:   {r['yaw_deg']:.1f} deg (counter-clockwise from +x)")
+    if plot is not None:  # after the answer: a plot that cannot be written loses nothing computed
+        sys.stdout.flush()
+        plot()
     return 0

@@ -60,6 +60,23 @@ def test_infer_frames_with_poses(tiny_checkpoint, scene_dir, tmp_path, capsys):
     assert -180 <= r["yaw_deg"] <= 180 and abs(sum(r["yaw_probs"]) - 1) < 1e-4 and plot.is_file()
 
 
+def test_infer_prints_its_answer_before_a_plot_that_cannot_be_written(tiny_checkpoint, scene_dir, tmp_path, capsys,
+                                                                      monkeypatch):
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("tempfile.mkstemp", full_disk)
+    plot = tmp_path / "p.png"
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--frames", str(scene_dir / "color"),
+                 "--poses", str(scene_dir / "pose"), "--situation", "I am standing next to the bed.",
+                 "--question", "What is on my left?", "--plot", str(plot)]) == 2
+    out, err = capsys.readouterr()
+    assert "answer:" in out and "facing:" in out
+    assert err.count("\n") == 1 and f"{plot}: cannot write (no space left on device)" in err
+
+
 def test_infer_video(tiny_checkpoint, scene_dir, tmp_path, capsys):
     scene = ScanNetScene(scene_dir.parent.parent, scene_dir.name)
     video = tmp_path / "room.mp4"

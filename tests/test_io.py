@@ -34,3 +34,22 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("crash")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+def test_a_full_disk_or_a_denied_directory_is_one_line_naming_the_target(tmp_path, monkeypatch):
+    import errno
+
+    from loc3r.errors import Loc3rError
+
+    with pytest.raises(Loc3rError, match=r"report.md: cannot write \(no space left on device\)"):
+        with atomic_path(tmp_path / "report.md") as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkdtemp", denied)
+    with pytest.raises(Loc3rError, match=r"ckpt: cannot write \(permission denied\)"):
+        with atomic_dir(tmp_path / "ckpt"):
+            pass
