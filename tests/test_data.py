@@ -195,3 +195,21 @@ def test_a_scene_without_valid_poses_is_named(data_root):
         f.write_text("\n".join(["-inf -inf -inf -inf"] * 4) + "\n")
     with pytest.raises(Loc3rError, match=f"{SCENE}/pose: no frame with a valid pose"):
         SituatedQADataset(data_root, "test", num_frames=3, image_size=16, grid_hw=(2, 2))[0]
+
+
+def test_a_cache_follows_its_scan_when_the_files_change(data_root):
+    """A re-exported scan (new poses, new frames) gives a new cache, not the old one under the same name."""
+    import os
+
+    ds = lambda: SituatedQADataset(data_root, "test", num_frames=3, image_size=16, grid_hw=(2, 2))  # noqa: E731
+    first = ds()[0]
+    pose = data_root / "scans" / SCENE / "pose" / f"{first.frame_ids[1]}.txt"
+    c2w = np.loadtxt(pose)
+    c2w[0, 3] += 0.5  # the camera moved 0.5 m in x
+    pose.write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in c2w) + "\n")
+    st = pose.stat()
+    os.utime(pose, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a later modification time, whatever the clock
+    again = ds()[0]
+    assert not np.allclose(again.camera_poses_bev, first.camera_poses_bev)
+    assert len(list((data_root / "cache").glob("*.npz"))) == 1  # rebuilt in place
+    assert np.array_equal(ds()[0].camera_poses_bev, again.camera_poses_bev)  # and reused while the scan stays

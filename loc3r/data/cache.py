@@ -2,11 +2,16 @@
 the layout targets of every pooled vision token. Built once from the raw scan, reused by training and evaluation.
 
 File: <cache_dir>/<scene_id>_T<T>_S<S>_G<gh>x<gw>.npz (default cache_dir = <data_root>/cache), written atomically
-so an interrupted build never leaves a half-written file; a corrupt cache file is rebuilt.
+so an interrupted build never leaves a half-written file; a corrupt cache file is rebuilt. The build parameters
+are in the name; what the cache was built from is in its `source` fingerprint (sizes and modification times of the
+scan's frame / pose / intrinsic directories, of the sampled frames' files, the intrinsics, the meta file and the
+mesh): when the scan's files change (re-exported, re-synthesised, new poses), the cache is rebuilt instead of
+serving old frames and poses.
 """
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,7 +24,7 @@ from loc3r.data.scannet import ScanNetScene, sample_frame_ids
 from loc3r.errors import naming
 from loc3r.io import write_npz
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the source fingerprint
 
 
 @dataclass
@@ -34,7 +39,28 @@ class SceneCache:
     mesh_center: np.ndarray  # [3] raw mesh bounding-box centre (NaN when the scan has no mesh)
     n_invalid_pixels: int  # zero / non-finite depth pixels excluded from the targets
     n_invalid_poses: int  # frames of the whole scan skipped for a non-finite pose
+    source: str = ""  # source_fingerprint of the scan files it was built from
     version: int = CACHE_VERSION
+
+
+def source_fingerprint(scene_dir: Path, frame_ids) -> str:
+    """A hash of the sizes and modification times of what a scene cache is built from: the color / depth / pose /
+    intrinsic directories (files added, removed or replaced), the sampled frames' color, depth and pose files, the
+    intrinsics, the meta file and the mesh. Cheap (a few dozen stat calls), unlike hashing a scan's contents."""
+    name = scene_dir.name
+    entries = [scene_dir / d for d in ("color", "depth", "pose", "intrinsic")]
+    entries += [scene_dir / "intrinsic" / f for f in ("intrinsic_color.txt", "intrinsic_depth.txt")]
+    entries += [scene_dir / f"{name}.txt", scene_dir / f"{name}_vh_clean_2.ply"]
+    for i in np.asarray(frame_ids).tolist():
+        entries += [scene_dir / "color" / f"{i}.jpg", scene_dir / "depth" / f"{i}.png", scene_dir / "pose" / f"{i}.txt"]
+    h = hashlib.sha1()
+    for p in entries:
+        try:
+            st = p.stat()
+            h.update(f"{p.relative_to(scene_dir)} {st.st_size} {st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{p.relative_to(scene_dir)} missing\n".encode())
+    return h.hexdigest()
 
 
 def cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
@@ -62,7 +88,7 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
         frame_ids=ids.astype(np.int64), frames=frames, c2w=c2w, world_to_bev=world_to_bev,
         c2bev=c2bev.astype(np.float32), layout_xy=targets.xy, layout_valid=targets.valid,
         mesh_center=np.asarray(center, np.float64), n_invalid_pixels=targets.n_invalid_pixels,
-        n_invalid_poses=scene.n_invalid_poses)
+        n_invalid_poses=scene.n_invalid_poses, source=source_fingerprint(scene.dir, ids))
 
 
 def load_scene_cache(path: Path) -> SceneCache | None:
@@ -76,6 +102,7 @@ def load_scene_cache(path: Path) -> SceneCache | None:
         return None
     for name in ("n_invalid_pixels", "n_invalid_poses", "version"):
         values[name] = int(values[name])
+    values["source"] = str(values["source"])
     return SceneCache(**values)
 
 
@@ -85,8 +112,9 @@ def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_siz
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
     path = cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent)
     cached = load_scene_cache(path)
-    if cached is not None:
-        return cached
+    scene_dir = Path(data_root) / "scans" / scene_id
+    if cached is not None and cached.source == source_fingerprint(scene_dir, cached.frame_ids):
+        return cached  # else the scan changed since: rebuild
     built = build_scene_cache(ScanNetScene(data_root, scene_id), num_frames, image_size, grid_hw,
                               grid_extent=grid_extent)
     write_npz(path, **{f.name: np.asarray(getattr(built, f.name)) for f in fields(SceneCache)})
