@@ -53,7 +53,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_bench_accuracy"))
     p.add_argument("--scenes", type=int, default=DEMO_TRAINING["scenes"], help="training rooms (the demo's)")
-    p.add_argument("--test-scenes", type=int, default=DEMO_TRAINING["test_scenes"], help="held-out rooms of --test-seed")
+    p.add_argument("--test-scenes", type=int, default=DEMO_TRAINING["test_scenes"],
+                   help="held-out rooms of --test-seed")
     p.add_argument("--steps", type=int, default=DEMO_TRAINING["steps"])
     p.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"], help="videos per step")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")

@@ -131,7 +131,8 @@ def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
 
 
 def linear_probe(model, data: Path, config, scenes: int) -> dict:
-    colours = sorted({o["color"] for p in (data / "synth").glob("*.json") for o in json.loads(p.read_text())["objects"]})
+    colours = sorted({o["color"] for p in (data / "synth").glob("*.json")
+                      for o in json.loads(p.read_text())["objects"]})
     out, sets, rgb = {}, {}, {}
     for split in ("train", "test"):
         ds = make_dataset(config, data, split)

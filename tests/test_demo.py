@@ -7,7 +7,8 @@ from loc3r.cli import main
 
 def test_demo_runs_the_whole_chain(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--scenes", "4", "--test-scenes", "2", "--steps", "2", "--batch-size", "2"]) == 0
+    assert main(["demo", "--out", str(out), "--scenes", "4", "--test-scenes", "2", "--steps", "2",
+                 "--batch-size", "2"]) == 0
     printed = capsys.readouterr().out
     assert (out / "data" / "sqa_task").is_dir() and list((out / "bev").glob("*.png"))
     assert json.loads((out / "run" / "latest.json").read_text())["step"] == 2

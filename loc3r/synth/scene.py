@@ -182,7 +182,8 @@ def _sample_basic_scene(rng, scene_id: str) -> Scene:
 def _sample_room(rng, side_m=ROOM_SIDE_M, allow_l_shape: bool = True) -> Room:
     w, d = (float(v) for v in np.round(rng.uniform(*side_m, 2), 2))
     outline = np.array([[0, 0], [w, 0], [w, d], [0, d]], np.float64)
-    if allow_l_shape and min(w, d) >= 4.5 and rng.random() < 0.35:  # L shape: cut out the (+x, +y) corner, arms >= 2.25 m wide
+    # L shape: cut out the (+x, +y) corner, arms >= 2.25 m wide
+    if allow_l_shape and min(w, d) >= 4.5 and rng.random() < 0.35:
         nw, nd = (float(v) for v in np.round(rng.uniform(0.3, 0.5, 2) * [w, d], 2))
         outline = np.array([[0, 0], [w, 0], [w, d - nd], [w - nw, d - nd], [w - nw, d], [0, d]], np.float64)
         if rng.random() < 0.5:  # mirror to put the cut at another corner (reversing keeps it counter-clockwise)
