@@ -86,7 +86,11 @@ def infer(args) -> dict:
             raise Loc3rError("this checkpoint uses the cut3r prior: pass --cut3r DIR (a converted CUT3R model)")
         from loc3r.priors.cut3r import Cut3rPrior
 
-        tokens = Cut3rPrior.from_pretrained(args.cut3r).tokens_for_frames(frames).float().numpy()
+        prior = Cut3rPrior(args.cut3r, device=device)
+        if prior.dim != config.cut3r_dim:
+            raise Loc3rError(f"{args.cut3r}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
+                             f"{config.cut3r_dim}")
+        tokens = prior.tokens_for_frames(frames).cpu().numpy()
     if c2w is not None:
         with naming(args.poses):  # the BEV frame needs a valid first pose that is not straight up or down
             geometry.bev_frame_of_video(c2w)

@@ -59,6 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
     p.add_argument("--frames", type=int, default=None, help="T frames per video (preset default if omitted)")
     p.add_argument("--prior", choices=["poses", "cut3r", "none"], default=None, help="camera-token prior")
+    p.add_argument("--cut3r-dim", type=int, default=None,
+                   help="width of the cached CUT3R camera tokens (768 for the released checkpoints)")
     p.add_argument("--no-layout", action="store_true", help="ablation: no layout reconstruction loss")
     p.add_argument("--no-situation", action="store_true", help="ablation: no position / orientation loss")
     p.add_argument("--orientation-sigma", type=float, default=None, help="wrapped-Gaussian sigma (rad)")
@@ -86,6 +88,8 @@ def config_from_args(args) -> Loc3RConfig:
         overrides["num_frames"] = args.frames
     if args.prior is not None:
         overrides["prior"] = args.prior
+    if args.cut3r_dim is not None:
+        overrides["cut3r_dim"] = args.cut3r_dim
     if args.no_layout:
         overrides["lambda_layout"] = 0.0
     if args.no_situation:

@@ -391,3 +391,24 @@ def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
     source = camera_token_source(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=8), tmp_path)
     with pytest.raises(Loc3rError, match=f"{path}: camera tokens of width 5, the model's cut3r_dim is 8"):
         source("scene0000_00", ids)
+
+
+@needs_fixture
+def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
+    """A checkpoint trained on CUT3R tokens answers on a user's frames: CUT3R runs on them (no cache, no poses)."""
+    from loc3r.cli import main as cli_main
+    from loc3r.model.config import Loc3RConfig
+    from loc3r.model.loc3r import Loc3R
+
+    dim = Cut3r.from_pretrained(converted).dim
+    torch.manual_seed(0)
+    Loc3R(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=dim, num_frames=4)).save_pretrained(tmp_path / "ckpt")
+    args = ["infer", "--checkpoint", str(tmp_path / "ckpt"), "--frames",
+            str(synth_data / "scans" / "scene0000_00" / "color"), "--situation", "I am standing next to the bed.",
+            "--question", "What is on my left?", "--json"]
+    assert cli_main([*args, "--cut3r", str(converted)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert len(r["position_xy_m"]) == 2 and abs(sum(r["yaw_probs"]) - 1) < 1e-4
+    Loc3R(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=dim + 2, num_frames=4)).save_pretrained(tmp_path / "other")
+    assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted)]) == 2
+    assert f"{converted}: CUT3R camera tokens of width {dim}" in capsys.readouterr().err
