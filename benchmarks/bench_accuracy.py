@@ -31,13 +31,19 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.baselines import baselines
-from loc3r.cli import main as cli
+from loc3r.cli import main as loc3r_main
 
 ABLATIONS = [  # (name, extra training arguments)
     ("situation only", ["--prior", "none", "--no-layout"]),
     ("+ layout", ["--prior", "none"]),
     ("+ camera token (full)", []),
 ]
+
+
+def cli(argv: list[str]) -> None:
+    """Run a loc3r command; stop the benchmark at the first one that fails (never read a stale metrics.json)."""
+    if loc3r_main(argv) != 0:
+        raise SystemExit(f"bench_accuracy: `loc3r {' '.join(argv)}` failed")
 
 
 def cell(values: list[float], width: int) -> str:
