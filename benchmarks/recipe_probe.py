@@ -114,8 +114,7 @@ def main() -> int:
 
     def losses(batch, step):
         current["labels"] = torch.stack([labels[sid] for sid in batch["scene_ids"]])
-        video_hidden, out, _, _ = model.shared_prefix_pass(batch)
-        text_hidden = out.last_hidden_state
+        video_hidden, text_hidden = model.shared_prefix_pass(batch)
         den = {k: v.clamp(min=1) for k, v in model.loss_counts(batch).items()}
         targets = batch["labels"][:, 1:]
         supervised = targets != IGNORE_INDEX

@@ -53,11 +53,14 @@ def load_frames(args, num_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def build_sample(frames: np.ndarray, c2w: np.ndarray | None, situation: str, question: str, config,
-                 camera_tokens: np.ndarray | None = None) -> Sample:
-    """A prompt-only Sample of a user's video (no targets)."""
+                 camera_tokens: np.ndarray | None = None, poses_dir: Path | None = None) -> Sample:
+    """A prompt-only Sample of a user's video (no targets); poses_dir (where c2w came from) names the BEV frame's
+    errors."""
     T, G = config.num_frames, config.tokens_per_frame
     if c2w is not None:
-        c2bev = geometry.poses_to_bev(geometry.bev_frame_of_video(c2w), c2w).astype(np.float32)
+        with naming(poses_dir):  # the BEV frame needs a valid first pose that is not straight up or down
+            world_to_bev = geometry.bev_frame_of_video(c2w)
+        c2bev = geometry.poses_to_bev(world_to_bev, c2w).astype(np.float32)
     else:
         c2bev = np.full((T, 4, 4), np.nan, np.float32)  # unknown poses: the poses prior flags them invalid
     return Sample(scene_id="input", question_id=0, frames=resize_frames(frames, config.image_size),
@@ -91,10 +94,7 @@ def infer(args) -> dict:
             raise Loc3rError(f"{args.cut3r}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
                              f"{config.cut3r_dim}")
         tokens = prior.tokens_for_frames(frames).cpu().numpy()
-    if c2w is not None:
-        with naming(args.poses):  # the BEV frame needs a valid first pose that is not straight up or down
-            geometry.bev_frame_of_video(c2w)
-    sample = build_sample(frames, c2w, args.situation.strip(), args.question.strip(), config, tokens)
+    sample = build_sample(frames, c2w, args.situation.strip(), args.question.strip(), config, tokens, args.poses)
     batch = {k: v.to(device) for k, v in Collator(model.tokenizer, config, for_generation=True)([sample]).items()}
     pred = model.predict(batch, args.max_new_tokens)[0]
     result = {"answer": pred.answer, "position_xy_m": [float(v) for v in pred.position_xy],

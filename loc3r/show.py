@@ -15,7 +15,7 @@ from PIL import Image
 
 from loc3r import geometry
 from loc3r.data.dataset import is_situated
-from loc3r.data.scannet import ScanNetScene, sample_frame_ids
+from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path
@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def scene_points_bev(scene: ScanNetScene, world_to_bev, num_frames: int):
     """Coloured BEV points [N, 3] and colours [N, 3] in [0, 1] from T frames' depth (~100 x 75 pixels each)."""
     pts, cols = [], []
-    for i in sample_frame_ids(scene.valid_frame_ids, num_frames):
+    for i in scene.sampled_frame_ids(num_frames):
         depth = scene.read_depth_m(int(i))
         stride = max(1, round(depth.shape[1] / 100))
         depth = depth[::stride, ::stride]

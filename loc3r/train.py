@@ -274,7 +274,7 @@ def train(args) -> Path:
 
     final_dir = None
     wrapped.train()
-    t_last, samples_since = time.perf_counter(), 0
+    t_last, questions_since = time.perf_counter(), 0
     for step in range(start_step, args.steps):
         batches = []
         for k in range(args.grad_accum):
@@ -282,7 +282,7 @@ def train(args) -> Path:
                                       args.batch_size, info.rank, info.world_size)
             groups = [[dataset[i] for i in units[u]] for u in idx]
             batch = collate.grouped(groups) if per_video > 1 else collate([g[0] for g in groups])
-            samples_since += len(batch["question_id"])
+            questions_since += len(batch["question_id"])
             batches.append(to_device(batch, info.device))
         denominators = loss_denominators(batches, info)
         sums = {}
@@ -308,8 +308,8 @@ def train(args) -> Path:
             record = {"step": done, "lr": scheduler.get_last_lr()[0],
                       **{k: parallel.all_reduce_mean(v, info) for k, v in sums.items()},
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                      "questions_per_s": samples_since / (now - t_last)}
-            t_last, samples_since = now, 0
+                      "questions_per_s": questions_since / (now - t_last)}
+            t_last, questions_since = now, 0
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
                 log_file.flush()

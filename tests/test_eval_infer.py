@@ -104,3 +104,19 @@ def test_infer_bad_input(case, message, tiny_checkpoint, scene_dir, tmp_path, ca
     assert main(["infer", "--checkpoint", ckpt, *src, "--situation", situation, "--question", "What is that?"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_infer_names_the_poses_folder_whose_first_camera_has_no_heading(tiny_checkpoint, scene_dir, tmp_path,
+                                                                         capsys):
+    import shutil
+
+    poses = tmp_path / "pose"
+    shutil.copytree(scene_dir / "pose", poses)
+    first = min(poses.glob("*.txt"), key=lambda p: int(p.stem))
+    down = np.eye(4)
+    down[:3, :3] = [[1, 0, 0], [0, -1, 0], [0, 0, -1]]  # OpenCV camera z (forward) = world -z: straight down
+    first.write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in down) + "\n")
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--frames", str(scene_dir / "color"), "--poses",
+                 str(poses), "--situation", "I am by the bed.", "--question", "What is that?"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{poses}: the first valid camera's forward axis" in err

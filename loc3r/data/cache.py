@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from loc3r import geometry
-from loc3r.data.scannet import ScanNetScene, sample_frame_ids
+from loc3r.data.scannet import ScanNetScene
 from loc3r.errors import naming
 from loc3r.io import write_npz
 
@@ -73,9 +73,9 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
                       min_valid_frac: float = 0.1, grid_extent: float = 1.0) -> SceneCache:
     """Sample T frames over the valid poses and compute everything training needs from them (`grid_extent`: the
     fraction of the frame the vision tokens cover, Loc3RConfig.frame_grid_extent)."""
-    with naming(scene.dir / "pose"):
-        ids = sample_frame_ids(scene.valid_frame_ids, num_frames)
-        c2w = scene.read_poses(ids)
+    ids = scene.sampled_frame_ids(num_frames)
+    c2w = scene.read_poses(ids)  # its errors name their file
+    with naming(scene.dir / "pose"):  # the BEV frame's: a first camera without a heading
         world_to_bev = geometry.bev_frame_of_video(c2w)
     c2bev = geometry.poses_to_bev(world_to_bev, c2w)
     frames = np.stack([
@@ -112,10 +112,9 @@ def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_siz
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
     path = cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent)
     cached = load_scene_cache(path)
-    scene_dir = Path(data_root) / "scans" / scene_id
-    if cached is not None and cached.source == source_fingerprint(scene_dir, cached.frame_ids):
+    scene = ScanNetScene(data_root, scene_id)
+    if cached is not None and cached.source == source_fingerprint(scene.dir, cached.frame_ids):
         return cached  # else the scan changed since: rebuild
-    built = build_scene_cache(ScanNetScene(data_root, scene_id), num_frames, image_size, grid_hw,
-                              grid_extent=grid_extent)
+    built = build_scene_cache(scene, num_frames, image_size, grid_hw, grid_extent=grid_extent)
     write_npz(path, **{f.name: np.asarray(getattr(built, f.name)) for f in fields(SceneCache)})
     return built

@@ -165,6 +165,13 @@ class ScanNetScene:
     def n_invalid_poses(self) -> int:
         return len(self.frame_ids) - len(self.valid_frame_ids)
 
+    def sampled_frame_ids(self, num_frames: int) -> np.ndarray:
+        """T frame ids uniformly over this scan's valid poses (sample_frame_ids); the error names the pose directory."""
+        valid = self.valid_frame_ids
+        if not valid:
+            raise Loc3rError(f"{self.dir / 'pose'}: no frame with a valid pose to sample from")
+        return sample_frame_ids(valid, num_frames)
+
     @cached_property
     def intrinsic_color(self) -> np.ndarray:
         return read_intrinsics(self.dir / "intrinsic" / "intrinsic_color.txt")

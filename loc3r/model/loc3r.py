@@ -165,11 +165,11 @@ class Loc3R(nn.Module):
         return {"lm": (batch["labels"][:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch["layout_valid"].sum(),
                 "position": 2 * situated, "orientation": situated}
 
-    def shared_prefix_pass(self, batch: dict, use_cache: bool = False):
+    def shared_prefix_pass(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM over a grouped batch (Collator.grouped): the video prefixes once [Bv, Lp], then every question's
         suffix [Bq, Ls] against its video's keys / values (gradients flow back into the shared prefix).
-        Returns (prefix hidden states [Bv, Lp, D], the suffixes' LLM output, the full attention mask [Bq, Lp + Ls],
-        position ids [Bq, Ls]). Equal to running each question's whole sequence (tests/test_model.py)."""
+        Returns the final hidden states of the prefixes [Bv, Lp, D] and of the suffixes [Bq, Ls, D]. Equal to
+        running each question's whole sequence (tests/test_shared_prefix.py)."""
         prefix_mask = batch["attention_mask"]  # [Bv, Lp]
         prefix = self.language_model(self.embed_inputs(batch), prefix_mask, position_ids_from_mask(prefix_mask),
                                      use_cache=True)
@@ -178,8 +178,8 @@ class Loc3R(nn.Module):
         mask = torch.cat([prefix_mask[batch["video_index"]], batch["suffix_mask"]], 1)  # [Bq, Lp + Ls]
         position_ids = position_ids_from_mask(mask)[:, prefix_mask.shape[1]:]
         text = self.vlm.get_input_embeddings()(batch["suffix_ids"])
-        out = self.language_model(text, mask, position_ids, past_key_values=cache, use_cache=use_cache)
-        return prefix.last_hidden_state, out, mask, position_ids
+        out = self.language_model(text, mask, position_ids, past_key_values=cache)
+        return prefix.last_hidden_state, out.last_hidden_state
 
     def forward(self, batch: dict) -> Loc3ROutput:
         """Losses of a training batch: one sequence per question (Collator) or several questions per video
@@ -190,8 +190,7 @@ class Loc3R(nn.Module):
         c = self.config
         den = batch.get("loss_denominators") or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
         if "video_index" in batch:
-            video_hidden, out, _, _ = self.shared_prefix_pass(batch)
-            text_hidden = out.last_hidden_state  # [Bq, Ls, D]: the suffixes
+            video_hidden, text_hidden = self.shared_prefix_pass(batch)  # [Bv, Lp, D], [Bq, Ls, D]
         else:
             attention_mask = batch["attention_mask"]
             text_hidden = video_hidden = self.language_model(self.embed_inputs(batch), attention_mask,

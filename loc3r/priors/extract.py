@@ -22,8 +22,8 @@ import zipfile
 import numpy as np
 import torch
 
-from loc3r.data.scannet import ScanNetScene, list_scenes, sample_frame_ids
-from loc3r.errors import Loc3rError, naming
+from loc3r.data.scannet import ScanNetScene, list_scenes
+from loc3r.errors import Loc3rError
 from loc3r.io import write_npz
 from loc3r.priors.cut3r import Cut3rPrior, cache_path, pose_to_c2w
 
@@ -76,8 +76,7 @@ def _read_cache(path) -> dict[str, np.ndarray] | None:
 def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, with_poses: bool) -> dict:
     """Run CUT3R on one scene's sampled frames and write its cache file; returns the cached arrays."""
     scene = ScanNetScene(data_root, scene_id)
-    with naming(scene.dir / "pose"):
-        ids = sample_frame_ids(scene.valid_frame_ids, num_frames)
+    ids = scene.sampled_frame_ids(num_frames)
     frames = np.stack([scene.read_color(int(i)) for i in ids])  # [T, H, W, 3] uint8
     out = prior.run(frames)
     arrays = dict(camera_tokens=out.camera_tokens.float().cpu().numpy().astype(np.float16),
