@@ -166,11 +166,10 @@ def attention_probe(model, data: Path, config, scenes: int) -> dict:
     ds = make_dataset(config, data, "test")
     model.vlm.set_attn_implementation("eager")
     c = model.config
-    per = c.tokens_per_frame + int(c.has_camera_token)
     ratios = {"Pos->anchor": [], "Ori->target": [], "Pos->unnamed (control)": [], "Ori->unnamed (control)": []}
     for labels, _, _, attentions, batch, samples, objects in states(model, ds, ds.scene_ids[:scenes], True):
         video_pos = (batch["input_ids"][0] == c.video_token_id).nonzero()[:, 0]
-        vision_pos = video_pos[:c.num_frames * per].reshape(c.num_frames, per)[:, per - c.tokens_per_frame:]
+        vision_pos = video_pos[torch.from_numpy(c.vision_token_slots())]  # [T, n]
         flat_labels = labels.reshape(-1)
         for q, s in enumerate(samples):
             if s.situation not in objects:

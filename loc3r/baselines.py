@@ -25,7 +25,7 @@ def situated_poses(data: Path, split: str, config: Loc3RConfig):
     """BEV positions [N, 2], yaws [N] and the mean camera position of the video [N, 2] of a split's distinct
     situations."""
     ds = SituatedQADataset(data, split, config.num_frames, config.image_size, config.frame_grid,
-                           grid_extent=config.frame_grid_extent)
+                           grid_extent=config.frame_grid_extent, video_fps=config.video_fps)
     seen, xy, yaw, cameras = set(), [], [], []
     for i, rec in enumerate(ds.records):
         key = (rec.scene_id, rec.situation)

@@ -22,6 +22,7 @@ from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 
 TRAINER_STATE = "trainer_state.pt"
+LORA_STATE = "lora.safetensors"  # a LoRA run's adapters, unmerged (for --resume; model.safetensors has them merged)
 
 
 def _is_sharded(model: torch.nn.Module) -> bool:
@@ -50,8 +51,17 @@ def save_checkpoint(run_dir: Path, step: int, position: int, wrapped, model, opt
     if info.is_main:
         with atomic_dir(path) as tmp:
             # FSDP: the gathered full tensors, named as the unsharded model names them
-            tensors = None if model_state is None else {k: model_state[k] for k in tensor_names}
+            if model_state is not None:
+                merged = model.checkpoint_tensors(model_state)
+                tensors = {k: merged[k] for k in tensor_names}
+            else:
+                tensors = None
             model.save_pretrained(tmp, tensors)
+            if model.has_lora:
+                from safetensors.torch import save_file
+
+                save_file({k: v.contiguous() for k, v in model.lora_tensors(model_state).items()},
+                          str(tmp / LORA_STATE), metadata={"scaling": repr(model.lora_scaling)})
             rng = {"torch": torch.get_rng_state()}
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state()
@@ -84,6 +94,26 @@ def load_trainer_state(path: Path, wrapped, optimizer, scheduler, info: parallel
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng"]["cuda"])
     return int(state["step"]), int(state["data_position"])
+
+
+def load_lora_run(path: Path, model) -> None:
+    """Resume a LoRA run: `model` is the run's initial model with its adapters added (its frozen weights are the
+    initial ones, bit for bit); copy in the checkpoint's adapters and its other trained tensors."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / LORA_STATE
+    if not file.is_file():
+        raise Loc3rError(f"{file}: no such file (the checkpoint was not written by a --lora run)")
+    adapters = load_file(str(file))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n}
+    plain = load_file(str(Path(path) / "model.safetensors"))
+    own = model.state_dict()
+    missing = sorted((set(model.lora_tensors()) - set(adapters)) | (trained - set(plain)))
+    if missing:
+        raise Loc3rError(f"{path}: no tensor {missing[0]} for this LoRA run ({len(missing)} missing)")
+    with torch.no_grad():
+        for name, value in {**adapters, **{n: plain[n] for n in trained}}.items():
+            own[name].copy_(value)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

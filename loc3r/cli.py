@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("loc3r.show", "draw a scene's bird's-eye view (points, trajectory, objects, a situation)"),
     "convert-cut3r": ("loc3r.priors.cut3r_convert_cmd",
                       "convert an official CUT3R .pth into a safe config.json + model.safetensors"),
+    "convert-llava-video": ("loc3r.model.convert_llava_video",
+                            "convert the official LLaVA-Video release into the transformers layout --base loads"),
     "extract-priors": ("loc3r.priors.extract", "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)"),
     "train": ("loc3r.train", "train Loc3R-VLM (one process, or torchrun -m loc3r.train for DDP / FSDP)"),
     "eval": ("loc3r.evaluate", "evaluate a checkpoint: localization and QA metrics, report, bird's-eye plots"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ from loc3r import geometry
 from loc3r.checkpoint import resolve_checkpoint
 from loc3r.data.collate import Collator
 from loc3r.data.sample import NO_SITUATION, Sample
-from loc3r.data.video import read_frame_dir, read_pose_dir, read_video, resize_frames, uniform_indices
+from loc3r.data.video import (frame_files, read_frame_dir, read_pose_dir, read_video, resize_frames, uniform_indices,
+                              video_frame_rate)
 from loc3r.errors import Loc3rError, naming
 
 
@@ -33,98 +35,159 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--poses", type=Path, help="folder of 4x4 camera-to-world txt files named like the frames "
                    "(<index>.txt for a video's decoded frames)")
     p.add_argument("--cut3r", type=Path, help="converted CUT3R directory (loc3r convert-cut3r), for the cut3r prior")
-    p.add_argument("--situation", required=True, help=f"the speaker's situation ('{NO_SITUATION}' if none)")
-    p.add_argument("--question", required=True)
+    p.add_argument("--situation", help=f"the speaker's situation ('{NO_SITUATION}' if none)")
+    p.add_argument("--question")
+    p.add_argument("--questions", type=Path, help='a JSONL file of {"situation", "question"[, "id"]}: answered '
+                   "together, the video computed once (--situation / --question: one question)")
+    p.add_argument("--batch-size", type=int, default=16, help="questions answered together")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", type=Path, help="write a bird's-eye plot of the prediction (PNG)")
+    p.add_argument("--plot", type=Path, help="write a bird's-eye plot of the (first) prediction (PNG)")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--device", default=None)
 
 
-def load_frames(args, num_frames: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """[T, H, W, 3] uint8 frames and, with --poses, [T, 4, 4] camera-to-world poses."""
+@dataclass
+class Video:
+    frames: np.ndarray  # [T, H, W, 3] uint8, sampled uniformly
+    c2w: np.ndarray | None  # [T, 4, 4] camera-to-world poses (--poses), else None
+    frame_times: np.ndarray  # [T] seconds of the sampled frames
+    duration_s: float  # the whole video's length
+
+
+def load_video(args, num_frames: int, fps: float) -> Video:
+    """The sampled frames of --video or --frames, their poses (--poses) and timestamps: a video file's own frame
+    rate (as LLaVA-NeXT's loader: index / average fps), `fps` for a folder of frames."""
     if args.video is not None:
         frames, total = read_video(args.video, num_frames)
+        fps = video_frame_rate(args.video) or fps
         names = [Path(f"{i}.jpg") for i in uniform_indices(total, num_frames)]
     else:
         frames, names = read_frame_dir(args.frames, num_frames)
+        total = len(frame_files(args.frames))
     poses = read_pose_dir(args.poses, names) if args.poses is not None else None
-    return frames, poses
+    return Video(frames, poses, uniform_indices(total, num_frames) / fps, total / fps)
 
 
-def build_sample(frames: np.ndarray, c2w: np.ndarray | None, situation: str, question: str, config,
-                 camera_tokens: np.ndarray | None = None, poses_dir: Path | None = None) -> Sample:
-    """A prompt-only Sample of a user's video (no targets); poses_dir (where c2w came from) names the BEV frame's
-    errors."""
+def build_sample(video: Video, situation: str, question: str, config, camera_tokens: np.ndarray | None = None,
+                 poses_dir: Path | None = None, question_id: int = 0) -> Sample:
+    """A prompt-only Sample of a user's video (no targets); poses_dir (where the poses came from) names the BEV
+    frame's errors."""
     T, G = config.num_frames, config.tokens_per_frame
-    if c2w is not None:
+    if video.c2w is not None:
         with naming(poses_dir):  # the BEV frame needs a valid first pose that is not straight up or down
-            world_to_bev = geometry.bev_frame_of_video(c2w)
-        c2bev = geometry.poses_to_bev(world_to_bev, c2w).astype(np.float32)
+            world_to_bev = geometry.bev_frame_of_video(video.c2w)
+        c2bev = geometry.poses_to_bev(world_to_bev, video.c2w).astype(np.float32)
     else:
         c2bev = np.full((T, 4, 4), np.nan, np.float32)  # unknown poses: the poses prior flags them invalid
-    return Sample(scene_id="input", question_id=0, frames=resize_frames(frames, config.image_size),
+    return Sample(scene_id="input", question_id=question_id, frames=resize_frames(video.frames, config.image_size),
                   camera_poses_bev=c2bev, layout_xy=np.zeros((T, G, 2), np.float32),
                   layout_valid=np.zeros((T, G), bool), situation=situation, question=question, answers=[""],
                   position_xy=np.zeros(2, np.float32), yaw_rad=0.0, has_situation=True,
-                  camera_tokens=camera_tokens)
+                  camera_tokens=camera_tokens, frame_times=video.frame_times, duration_s=video.duration_s)
 
 
-def infer(args) -> dict:
-    """The prediction for the user's video as a dict (printed by run); with --plot, result["plot"] draws the
-    bird's-eye plot when called (run calls it after printing the answer)."""
+def read_questions(args) -> list[dict]:
+    """[{"situation", "question", "id"}]: --situation / --question, or every line of --questions FILE.jsonl."""
+    if args.questions is None:
+        if args.situation is None or args.question is None:
+            raise Loc3rError("pass --situation and --question, or --questions FILE.jsonl")
+        items = [{"situation": args.situation, "question": args.question}]
+        where = ["--situation / --question"]
+    else:
+        if args.situation is not None or args.question is not None:
+            raise Loc3rError("--questions replaces --situation / --question: pass one or the other")
+        try:
+            lines = [(n, line) for n, line in enumerate(args.questions.read_text().splitlines(), 1) if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise Loc3rError(f"{args.questions}: cannot read ({e})") from None
+        items, where = [], []
+        for n, line in lines:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise Loc3rError(f"{args.questions}:{n}: not a JSON object ({e.msg})") from None
+            if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+                raise Loc3rError(f'{args.questions}:{n}: expected {{"situation": ..., "question": ...}}')
+            items.append({"situation": item.get("situation", NO_SITUATION), **item})
+            where.append(f"{args.questions}:{n}")
+        if not items:
+            raise Loc3rError(f"{args.questions}: no questions")
+    out = []
+    for i, (item, w) in enumerate(zip(items, where)):
+        situation, question = str(item["situation"]).strip(), item["question"].strip()
+        if not situation:
+            raise Loc3rError(f"{w}: the situation is empty: describe the speaker's situation, or use '{NO_SITUATION}'")
+        if not question:
+            raise Loc3rError(f"{w}: the question is empty")
+        out.append({"id": item.get("id", i), "situation": situation, "question": question})
+    return out
+
+
+def infer(args) -> list[dict]:
+    """The predictions for the user's video, one dict per question (printed by run); the video's prefix (its
+    frames through the LLM) is computed once for all questions. With --plot, result["plot"] draws the bird's-eye
+    plot when called (run calls it after printing the answers)."""
     from loc3r.model.loc3r import Loc3R
 
-    if not args.situation.strip():
-        raise Loc3rError(f"--situation is empty: describe the speaker's situation, or pass '{NO_SITUATION}'")
-    if not args.question.strip():
-        raise Loc3rError("--question is empty")
+    questions = read_questions(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = Loc3R.from_pretrained(resolve_checkpoint(args.checkpoint)).to(device).eval()
     config = model.config
-    frames, c2w = load_frames(args, config.num_frames)
+    video = load_video(args, config.num_frames, config.video_fps)
     tokens = None
     if config.prior == "cut3r":
         if args.cut3r is None:
             raise Loc3rError("this checkpoint uses the cut3r prior: pass --cut3r DIR (a converted CUT3R model)")
         from loc3r.priors.cut3r import Cut3rPrior
 
-        prior = Cut3rPrior(args.cut3r, device=device)
+        prior = Cut3rPrior(args.cut3r, device=device, input_mode=config.cut3r_input, vlm_size=config.image_size)
         if prior.dim != config.cut3r_dim:
             raise Loc3rError(f"{args.cut3r}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
                              f"{config.cut3r_dim}")
-        tokens = prior.tokens_for_frames(frames).cpu().numpy()
-    sample = build_sample(frames, c2w, args.situation.strip(), args.question.strip(), config, tokens, args.poses)
-    batch = {k: v.to(device) for k, v in Collator(model.tokenizer, config, for_generation=True)([sample]).items()}
-    pred = model.predict(batch, args.max_new_tokens)[0]
-    result = {"answer": pred.answer, "position_xy_m": [float(v) for v in pred.position_xy],
-              "position_sigma_m": [float(v) for v in pred.position_sigma],
-              "yaw_deg": float(np.degrees(pred.yaw_rad)), "yaw_probs": [float(v) for v in pred.yaw_probs],
-              "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"}
+        tokens = prior.tokens_for_frames(video.frames).cpu().numpy()
+    samples = [build_sample(video, q["situation"], q["question"], config, tokens, args.poses, i)
+               for i, q in enumerate(questions)]
+    collate = Collator(model.tokenizer, config, for_generation=True)
+    results, plots = [], []
+    for start in range(0, len(samples), args.batch_size):
+        chunk = samples[start:start + args.batch_size]
+        batch = {k: v.to(device) for k, v in collate.grouped([chunk]).items()}
+        for s, pred in zip(chunk, model.predict(batch, args.max_new_tokens)):
+            results.append({
+                "id": questions[s.question_id]["id"], "situation": s.situation, "question": s.question,
+                "answer": pred.answer, "position_xy_m": [float(v) for v in pred.position_xy],
+                "position_sigma_m": [float(v) for v in pred.position_sigma],
+                "yaw_deg": float(np.degrees(pred.yaw_rad)), "yaw_probs": [float(v) for v in pred.yaw_probs],
+                "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"})
+            plots.append(pred)
     if args.plot is not None:
         from loc3r.plots import draw_prediction, token_colors
 
-        traj = sample.camera_poses_bev[:, :2, 3] if c2w is not None else None
-        colors = token_colors(sample.frames, config.frame_grid, config.frame_grid_extent)
-        result["plot"] = lambda: draw_prediction(  # drawn after the answer is printed (run)
+        pred, s = plots[0], samples[0]
+        traj = s.camera_poses_bev[:, :2, 3] if video.c2w is not None else None
+        colors = token_colors(s.frames, config.frame_grid, config.frame_grid_extent)
+        results[0]["plot"] = lambda: draw_prediction(  # drawn after the answers are printed (run)
             trajectory=traj, pred_xy=pred.position_xy, pred_sigma=pred.position_sigma, pred_yaw=pred.yaw_rad,
-            yaw_probs=pred.yaw_probs, title=f"{args.situation}\nQ: {args.question}  A: {pred.answer}",
+            yaw_probs=pred.yaw_probs, title=f"{s.situation}\nQ: {s.question}  A: {pred.answer}",
             out=args.plot, map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3))
-    return result
+    return results
 
 
 def run(args: argparse.Namespace) -> int:
-    r = infer(args)
-    plot = r.pop("plot", None)
-    if args.json:
-        print(json.dumps(r))
-    else:
+    results = infer(args)
+    plot = results[0].pop("plot", None)
+    for i, r in enumerate(results):
+        if args.json:
+            print(json.dumps(r if args.questions is not None else {k: v for k, v in r.items() if k != "id"}))
+            continue
         x, y = r["position_xy_m"]
         sx, sy = r["position_sigma_m"]
+        if args.questions is not None:
+            print(f"{'' if i == 0 else chr(10)}[{r['id']}] {r['situation']} {r['question']}")
         print(f"answer:   {r['answer']}")
         print(f"position: x = {x:.2f} m (sigma {sx:.2f}), y = {y:.2f} m (sigma {sy:.2f})  [{r['frame']}]")
         print(f"facing:   {r['yaw_deg']:.1f} deg (counter-clockwise from +x)")
-    if plot is not None:  # after the answer: a plot that cannot be written loses nothing computed
+    if plot is not None:  # after the answers: a plot that cannot be written loses nothing computed
         sys.stdout.flush()
         plot()
     return 0

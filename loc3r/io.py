@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -82,6 +82,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_replaceable(out_dir: str | os.PathLike, overwrite: bool, previous: Callable[[Path], bool]) -> None:
+    """Refuse to replace out_dir unless it is absent, empty or `previous(out_dir)` (what the same command wrote
+    before), or overwrite is set: anything else may be the user's. With overwrite, a file at that path is removed."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        if not out_dir.is_dir():
+            raise Loc3rError(f"{out_dir}: exists and is not a directory (pass --overwrite to replace it)")
+        if any(out_dir.iterdir()) and not previous(out_dir):
+            raise Loc3rError(f"{out_dir}: not empty and not a previous conversion: refusing to replace it "
+                             "(pass --overwrite to replace it)")
+    if overwrite and out_dir.is_file():
+        out_dir.unlink()
 
 
 def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:

@@ -75,8 +75,12 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp", activati
     if activation_checkpointing:
         # transformers' own per-layer checkpointing keeps parameter names (and so checkpoints) unchanged.
         for m in model.modules():
-            if hasattr(m, "gradient_checkpointing_enable") and getattr(m, "supports_gradient_checkpointing", False):
-                m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if getattr(m, "supports_gradient_checkpointing", False):
+                # transformers 5 renamed gradient_checkpointing_enable (deprecated) to activation_checkpointing_enable
+                if hasattr(m, "activation_checkpointing_enable"):
+                    m.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                else:
+                    m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
                 break
     if not info.distributed:
         return model

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -28,7 +29,8 @@ import torch
 import torch.distributed as dist
 
 from loc3r import parallel
-from loc3r.checkpoint import latest_checkpoint, load_trainer_state, prune_checkpoints, save_checkpoint
+from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
+                              save_checkpoint)
 from loc3r.data.collate import Collator
 from loc3r.data.dataset import SituatedQADataset
 from loc3r.errors import Loc3rError
@@ -60,7 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="T frames per video (preset default if omitted)")
     p.add_argument("--prior", choices=["poses", "cut3r", "none"], default=None, help="camera-token prior")
     p.add_argument("--cut3r-dim", type=int, default=None,
-                   help="width of the cached CUT3R camera tokens (768 for the released checkpoints)")
+                   help="width of the CUT3R camera tokens (default: that of the tokens extract-priors cached)")
+    p.add_argument("--cut3r-input", choices=["demo", "vlm3r"], default=None,
+                   help="frames CUT3R saw (extract-priors --cut3r-input): demo (default) or vlm3r")
     p.add_argument("--no-layout", action="store_true", help="ablation: no layout reconstruction loss")
     p.add_argument("--no-situation", action="store_true", help="ablation: no position / orientation loss")
     p.add_argument("--orientation-sigma", type=float, default=None, help="wrapped-Gaussian sigma (rad)")
@@ -69,6 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--situation-start", type=float, default=None,
                    help="geometry first: the situation losses are off for this many steps (or this fraction of "
                         "--steps when < 1), then on (tiny: 0.2, 7B: 0, as the paper)")
+    p.add_argument("--lora", type=int, default=None, metavar="R",
+                   help="LoRA of rank R (peft) on the LLM's attention and MLP projections instead of full fine-tuning; "
+                        "camera projector and heads fully trained; checkpoints hold merged plain weights")
+    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 R)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
@@ -90,10 +98,13 @@ def config_from_args(args) -> Loc3RConfig:
         overrides["prior"] = args.prior
     if args.cut3r_dim is not None:
         overrides["cut3r_dim"] = args.cut3r_dim
+
     if args.no_layout:
         overrides["lambda_layout"] = 0.0
     if args.no_situation:
         overrides["lambda_situation"] = 0.0
+    if args.cut3r_input is not None:
+        overrides["cut3r_input"] = args.cut3r_input
     if args.orientation_sigma is not None:
         overrides["orientation_sigma_rad"] = args.orientation_sigma
     if args.lambda_layout is not None:
@@ -101,10 +112,16 @@ def config_from_args(args) -> Loc3RConfig:
     if args.lambda_situation is not None:
         overrides["lambda_situation"] = args.lambda_situation
     if args.preset == "tiny":
-        return Loc3RConfig.tiny(**overrides)
-    if args.base is None:
+        config = Loc3RConfig.tiny(**overrides)
+    elif args.base is None:
         raise Loc3rError("--preset llava_video_7b needs --base DIR (a local LLaVA-Video-7B-Qwen2 in transformers format)")
-    return Loc3RConfig.llava_video_7b(args.base, **overrides)
+    else:
+        config = Loc3RConfig.llava_video_7b(args.base, **overrides)
+    if config.prior == "cut3r" and args.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
+        from loc3r.priors.cut3r import cached_token_width
+
+        config = dataclasses.replace(config, cut3r_dim=cached_token_width(args.data, config.num_frames))
+    return config
 
 
 def camera_token_source(config: Loc3RConfig, data_root: Path):
@@ -114,7 +131,7 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
     from loc3r.priors.cut3r import cache_path, load_cached_tokens
 
     def tokens(scene_id: str, frame_ids: np.ndarray) -> np.ndarray:
-        cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids)
+        cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids, config.cut3r_input)
         if cached is None:
             raise Loc3rError(f"{data_root}/priors/cut3r: no camera tokens for {scene_id} with T={len(frame_ids)}: "
                              f"run `loc3r extract-priors --cut3r DIR --data {data_root} --frames {len(frame_ids)}`")
@@ -129,7 +146,7 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
 def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=None) -> SituatedQADataset:
     return SituatedQADataset(data_root, split, config.num_frames, config.image_size, config.frame_grid,
                              cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root),
-                             grid_extent=config.frame_grid_extent)
+                             grid_extent=config.frame_grid_extent, video_fps=config.video_fps)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,11 +239,19 @@ def train(args) -> Path:
     resume_dir = latest_checkpoint(args.out) if args.resume else None
     if args.resume and resume_dir is None:
         print0(f"--resume: no checkpoint in {args.out}, starting from scratch")
-    if resume_dir is not None:
+    lora_resume = resume_dir is not None and (resume_dir / LORA_STATE).is_file()
+    if resume_dir is not None and bool(args.lora) != lora_resume:
+        raise Loc3rError(f"{resume_dir}: " + ("a --lora run: resume it with the same --lora" if lora_resume else
+                                              "not a --lora run: resume it without --lora"))
+    if resume_dir is not None and not lora_resume:
         model = Loc3R.from_pretrained(resume_dir)
         config = model.config
-    else:
+    else:  # a LoRA run resumes from its initial model (same seed), whose frozen weights it never changed
         model = Loc3R(config)
+    if args.lora:
+        model.add_lora(args.lora, args.lora_alpha)
+        if lora_resume:
+            load_lora_run(resume_dir, model)
     model.to(info.device)
     dataset = make_dataset(config, args.data, "train", args.cache_dir)
     if len(dataset) == 0:

@@ -39,7 +39,8 @@ def make_samples(config: Loc3RConfig, n: int, seed: int = 0, cut3r_dim: int | No
             question=QUESTIONS[i % len(QUESTIONS)], answers=[ANSWERS[i % len(ANSWERS)]],
             position_xy=(rng.uniform(-2, 2, 2) if situated else np.zeros(2)).astype(np.float32),
             yaw_rad=float(rng.uniform(-np.pi, np.pi)) if situated else 0.0, has_situation=situated,
-            camera_tokens=None if cut3r_dim is None else rng.normal(size=(T, cut3r_dim)).astype(np.float32)))
+            camera_tokens=None if cut3r_dim is None else rng.normal(size=(T, cut3r_dim)).astype(np.float32),
+            frame_ids=np.arange(T) * 10, frame_times=np.arange(T) * 10 / 30.0, duration_s=T * 10 / 30.0))
     return out
 
 
@@ -63,7 +64,7 @@ def test_training_batch_layout(setup):
         n = int(mask.sum())
         assert mask[:n].all() and not mask[n:].any()  # right padding
         run = (ids == video).nonzero().flatten()
-        assert len(run) == config.video_placeholder_len == 3 * 17 + 1
+        assert len(run) == config.video_placeholder_len == 3 * (1 + 4 * 5)  # grid: a newline after every row
         assert (run == torch.arange(run[0], run[0] + len(run))).all()  # one contiguous run
         # the situation tokens sit between the situation and the question
         assert ids[batch["pos_index"][b]] == pos and ids[batch["ori_index"][b]] == ori
@@ -133,4 +134,26 @@ def test_bad_samples_raise_one_line_errors(setup):
     s = make_samples(config, 1)[0]
     s.question = "what " * 300
     with pytest.raises(Loc3rError, match="max_text_tokens"):
+        Collator(tok, config)([s])
+
+
+def test_time_instruction_follows_llava_video():
+    """LLaVA-Video's training prompt (LLaVA-NeXT llava/train/train.py): <video>, newline, the time instruction,
+    newline, then our situation and question."""
+    from loc3r.data.collate import time_instruction
+
+    text = time_instruction(np.array([0.0, 1.0 / 3, 12.345]), 20.0)
+    assert text == ("The video lasts for 20.00 seconds, and 3 frames are uniformly sampled from it. These frames are "
+                    "located at 0.00s,0.33s,12.35s.Please answer the following questions related to this video.")
+    tok = build_tiny_tokenizer(WORDS)
+    config = Loc3RConfig.tiny(num_frames=3, time_instruction=True)
+    s = make_samples(config, 1)[0]
+    s.frame_times, s.duration_s = np.array([0.0, 1.5, 3.0]), 3.1
+    ids = Collator(tok, config, for_generation=True)([s])["input_ids"][0].tolist()
+    text = tok.decode([i for i in ids if i != tok.convert_tokens_to_ids("<video>")])
+    expected = (time_instruction(s.frame_times, 3.1) + " " + s.situation).lower()
+    assert " ".join(tok.tokenize(expected)) in " ".join(tok.tokenize(text))
+    assert tok.unk_token_id not in ids
+    s.frame_times = None
+    with pytest.raises(Loc3rError, match="no frame timestamps"):
         Collator(tok, config)([s])

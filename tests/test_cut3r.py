@@ -395,20 +395,41 @@ def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
 
 @needs_fixture
 def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
-    """A checkpoint trained on CUT3R tokens answers on a user's frames: CUT3R runs on them (no cache, no poses)."""
+    """The cut3r path end to end on the fixture (width 48): extract-priors caches the tokens, train takes their width
+    from the cache (no flag), and infer runs CUT3R on a user's frames (no cache, no poses)."""
+    import shutil
+
     from loc3r.cli import main as cli_main
     from loc3r.model.config import Loc3RConfig
     from loc3r.model.loc3r import Loc3R
 
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    assert cli_main(["extract-priors", "--cut3r", str(converted), "--data", str(data), "--frames", "4",
+                     "--device", "cpu"]) == 0
+    run = tmp_path / "run"
+    assert cli_main(["train", "--data", str(data), "--out", str(run), "--prior", "cut3r", "--frames", "4",
+                     "--steps", "2", "--batch-size", "2", "--quiet"]) == 0
     dim = Cut3r.from_pretrained(converted).dim
-    torch.manual_seed(0)
-    Loc3R(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=dim, num_frames=4)).save_pretrained(tmp_path / "ckpt")
-    args = ["infer", "--checkpoint", str(tmp_path / "ckpt"), "--frames",
-            str(synth_data / "scans" / "scene0000_00" / "color"), "--situation", "I am standing next to the bed.",
-            "--question", "What is on my left?", "--json"]
+    assert Loc3R.from_pretrained(run / "checkpoints" / "step_0000002").config.cut3r_dim == dim == 48
+    args = ["infer", "--checkpoint", str(run), "--frames", str(data / "scans" / "scene0000_00" / "color"),
+            "--situation", "I am standing next to the bed.", "--question", "What is on my left?", "--json"]
+    capsys.readouterr()
     assert cli_main([*args, "--cut3r", str(converted)]) == 0
     r = json.loads(capsys.readouterr().out)
     assert len(r["position_xy_m"]) == 2 and abs(sum(r["yaw_probs"]) - 1) < 1e-4
     Loc3R(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=dim + 2, num_frames=4)).save_pretrained(tmp_path / "other")
     assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted)]) == 2
     assert f"{converted}: CUT3R camera tokens of width {dim}" in capsys.readouterr().err
+    # tokens CUT3R computed from other input frames are refused by name
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--prior", "cut3r", "--frames",
+                     "4", "--steps", "1", "--batch-size", "2", "--quiet", "--cut3r-input", "vlm3r"]) == 2
+    assert "CUT3R saw the 'demo' input frames, the model takes 'vlm3r'" in capsys.readouterr().err
+
+
+def test_vlm3r_input_frames_are_432_squares():
+    from loc3r.priors.cut3r import cut3r_input_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    assert tuple(cut3r_input_frames(frames, "vlm3r", 512).shape) == (2, 3, 432, 432)
+    assert tuple(cut3r_input_frames(frames, "demo", 512).shape) == (2, 3, 384, 512)  # long side 512

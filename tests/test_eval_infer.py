@@ -87,10 +87,34 @@ def test_infer_video(tiny_checkpoint, scene_dir, tmp_path, capsys):
     assert "answer:" in out and "position:" in out and "facing:" in out
 
 
+def test_infer_many_questions_on_one_video(tiny_checkpoint, scene_dir, tmp_path, capsys):
+    """--questions FILE.jsonl answers them together (the video computed once) as each alone would be answered."""
+    items = [{"id": "a", "situation": "I am standing next to the bed.", "question": "What is on my left?"},
+             {"question": "How many chairs are there in the room?"},
+             {"id": 7, "situation": "I am facing the table.", "question": "Is the bed on my left or on my right?"}]
+    file = tmp_path / "q.jsonl"
+    file.write_text("\n".join(json.dumps(i) for i in items) + "\n\n")
+    src = ["--checkpoint", str(tiny_checkpoint), "--frames", str(scene_dir / "color"), "--poses",
+           str(scene_dir / "pose"), "--json"]
+    assert main(["infer", *src, "--questions", str(file), "--batch-size", "2"]) == 0
+    together = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in together] == ["a", 1, 7] and together[1]["situation"] == "I am standing in the room."
+    for item, r in zip(items, together):
+        assert main(["infer", *src, "--situation", item.get("situation", "I am standing in the room."),
+                     "--question", item["question"]]) == 0
+        alone = json.loads(capsys.readouterr().out)
+        assert r["answer"] == alone["answer"]
+        assert np.allclose(r["position_xy_m"], alone["position_xy_m"], atol=1e-4)
+        assert abs(r["yaw_deg"] - alone["yaw_deg"]) < 1e-2
+    file.write_text(json.dumps(items[0]) + "\n[1, 2]\n")
+    assert main(["infer", *src, "--questions", str(file)]) == 2
+    assert f'{file}:2: expected {{"situation": ..., "question": ...}}' in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case,message", [
     ("missing checkpoint", "no such checkpoint or run directory"),
     ("bad video", "unreadable video"),
-    ("empty situation", "--situation is empty"),
+    ("empty situation", "--situation / --question: the situation is empty"),
 ])
 def test_infer_bad_input(case, message, tiny_checkpoint, scene_dir, tmp_path, capsys):
     ckpt, src, situation = str(tiny_checkpoint), ["--frames", str(scene_dir / "color")], "I am by the bed."

@@ -63,3 +63,25 @@ def test_grouping_questions_of_different_videos_is_refused(model):
     groups = grouped_samples(model.config, videos=2, per_video=2)
     with pytest.raises(Loc3rError, match="grouped with the questions of another video"):
         Collator(model.tokenizer, model.config).grouped([[groups[0][0], groups[1][0]]])
+
+
+def test_grouped_generation_equals_one_sequence_per_question():
+    """Many questions on one video (loc3r infer --questions): the video's prefix computed once and its cache shared
+    gives the tokens, situation heads and map of answering each question alone. Questions of different lengths
+    (left padding in the middle of the sequence) and two videos in one batch."""
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(num_frames=2)
+    config.vlm["text_config"]["initializer_range"] = 0.2  # a random model that does not repeat one token
+    model = Loc3R(config, build_tiny_tokenizer(WORDS)).eval()
+    groups = grouped_samples(model.config, videos=2, per_video=3)
+    groups[0][1].question = groups[0][1].question + " " + groups[0][1].question  # a longer one
+    collate = Collator(model.tokenizer, model.config, for_generation=True)
+    together = model.generate(collate.grouped(groups), max_new_tokens=6)
+    for q, s in enumerate(s for g in groups for s in g):
+        alone = model.generate(collate([s]), max_new_tokens=6, use_cache=False)
+        n = alone.token_ids.shape[1]
+        assert together.token_ids[q, :n].tolist() == alone.token_ids[0].tolist()
+        assert len(set(alone.token_ids[0].tolist())) > 1  # not one token repeated: the comparison says something
+        torch.testing.assert_close(together.position.mu[q], alone.position.mu[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(together.orientation_logits[q], alone.orientation_logits[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(together.layout.mu[q], alone.layout.mu[0], rtol=1e-4, atol=1e-5)

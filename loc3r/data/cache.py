@@ -24,7 +24,7 @@ from loc3r.data.scannet import ScanNetScene
 from loc3r.errors import naming
 from loc3r.io import write_npz
 
-CACHE_VERSION = 2  # 2: the source fingerprint
+CACHE_VERSION = 3  # 2: the source fingerprint; 3: last_frame_id
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SceneCache:
     mesh_center: np.ndarray  # [3] raw mesh bounding-box centre (NaN when the scan has no mesh)
     n_invalid_pixels: int  # zero / non-finite depth pixels excluded from the targets
     n_invalid_poses: int  # frames of the whole scan skipped for a non-finite pose
+    last_frame_id: int  # the scan's last frame id: its length is (last_frame_id + 1) / fps seconds
     source: str = ""  # source_fingerprint of the scan files it was built from
     version: int = CACHE_VERSION
 
@@ -88,7 +89,7 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
         frame_ids=ids.astype(np.int64), frames=frames, c2w=c2w, world_to_bev=world_to_bev,
         c2bev=c2bev.astype(np.float32), layout_xy=targets.xy, layout_valid=targets.valid,
         mesh_center=np.asarray(center, np.float64), n_invalid_pixels=targets.n_invalid_pixels,
-        n_invalid_poses=scene.n_invalid_poses, source=source_fingerprint(scene.dir, ids))
+        n_invalid_poses=scene.n_invalid_poses, last_frame_id=max(scene.frame_ids), source=source_fingerprint(scene.dir, ids))
 
 
 def load_scene_cache(path: Path) -> SceneCache | None:
@@ -100,7 +101,7 @@ def load_scene_cache(path: Path) -> SceneCache | None:
             values = {f.name: z[f.name] for f in fields(SceneCache)}
     except (FileNotFoundError, OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
         return None
-    for name in ("n_invalid_pixels", "n_invalid_poses", "version"):
+    for name in ("n_invalid_pixels", "n_invalid_poses", "last_frame_id", "version"):
         values[name] = int(values[name])
     values["source"] = str(values["source"])
     return SceneCache(**values)

@@ -1,7 +1,8 @@
 """Batch building: list[Sample] -> dict of tensors for Loc3R.forward / Loc3R.generate, in one function.
 
 The user turn is `<video>\\n{situation} <Pos> <Ori> {question}` (the situation tokens between situation and
-question, paper Sec. 3.3), formatted with the tokenizer's own chat template (ChatML for LLaVA-Video, a minimal
+question, paper Sec. 3.3), with config.time_instruction `<video>\\n{time instruction}\\n{situation} ...` (LLaVA-Video's
+training prompt, `time_instruction`), formatted with the tokenizer's own chat template (ChatML for LLaVA-Video, a minimal
 ChatML for the tiny tokenizer); the single <video> is then expanded into the placeholder run of
 `config.video_placeholder_len` tokens. Training sequences append the answer and the end-of-turn token, which
 are the only labelled tokens, and pad on the right; generation prompts pad on the left.
@@ -18,7 +19,7 @@ video part of the LLM computed once per video, its keys / values shared by that 
 prompt is split after its video run: the part before (the same for every question) is the video's *prefix*,
 the rest its question's *suffix*. Keys: the video-level ones above for Bv videos, with input_ids /
 attention_mask [Bv, Lp] holding the prefix; and per question (Bq of them) suffix_ids, suffix_mask, labels
-[Bq, Ls] (right-padded), pos_index / ori_index into the suffix, position_xy, yaw_rad, has_situation,
+[Bq, Ls] (right-padded; left-padded for generation, so that every row's last token is real), pos_index / ori_index into the suffix, position_xy, yaw_rad, has_situation,
 question_id, and video_index [Bq] (the row of its video).
 """
 
@@ -32,6 +33,15 @@ from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.tokenizer import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
+
+
+def time_instruction(frame_times, duration_s: float) -> str:
+    """LLaVA-Video's time instruction (LLaVA-NeXT llava/train/train.py with add_time_instruction; lmms-eval's
+    llava_vid asks the same): the video's length, the number of sampled frames and their timestamps."""
+    times = ",".join(f"{t:.2f}s" for t in np.asarray(frame_times, np.float64))
+    return (f"The video lasts for {duration_s:.2f} seconds, and {len(frame_times)} frames are uniformly sampled "
+            f"from it. These frames are located at {times}.Please answer the following questions related to this "
+            "video.")
 
 
 class Collator:
@@ -51,7 +61,13 @@ class Collator:
         if n_text > self.config.max_text_tokens:
             raise Loc3rError(f"{where}: situation + question are {n_text} tokens, more than "
                              f"max_text_tokens={self.config.max_text_tokens}")
-        user = f"{VIDEO_TOKEN}\n{sample.situation} {POS_TOKEN} {ORI_TOKEN} {sample.question}"
+        user = f"{sample.situation} {POS_TOKEN} {ORI_TOKEN} {sample.question}"
+        if self.config.time_instruction:
+            if sample.frame_times is None or sample.duration_s is None:
+                raise Loc3rError(f"{where}: the model takes LLaVA-Video's time instruction, the sample has no "
+                                 "frame timestamps")
+            user = f"{time_instruction(sample.frame_times, sample.duration_s)}\n{user}"
+        user = f"{VIDEO_TOKEN}\n{user}"
         prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                                     add_generation_prompt=True)
         ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
@@ -135,8 +151,8 @@ class Collator:
         labels = torch.full((Bq, Ls), IGNORE_INDEX, dtype=torch.long)
         suffix_mask = torch.zeros((Bq, Ls), dtype=torch.long)
         for q, (ids, lab) in enumerate(suffixes):
-            suffix_ids[q, :len(ids)], labels[q, :len(ids)], suffix_mask[q, :len(ids)] = (
-                torch.tensor(ids), torch.tensor(lab), 1)
+            span = slice(Ls - len(ids), Ls) if self.for_generation else slice(0, len(ids))
+            suffix_ids[q, span], labels[q, span], suffix_mask[q, span] = torch.tensor(ids), torch.tensor(lab), 1
         questions = [s for group in groups for s in group]
         batch = {
             "input_ids": torch.tensor([prefix] * Bv, dtype=torch.long),

@@ -35,11 +35,12 @@ class SituatedQADataset:
                  cache_dir: str | Path | None = None,
                  camera_tokens: Callable[[str, np.ndarray], np.ndarray] | None = None,
                  scenes: list[str] | None = None, max_cache_bytes: int | None = DEFAULT_MAX_CACHE_BYTES,
-                 grid_extent: float = 1.0):
+                 grid_extent: float = 1.0, video_fps: float = 30.0):
         self.data_root = Path(data_root)
         self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
         self.grid_extent = grid_extent  # fraction of the frame the token grid covers (Loc3RConfig.frame_grid_extent)
         self.cache_dir = cache_dir
+        self.video_fps = video_fps  # frame ids / fps = timestamps (Loc3RConfig.video_fps, ScanNet's 30 Hz)
         self.camera_tokens = camera_tokens  # (scene_id, frame_ids) -> [T, d], e.g. the CUT3R cache
         records = read_sqa3d(self.data_root, split)
         if scenes is not None:
@@ -96,4 +97,5 @@ class SituatedQADataset:
             layout_xy=sc.layout_xy, layout_valid=sc.layout_valid,
             situation=rec.situation if situated else NO_SITUATION, question=rec.question, answers=rec.answers,
             position_xy=xy, yaw_rad=yaw, has_situation=situated, question_type=rec.question_type,
-            camera_tokens=tokens, frame_ids=sc.frame_ids)
+            camera_tokens=tokens, frame_ids=sc.frame_ids, frame_times=sc.frame_ids / self.video_fps,
+            duration_s=(sc.last_frame_id + 1) / self.video_fps)

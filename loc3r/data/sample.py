@@ -29,6 +29,8 @@ class Sample:
     question_type: str = "N/A"
     camera_tokens: np.ndarray | None = None  # [T, d] cached prior tokens (e.g. CUT3R), None when not used
     frame_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [T] source frame indices
+    frame_times: np.ndarray | None = None  # [T] seconds of the sampled frames in the video (the time instruction)
+    duration_s: float | None = None  # the whole video's length, seconds
 
     @property
     def answer(self) -> str:

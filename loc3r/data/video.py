@@ -57,6 +57,22 @@ def video_frame_count(path: Path) -> int:
     return declared if declared > 0 else _decode(path, None)[1]
 
 
+def video_frame_rate(path: str | Path) -> float | None:
+    """Average frame rate of the first video stream (frames / s), None when the container does not say."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise Loc3rError(f"{path}: no video stream")
+            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
+    except Loc3rError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise Loc3rError(f"{path}: unreadable video ({e})") from None
+    return float(rate) if rate else None
+
+
 def read_video(path: str | Path, num_frames: int) -> tuple[np.ndarray, int]:
     """[T, H, W, 3] uint8 frames sampled uniformly from a video file, and the video's number of frames.
     Only the T sampled frames are kept in memory (a long video is decoded, not stored)."""

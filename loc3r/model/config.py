@@ -18,9 +18,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from loc3r.errors import Loc3rError
 
 PRIORS = ("poses", "cut3r", "none")
+NEWLINE_LAYOUTS = ("grid", "one_token")
+POOL_MODES = ("bilinear", "average")
 
 
 @dataclass
@@ -28,8 +32,20 @@ class Loc3RConfig:
     vlm: dict = field(default_factory=dict)  # LlavaOnevisionConfig.to_dict(): vision tower, projector, LLM
     base_model_path: str | None = None  # local HF directory of the initial VLM weights + tokenizer; None: `vlm` only
     prior: str = "poses"  # camera-token prior: 'poses' (known poses) | 'cut3r' (cached CUT3R tokens) | 'none'
-    cut3r_dim: int = 768  # width of a CUT3R camera token (768 for the released checkpoints)
+    cut3r_dim: int = 768  # width of a CUT3R camera token (768 for the released checkpoints; train reads the cache's)
+    cut3r_input: str = "demo"  # frames CUT3R sees: "demo" (official demo, 512 long side) | "vlm3r" (432 x 432)
     num_frames: int = 32  # T, uniformly sampled frames per video
+    # Where `image_newline` goes. "grid": after every row of every frame, as LLaVA-Video-7B was trained
+    # (mm_newline_position "grid", LLaVA-NeXT llava/model/llava_arch.py add_token_per_grid); "one_token": once after
+    # the whole video, as transformers' LlavaOnevision.get_video_features does.
+    newline_layout: str = "grid"
+    # 2x2 pooling of the patch grid. "bilinear": LLaVA-Video's training default (mm_spatial_pool_mode, 27 -> 14
+    # tokens a side, LLaVA-NeXT get_2dPool); "average": avg_pool2d of stride 2 (27 -> 13), what lmms-eval's
+    # llava_vid forces at evaluation: for comparing with numbers measured that way.
+    pool_mode: str = "bilinear"
+    # LLaVA-Video's time instruction before the situation (LLaVA-NeXT llava/train/train.py, add_time_instruction)
+    time_instruction: bool = False
+    video_fps: float = 30.0  # frame rate of frame-folder videos (ScanNet's sensor streams: 30 Hz), for the timestamps
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # pixel normalisation of the vision tower (SigLIP: 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)  # x_norm = (x / 255 - mean) / std
     orientation_bins: int = 36  # number of yaw bins of the orientation head
@@ -43,8 +59,12 @@ class Loc3RConfig:
     dtype: str = "float32"  # parameter dtype: 'float32' | 'bfloat16' | 'float16'
 
     def __post_init__(self):
-        if self.prior not in PRIORS:
-            raise Loc3rError(f"unknown prior {self.prior!r}: expected one of {', '.join(PRIORS)}")
+        for name, value, allowed in (("prior", self.prior, PRIORS), ("newline_layout", self.newline_layout,
+                                     NEWLINE_LAYOUTS), ("pool_mode", self.pool_mode, POOL_MODES)):
+            if value not in allowed:
+                raise Loc3rError(f"unknown {name} {value!r}: expected one of {', '.join(allowed)}")
+        if not self.video_fps > 0:
+            raise Loc3rError(f"video_fps must be positive, got {self.video_fps}")
         if not self.vlm:
             raise Loc3rError("Loc3RConfig needs the base VLM's config `vlm`: use Loc3RConfig.tiny() or "
                              "Loc3RConfig.llava_video_7b(path)")
@@ -57,19 +77,25 @@ class Loc3RConfig:
         return int(self.vlm["vision_config"]["image_size"])
 
     @property
+    def patch_grid(self) -> int:
+        """Patches a side of one frame: S // patch (SigLIP-384/14: 27; its last 6 pixel rows and columns are unused)."""
+        return self.image_size // self.vlm["vision_config"]["patch_size"]
+
+    @property
     def frame_grid(self) -> tuple[int, int]:
-        """(gh, gw) of the pooled vision-token grid of one frame: the patch grid halved by 2x2 bilinear pooling
-        (LlavaOnevision's apply_pooling; 384 px / 14 px patches -> 27 -> 14, the last 6 pixel rows are unused: see
-        frame_grid_extent)."""
-        patches = self.image_size // self.vlm["vision_config"]["patch_size"]
-        return math.ceil(patches / 2), math.ceil(patches / 2)
+        """(gh, gw) of the pooled vision-token grid of one frame: bilinear pooling resizes the patch grid to
+        ceil(p / 2) (27 -> 14), average pooling of stride 2 drops an odd last row and column (27 -> 13)."""
+        p = self.patch_grid
+        g = math.ceil(p / 2) if self.pool_mode == "bilinear" else p // 2
+        return g, g
 
     @property
     def frame_grid_extent(self) -> float:
-        """Fraction of the frame's side the token grid covers: (S // patch) * patch / S (378 / 384 for
-        SigLIP-384/14, whose patches leave the last 6 pixel rows and columns out; 1 for the tiny preset)."""
-        patch = self.vlm["vision_config"]["patch_size"]
-        return (self.image_size // patch) * patch / self.image_size
+        """Fraction of the frame's side the token grid covers: 378 / 384 for SigLIP-384/14 with bilinear pooling
+        (all 27 patches), 364 / 384 with average pooling (26 patches); 1 for the tiny preset."""
+        p, patch = self.patch_grid, self.vlm["vision_config"]["patch_size"]
+        covered = p if self.pool_mode == "bilinear" else 2 * (p // 2)
+        return covered * patch / self.image_size
 
     @property
     def tokens_per_frame(self) -> int:
@@ -89,9 +115,26 @@ class Loc3RConfig:
         return {"poses": PosesPrior.dim, "cut3r": self.cut3r_dim, "none": 0}[self.prior]
 
     @property
+    def frame_block_len(self) -> int:
+        """Tokens of one frame in the video block: (camera token +) G rows of G vision tokens (+ a newline each
+        with the grid layout)."""
+        gh, gw = self.frame_grid
+        return int(self.has_camera_token) + gh * (gw + int(self.newline_layout == "grid"))
+
+    @property
     def video_placeholder_len(self) -> int:
-        """Length of the <video> run: per frame (camera token +) n vision tokens, then one newline token."""
-        return self.num_frames * (self.tokens_per_frame + int(self.has_camera_token)) + 1
+        """Length of the <video> run: T frame blocks (+ one final newline with the one_token layout)."""
+        return self.num_frames * self.frame_block_len + int(self.newline_layout == "one_token")
+
+    def vision_token_slots(self) -> np.ndarray:
+        """[T, n] int64: the position of every vision token (frame t, row-major over frame_grid) in the video
+        block; the camera and newline tokens are the other positions. Layout targets and the layout head use these.
+            grid:      [cam_1, row_1, nl, row_2, nl, ..., row_G, nl, cam_2, ...]
+            one_token: [cam_1, row_1, ..., row_G, cam_2, ..., row_G, nl]"""
+        gh, gw = self.frame_grid
+        row_len = gw + int(self.newline_layout == "grid")
+        within = int(self.has_camera_token) + (np.arange(gh)[:, None] * row_len + np.arange(gw)[None]).reshape(-1)
+        return (np.arange(self.num_frames)[:, None] * self.frame_block_len + within[None]).astype(np.int64)
 
     @property
     def hidden_size(self) -> int:
@@ -146,7 +189,8 @@ class Loc3RConfig:
         except (OSError, ValueError, TypeError) as e:
             raise Loc3rError(f"{path / 'config.json'}: not a LlavaOnevision config ({e})") from e
         fields = dict(vlm=vlm.to_dict(), base_model_path=str(path), prior="cut3r", num_frames=32, dtype="bfloat16",
-                      **_pixel_normalisation(path))
+                      newline_layout="grid", pool_mode="bilinear", time_instruction=True)
+        fields.update(**_pixel_normalisation(path), **_llava_next_video_settings(path))
         return cls(**{**fields, **overrides})
 
     # ---- (de)serialisation --------------------------------------------------------------------------------
@@ -159,7 +203,8 @@ class Loc3RConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise Loc3rError(f"{source}: unknown Loc3RConfig field(s) {', '.join(unknown)}")
-        return cls(**d)
+        # checkpoints written before the field existed were built with transformers' layout
+        return cls(**{"newline_layout": "one_token", **d})
 
     @classmethod
     def load(cls, path: str | Path) -> "Loc3RConfig":
@@ -182,3 +227,27 @@ def _pixel_normalisation(path: Path) -> dict:
             if "image_mean" in d and "image_std" in d:
                 return dict(image_mean=tuple(d["image_mean"]), image_std=tuple(d["image_std"]))
     return {}
+
+
+def _llava_next_video_settings(path: Path) -> dict:
+    """newline_layout / pool_mode / time_instruction as LLaVA-NeXT's config of the converted release says
+    (loc3r convert-llava-video keeps it in loc3r_source.json); {} (the defaults: grid, bilinear, time) without."""
+    f = path / "loc3r_source.json"
+    if not f.is_file():
+        return {}
+    settings = json.loads(f.read_text()).get("video_settings", {})
+    out = {}
+    if "mm_newline_position" in settings:
+        if settings["mm_newline_position"] not in NEWLINE_LAYOUTS:
+            raise Loc3rError(f"{f}: mm_newline_position {settings['mm_newline_position']!r} is not supported "
+                             f"(supported: {', '.join(NEWLINE_LAYOUTS)})")
+        out["newline_layout"] = settings["mm_newline_position"]
+    if "mm_spatial_pool_mode" in settings:
+        if settings["mm_spatial_pool_mode"] not in POOL_MODES or settings.get("mm_spatial_pool_stride", 2) != 2:
+            raise Loc3rError(f"{f}: pooling {settings['mm_spatial_pool_mode']!r} of stride "
+                             f"{settings.get('mm_spatial_pool_stride', 2)} is not supported (supported: "
+                             f"{', '.join(POOL_MODES)}, stride 2)")
+        out["pool_mode"] = settings["mm_spatial_pool_mode"]
+    if "add_time_instruction" in settings:
+        out["time_instruction"] = bool(settings["add_time_instruction"])
+    return out

@@ -1,14 +1,17 @@
 """Loc3R-VLM: transformers' LlavaOnevision + camera-token prior + layout reconstruction + situation tokens and heads.
 
 The base VLM is used as is, through its own submodules (no fork of its code):
-- video features: `LlavaOnevisionModel.get_video_features` (SigLIP -> feature layer / select strategy ->
-  multi_modal_projector -> 2x2 bilinear `apply_pooling` -> one `image_newline` after the last frame). Its pooled
-  tokens are row-major over `config.frame_grid`, the order the layout targets use.
+- video features: LlavaOnevision's own modules, as `LlavaOnevisionModel.get_video_features` chains them (SigLIP ->
+  feature layer / select strategy -> multi_modal_projector -> 2x2 pooling: its `apply_pooling` for "bilinear",
+  avg_pool2d for "average"), and its `image_newline` parameter. Pooled tokens are row-major over
+  `config.frame_grid`, the order the layout targets use.
 - the LLM: `language_model` (Qwen2) called with `inputs_embeds`, then `lm_head`.
 
-Video block of the LLM input (the `<video>` placeholder run of `config.video_placeholder_len` tokens):
-    [cam_1, v_1,1 .. v_1,n, cam_2, v_2,1 .. v_2,n, ..., cam_T, v_T,1 .. v_T,n, newline]
-with cam_t = camera_projector(prior token of frame t) (absent with prior 'none').
+Video block of the LLM input (the `<video>` placeholder run of `config.video_placeholder_len` tokens), with
+cam_t = camera_projector(prior token of frame t) (absent with prior 'none') and nl = image_newline:
+    grid (LLaVA-Video's training layout): [cam_1, row_1,1, nl, row_1,2, nl, ..., row_1,G, nl, cam_2, ...]
+    one_token (transformers' layout):     [cam_1, v_1,1 .. v_1,n, cam_2, ..., v_T,n, nl]
+`config.vision_token_slots()` gives every vision token's position in it.
 
 Two efficiency choices: a frozen vision tower and prior build no autograd graph (their parameters do not require
 grad), and the LM loss applies `lm_head` to the answer positions only, not to the thousands of video tokens.
@@ -102,6 +105,37 @@ class Loc3R(nn.Module):
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.stop_token_ids[0]  # fills finished rows in generate()
 
+    # ---- LoRA (fine-tuning on one 24 GB GPU) -----------------------------------------------------------------
+    def add_lora(self, rank: int, alpha: float | None = None, dropout: float = 0.0) -> None:
+        """LoRA adapters (peft) on the LLM's attention and MLP projections; everything else of the base VLM is
+        frozen, the camera projector and the three heads stay fully trained. checkpoint_tensors() merges the
+        adapters into plain weights, so a saved checkpoint needs no peft."""
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ModuleNotFoundError:
+            raise Loc3rError("--lora needs peft: pip install 'loc3r[lora]' (or pip install peft)") from None
+        if rank < 1:
+            raise Loc3rError(f"--lora must be a rank >= 1, got {rank}")
+        self.lora_scaling = (alpha if alpha is not None else 2 * rank) / rank
+        config = LoraConfig(r=rank, lora_alpha=self.lora_scaling * rank, lora_dropout=dropout, bias="none",
+                            target_modules=LORA_TARGETS)
+        self.requires_grad_(False)
+        inject_adapter_in_model(config, self.vlm.model.language_model)
+        for name, p in self.named_parameters():
+            p.requires_grad_(".lora_" in name)
+        for module in (self.camera_projector, self.layout_head, self.position_head, self.orientation_head):
+            if module is not None:
+                module.requires_grad_(True)
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self, "lora_scaling")
+
+    def lora_tensors(self, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The adapters' tensors (of `state`, default this model's state_dict)."""
+        state = self.state_dict() if state is None else state
+        return {k: v for k, v in state.items() if ".lora_" in k}
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimiser updates: LLM, projectors, image_newline, heads (and the vision tower if switched on)."""
         return [p for p in self.parameters() if p.requires_grad]
@@ -114,16 +148,41 @@ class Loc3R(nn.Module):
             return None
         return self.camera_projector(tokens.to(self.camera_projector[0].weight.dtype))
 
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected, pooled vision tokens [B, T, gh, gw, D] of normalised frames [B, T, 3, S, S]."""
+        model, c = self.vlm.model, self.config
+        B, T = pixels.shape[:2]
+        out = model.vision_tower(pixels.flatten(0, 1).to(self.vlm.dtype), output_hidden_states=True)
+        layer = model.config.vision_feature_layer
+        features = (out.hidden_states[layer] if isinstance(layer, int)
+                    else torch.cat([out.hidden_states[i] for i in layer], -1))
+        if model.config.vision_feature_select_strategy == "default":
+            features = features[:, 1:]
+        features = model.multi_modal_projector(features)  # [B * T, p * p, D]
+        if c.pool_mode == "bilinear":
+            pooled = model.apply_pooling(features)
+        else:  # LLaVA-NeXT get_2dPool, mm_spatial_pool_mode "average"
+            p = c.patch_grid
+            grid = features.view(B * T, p, p, -1).permute(0, 3, 1, 2)
+            pooled = F.avg_pool2d(grid, 2).permute(0, 2, 3, 1)
+        gh, gw = c.frame_grid
+        return pooled.reshape(B, T, gh, gw, -1)
+
     def video_block(self, batch: dict) -> torch.Tensor:
         """Embeddings of the video block [B, video_placeholder_len, D] (layout in the module docstring)."""
-        pixels = batch["pixel_values_videos"].to(self.vlm.dtype)  # [B, T, 3, S, S]
-        B, T = pixels.shape[:2]
-        features = self.vlm.model.get_video_features(pixels).pooler_output  # [B, T * n + 1, D], newline last
-        vision = features[:, :-1].reshape(B, T, self.config.tokens_per_frame, -1)  # [B, T, n, D]
+        vision = self.vision_tokens(batch["pixel_values_videos"])  # [B, T, gh, gw, D]
+        B, T, gh, gw, D = vision.shape
+        newline = self.vlm.model.image_newline.to(vision.dtype)
+        if self.config.newline_layout == "grid":
+            vision = torch.cat([vision, newline.expand(B, T, gh, 1, D)], 3)  # a newline after every row
+        frames = vision.reshape(B, T, -1, D)
         camera = self.camera_tokens(batch)  # [B, T, D] or None
         if camera is not None:
-            vision = torch.cat([camera[:, :, None].to(vision.dtype), vision], 2)  # [B, T, 1 + n, D]
-        return torch.cat([vision.flatten(1, 2), features[:, -1:]], 1)
+            frames = torch.cat([camera[:, :, None].to(frames.dtype), frames], 2)
+        block = frames.flatten(1, 2)
+        if self.config.newline_layout == "one_token":
+            block = torch.cat([block, newline.expand(B, 1, D)], 1)
+        return block
 
     def embed_inputs(self, batch: dict) -> torch.Tensor:
         """LLM input embeddings [B, L, D]: token embeddings with the video block scattered into the <video> run."""
@@ -140,10 +199,9 @@ class Loc3R(nn.Module):
 
     def vision_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """Final hidden states of the vision tokens [B, T, n, D] (camera and newline tokens dropped)."""
-        B, T, n = hidden.shape[0], self.config.num_frames, self.config.tokens_per_frame
-        per_frame = n + int(self.config.has_camera_token)
-        video = hidden[input_ids == self.config.video_token_id].view(B, -1, hidden.shape[-1])  # [B, Lv, D]
-        return video[:, :T * per_frame].reshape(B, T, per_frame, -1)[:, :, per_frame - n:]
+        video = hidden[input_ids == self.config.video_token_id].view(hidden.shape[0], -1, hidden.shape[-1])
+        slots = torch.from_numpy(self.config.vision_token_slots()).to(hidden.device)  # [T, n]
+        return video[:, slots]
 
     def language_model(self, embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
         return self.vlm.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
@@ -220,16 +278,33 @@ class Loc3R(nn.Module):
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, batch: dict, max_new_tokens: int = 32, use_cache: bool = True) -> Generation:
-        """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)); the situation heads read
-        the prompt pass. use_cache=False recomputes the whole sequence each step (the reference for the cache)."""
+        """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)), or of several questions per
+        video (Collator.grouped(..., for_generation=True)): each video's prefix is computed once and its keys /
+        values serve all its questions. The situation heads read the prompt pass. use_cache=False recomputes the
+        whole sequence each step (the reference for the cache; one sequence per question only)."""
         if "labels" in batch:
             raise Loc3rError("generate() takes prompt-only batches: build them with Collator(..., for_generation=True)")
-        attention_mask = batch["attention_mask"]
-        position_ids = position_ids_from_mask(attention_mask)
-        embeds = self.embed_inputs(batch)
-        out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
+        if "video_index" in batch:
+            if not use_cache:
+                raise Loc3rError("generate(use_cache=False) needs one sequence per question (Collator, not grouped)")
+            prefix_mask, video_index = batch["attention_mask"], batch["video_index"]
+            prefix = self.language_model(self.embed_inputs(batch), prefix_mask, position_ids_from_mask(prefix_mask),
+                                         use_cache=True)
+            video_layout = self.layout_head(self.vision_states(prefix.last_hidden_state, batch["input_ids"]))
+            layout = GaussianXY(video_layout.mu[video_index], video_layout.log_sigma[video_index])
+            cache = prefix.past_key_values
+            cache.batch_select_indices(video_index)
+            attention_mask = torch.cat([prefix_mask[video_index], batch["suffix_mask"]], 1)
+            position_ids = position_ids_from_mask(attention_mask)
+            embeds = self.vlm.get_input_embeddings()(batch["suffix_ids"])
+            out = self.language_model(embeds, attention_mask, position_ids[:, prefix_mask.shape[1]:], cache, True)
+        else:
+            attention_mask = batch["attention_mask"]
+            position_ids = position_ids_from_mask(attention_mask)
+            embeds = self.embed_inputs(batch)
+            out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
+            layout = self.layout_head(self.vision_states(out.last_hidden_state, batch["input_ids"]))
         position, orientation_logits = self.situation_heads(out.last_hidden_state, batch)
-        layout = self.layout_head(self.vision_states(out.last_hidden_state, batch["input_ids"]))
 
         B = embeds.shape[0]
         stop = torch.tensor(self.stop_token_ids, device=embeds.device)
@@ -273,11 +348,18 @@ class Loc3R(nn.Module):
         return out
 
     # ---- checkpoints --------------------------------------------------------------------------------------
-    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
-        """state_dict without the second name of tied tensors (lm_head.weight when embeddings are tied)."""
+    def checkpoint_tensors(self, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """state_dict (or `state`, e.g. FSDP's gathered one) without the second name of tied tensors (lm_head.weight
+        when embeddings are tied), LoRA adapters merged into plain weights: W + (B A) * alpha / r."""
+        own = state is None
+        state = self.state_dict() if own else state
+        if self.has_lora:
+            state = merge_lora(state, self.lora_scaling)
         seen, out = set(), {}
-        for name, t in self.state_dict().items():
-            if t.data_ptr() not in seen:
+        for name, t in state.items():
+            if not own:
+                out[name] = t
+            elif t.data_ptr() not in seen:
                 seen.add(t.data_ptr())
                 out[name] = t
         return out
@@ -323,6 +405,27 @@ class Loc3R(nn.Module):
                     target.copy_(f.get_tensor(name))
         except SafetensorError as e:
             raise Loc3rError(f"{file}: not a readable safetensors file ({e})") from e
+
+
+# LoRA targets (peft regex on names inside the LLM): the attention and MLP projections of every decoder layer
+LORA_TARGETS = r"layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
+
+
+def merge_lora(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
+    """A state dict with peft LoRA layers (`X.base_layer.weight`, `X.lora_A.default.weight` [r, in],
+    `X.lora_B.default.weight` [out, r]) as plain weights: X.weight = W + B @ A * scaling (peft's merge)."""
+    out = {}
+    for name, t in state.items():
+        if ".lora_" in name:
+            continue
+        if ".base_layer." in name:
+            prefix, leaf = name.split(".base_layer.")
+            name = f"{prefix}.{leaf}"
+            if leaf == "weight":
+                a, b = state[f"{prefix}.lora_A.default.weight"], state[f"{prefix}.lora_B.default.weight"]
+                t = (t.float() + (b.float() @ a.float()) * scaling).to(t.dtype)
+        out[name] = t
+    return out
 
 
 # ---- building the base VLM --------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ TINY_SPECIAL_TOKENS = ["<pad>", "<unk>", "<|im_start|>", END_OF_TURN, "<image>",
 # Words every prompt uses (chat roles, the pseudo-situation); the data's vocabulary is added to them.
 TINY_BASE_WORDS = ["system", "user", "assistant", "i", "am", "standing", "in", "the", "room", "yes", "no",
                    ".", ",", "?"]
+# LLaVA-Video's time instruction (loc3r.data.collate.time_instruction), so that the tiny preset can take it too
+TINY_TIME_WORDS = ("the video lasts for seconds , and frames are uniformly sampled from it . these located at s "
+                   "please answer following questions related to this").split()
 
 # ChatML without a system turn: the tiny model has no system prompt to remember.
 TINY_CHAT_TEMPLATE = (
@@ -45,7 +48,7 @@ def build_tiny_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     normalizer = normalizers.Lowercase()
     pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
                                              pre_tokenizers.Digits(individual_digits=True)])
-    pieces = [piece for w in TINY_BASE_WORDS + list(words) + [str(d) for d in range(10)]
+    pieces = [piece for w in TINY_BASE_WORDS + list(words) + TINY_TIME_WORDS + [str(d) for d in range(10)]
               for piece, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(w))]
     vocab = {tok: i for i, tok in enumerate(TINY_SPECIAL_TOKENS)}
     for piece in pieces:

@@ -273,26 +273,66 @@ def preprocess(frames: np.ndarray, size: int | None = 512) -> torch.Tensor:
 
 # ---------------------------------------------------------------- the prior as the VLM sees it
 
+# Which frames CUT3R sees. "demo": the official demo's `load_images` (long side 512, centre crop to multiples of 16;
+# short side 224 and a square crop for the 224 checkpoints), what CUT3R was trained and evaluated with: our default.
+# "vlm3r": VLM-3R's pipeline, the VLM's frames (SigLIP's 384 px squares) resized to 432 x 432.
+CUT3R_INPUTS = ("demo", "vlm3r")
+VLM3R_SIZE = 432
+
+
+def cut3r_input_frames(frames: np.ndarray, mode: str, checkpoint_size: int, vlm_size: int = 384) -> torch.Tensor:
+    """[T, H, W, 3] uint8 video frames -> CUT3R's input [T, 3, H', W'] in [-1, 1] for an input `mode`."""
+    if mode == "demo":
+        return preprocess(frames, checkpoint_size)
+    if mode == "vlm3r":
+        resized = [Image.fromarray(f).resize((vlm_size, vlm_size), Image.BICUBIC).resize((VLM3R_SIZE, VLM3R_SIZE),
+                                                                                         Image.BICUBIC)
+                   for f in frames]
+        return preprocess(np.stack([np.asarray(r) for r in resized]), None)
+    raise Loc3rError(f"unknown CUT3R input {mode!r}: expected one of {', '.join(CUT3R_INPUTS)}")
+
+
 class Cut3rPrior:
     """Frozen CUT3R as a camera-token prior: uint8 frames of one video -> [T, dim] camera tokens."""
 
     def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float32, resize: bool = True):
+                 dtype: torch.dtype = torch.float32, resize: bool = True, input_mode: str = "demo",
+                 vlm_size: int = 384):
         self.model = Cut3r.from_pretrained(model_dir).to(device)
         self.device = torch.device(device)
         self.dtype = dtype  # autocast compute dtype
         # the checkpoint's preprocessing size, or None: frames are fed as they are (already multiples of 16)
         self.image_size = self.model.config.image_size if resize else None
-        self.dim = self.model.dim
+        if input_mode not in CUT3R_INPUTS:
+            raise Loc3rError(f"unknown CUT3R input {input_mode!r}: expected one of {', '.join(CUT3R_INPUTS)}")
+        self.input_mode, self.vlm_size = input_mode, vlm_size  # CUT3R_INPUTS; the VLM's frame size (vlm3r)
+        self.dim = self.model.dim  # the camera-token width, from the converted checkpoint's config
 
     def run(self, frames: np.ndarray) -> Cut3rOutput:
         """[T, H, W, 3] uint8 frames in video order -> camera tokens, poses, c2w (on the prior's device)."""
-        images = preprocess(frames, self.image_size).to(self.device)
-        return self.model(images, dtype=self.dtype)
+        if self.input_mode == "demo" and self.image_size is None:
+            images = preprocess(frames, None)
+        else:
+            images = cut3r_input_frames(frames, self.input_mode, self.image_size, self.vlm_size)
+        return self.model(images.to(self.device), dtype=self.dtype)
 
     def tokens_for_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[T, H, W, 3] uint8 frames -> [T, dim] float32 camera tokens."""
         return self.run(frames).camera_tokens.float()
+
+
+def cached_token_width(data_root: str | Path, num_frames: int) -> int:
+    """The width of the camera tokens `extract-priors` cached under data_root for T frames (the CUT3R's own)."""
+    directory = Path(data_root) / "priors" / "cut3r"
+    files = sorted(directory.glob(f"*_T{num_frames}.npz")) if directory.is_dir() else []
+    if not files:
+        raise Loc3rError(f"{directory}: no cached CUT3R camera tokens for T={num_frames}: run `loc3r extract-priors "
+                         f"--cut3r DIR --data {data_root} --frames {num_frames}` first")
+    try:
+        with np.load(files[0]) as z:
+            return int(z["camera_tokens"].shape[-1])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise Loc3rError(f"{files[0]}: unreadable camera-token cache ({e})") from e
 
 
 def cache_path(data_root: str | Path, scene_id: str, num_frames: int) -> Path:
@@ -301,10 +341,11 @@ def cache_path(data_root: str | Path, scene_id: str, num_frames: int) -> Path:
 
 
 def load_cached_tokens(data_root: str | Path, scene_id: str, num_frames: int,
-                       frame_ids: np.ndarray | None = None) -> np.ndarray | None:
+                       frame_ids: np.ndarray | None = None, input_mode: str | None = None) -> np.ndarray | None:
     """[T, D] float16 cached camera tokens of a scene, or None when extract-priors has not run for it.
 
-    With `frame_ids`, the cache must hold exactly those frames (it was sampled like the training cache).
+    With `frame_ids`, the cache must hold exactly those frames (it was sampled like the training cache); with
+    `input_mode`, CUT3R must have seen the frames that way (CUT3R_INPUTS; caches without the field: "demo").
     """
     path = cache_path(data_root, scene_id, num_frames)
     if not path.exists():
@@ -312,8 +353,12 @@ def load_cached_tokens(data_root: str | Path, scene_id: str, num_frames: int,
     try:
         with np.load(path) as z:
             tokens, cached_ids = z["camera_tokens"], z["frame_ids"]
+            cached_mode = str(z["input_mode"]) if "input_mode" in z.files else "demo"
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise Loc3rError(f"{path}: unreadable camera-token cache ({e})") from e
+    if input_mode is not None and cached_mode != input_mode:
+        raise Loc3rError(f"{path}: CUT3R saw the '{cached_mode}' input frames, the model takes '{input_mode}' "
+                         f"(rerun `loc3r extract-priors --cut3r-input {input_mode}`)")
     if frame_ids is not None and not np.array_equal(cached_ids, np.asarray(frame_ids)):
         raise Loc3rError(f"{path}: cached for frames {cached_ids.tolist()[:4]}..., not the requested "
                          f"{np.asarray(frame_ids).tolist()[:4]}... (rerun `loc3r extract-priors`)")

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from loc3r.errors import Loc3rError
-from loc3r.io import atomic_dir
+from loc3r.io import atomic_dir, check_replaceable
 from loc3r.priors.cut3r import CONFIG_NAME, FORMAT, WEIGHTS_NAME, Cut3r, Cut3rConfig, load_weights
 
 log = logging.getLogger(__name__)
@@ -343,14 +343,7 @@ def convert_cut3r(in_path: str | Path, out_dir: str | Path, overwrite: bool = Fa
     from safetensors.torch import save_file
 
     in_path, out_dir = Path(in_path), Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        if not out_dir.is_dir():
-            raise Loc3rError(f"{out_dir}: exists and is not a directory (pass --overwrite to replace it)")
-        if any(out_dir.iterdir()) and not previous_conversion(out_dir):
-            raise Loc3rError(f"{out_dir}: not empty and not a previous conversion: refusing to replace it "
-                             "(pass --overwrite to replace it)")
-    if overwrite and out_dir.is_file():
-        out_dir.unlink()
+    check_replaceable(out_dir, overwrite, previous_conversion)
     model_string, state_dict = read_official_checkpoint(in_path)
     config = config_from_official(model_string, state_dict, in_path)
     kept, dropped = split_state_dict(state_dict, in_path)

@@ -25,7 +25,7 @@ import torch
 from loc3r.data.scannet import ScanNetScene, list_scenes
 from loc3r.errors import Loc3rError
 from loc3r.io import write_npz
-from loc3r.priors.cut3r import Cut3rPrior, cache_path, pose_to_c2w
+from loc3r.priors.cut3r import CUT3R_INPUTS, Cut3rPrior, cache_path, pose_to_c2w
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cut3r", required=True, help="converted CUT3R directory (from `loc3r convert-cut3r`)")
     parser.add_argument("--data", required=True, help="data root with scans/<scene_id>/ (ScanNet posed images)")
     parser.add_argument("--frames", type=int, default=32, help="frames per scene, as the training cache (default 32)")
+    parser.add_argument("--cut3r-input", choices=CUT3R_INPUTS, default="demo",
+                        help="frames CUT3R sees: demo (official demo: long side 512, crop to multiples of 16; "
+                             "default) or vlm3r (VLM-3R: the VLM's frames resized to 432 x 432)")
+    parser.add_argument("--vlm-size", type=int, default=384, help="the VLM's frame size, for --cut3r-input vlm3r")
     parser.add_argument("--scenes", nargs="+", help="only these scene ids (default: all under <data>/scans)")
     parser.add_argument("--check-poses", action="store_true",
                         help="also store CUT3R's camera poses and report their error against the ground truth")
@@ -80,7 +84,7 @@ def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, 
     frames = np.stack([scene.read_color(int(i)) for i in ids])  # [T, H, W, 3] uint8
     out = prior.run(frames)
     arrays = dict(camera_tokens=out.camera_tokens.float().cpu().numpy().astype(np.float16),
-                  frame_ids=ids.astype(np.int64))
+                  frame_ids=ids.astype(np.int64), input_mode=np.array(prior.input_mode))
     if with_poses:
         arrays["camera_pose"] = out.camera_pose.cpu().numpy().astype(np.float32)
     write_npz(cache_path(data_root, scene_id, num_frames), **arrays)
@@ -93,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check_poses and args.frames < 2:
         raise Loc3rError("--check-poses needs --frames >= 2 (errors are relative to the first frame)")
     scene_ids = args.scenes or list_scenes(args.data)
-    prior = Cut3rPrior(args.cut3r, device=args.device, dtype=DTYPES[args.dtype])
+    prior = Cut3rPrior(args.cut3r, device=args.device, dtype=DTYPES[args.dtype], input_mode=args.cut3r_input,
+                       vlm_size=args.vlm_size)
     print(f"CUT3R camera tokens (dim {prior.dim}) of {len(scene_ids)} scenes, {args.frames} frames each, "
           f"on {args.device} in {args.dtype}; ignored checkpoint parts: {', '.join(prior.model.ignored_prefixes)}")
     all_errors, failed = [], []
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         path = cache_path(args.data, scene_id, args.frames)
         arrays = _read_cache(path)
         status = "cached"
-        if arrays is None or (args.check_poses and "camera_pose" not in arrays):
+        mode = str(arrays.get("input_mode", "demo")) if arrays is not None else None
+        if arrays is None or mode != args.cut3r_input or (args.check_poses and "camera_pose" not in arrays):
             start = time.perf_counter()
             try:
                 arrays = extract_scene(prior, args.data, scene_id, args.frames, args.check_poses)
