@@ -23,11 +23,12 @@ import torch
 from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
 from loc3r import parallel
-from loc3r.data.collate import Collator
+from loc3r.constants import VIDEO_TOKEN
 from loc3r.data.sample import Sample
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
-from loc3r.model.tokenizer import TINY_SPECIAL_TOKENS, VIDEO_TOKEN, build_tiny_tokenizer
+from loc3r.model.processor import Collator
+from loc3r.model.tokenizer import TINY_SPECIAL_TOKENS, build_tiny_tokenizer
 from loc3r.priors.cut3r import Cut3r, Cut3rConfig
 
 WORDS = "i am standing next to the bed , facing the table . what is on my left ?".split()
@@ -109,10 +110,10 @@ def query_latency(model: Loc3R, cut3r: Cut3r, collate: Collator, frames: int, de
             with timed(device, result, "cut3r"):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     tokens = cut3r(images).camera_tokens.float().cpu().numpy()
-            batch = {k: v.to(device) for k, v in collate([sample(model, tokens)]).items()}
+            batch = collate([sample(model, tokens)]).to(device)
             with timed(device, result, "vision"):
                 embeds = model.embed_inputs(batch)
-            mask = batch["attention_mask"]
+            mask = batch.attention_mask
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             with timed(device, result, "prefill"):
                 out = model.language_model(embeds, mask, positions, use_cache=True)
@@ -123,7 +124,7 @@ def query_latency(model: Loc3R, cut3r: Cut3r, collate: Collator, frames: int, de
                     positions = torch.cat([positions, positions[:, -1:] + 1], 1)
                     out = model.language_model(model.vlm.get_input_embeddings()(token)[:, None], mask,
                                                positions[:, -1:], out.past_key_values, True)
-    result["prompt_tokens"] = int(batch["input_ids"].shape[1])
+    result["prompt_tokens"] = int(batch.input_ids.shape[1])
     result["peak_gib"] = peak_gib(device)
     return result
 
@@ -133,7 +134,7 @@ def training_step(model: Loc3R, frames: int, info, strategy: str) -> float | Non
     c = model.config
     collate = Collator(model.tokenizer, c)
     tokens = np.random.default_rng(1).normal(size=(frames, c.cut3r_dim)).astype(np.float32)
-    batch = {k: v.to(info.device) for k, v in collate([sample(model, tokens, True)]).items()}
+    batch = collate([sample(model, tokens, True)]).to(info.device)
     wrapped = parallel.wrap_model(model, info, strategy, activation_checkpointing=True)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-5)
     reset_peak(info.device)

@@ -23,6 +23,7 @@ OUT/results.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -30,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from loc3r import evaluate, train
 from loc3r.baselines import baselines
-from loc3r.cli import main as loc3r_main
+from loc3r.command import dataclass_from_args
+from loc3r.synth import writer
 
 ABLATIONS = [  # (name, extra training arguments)
     ("situation only", ["--prior", "none", "--no-layout"]),
@@ -40,10 +43,13 @@ ABLATIONS = [  # (name, extra training arguments)
 ]
 
 
-def cli(argv: list[str]) -> None:
-    """Run a loc3r command; stop the benchmark at the first one that fails (never read a stale metrics.json)."""
-    if loc3r_main(argv) != 0:
-        raise SystemExit(f"bench_accuracy: `loc3r {' '.join(argv)}` failed")
+def train_config(data: Path, out: Path, flags: list[str], **fields) -> train.TrainConfig:
+    """A TrainConfig from `loc3r train` flags (the ablation's and --extra) and fields set here. A failing step
+    raises, so the benchmark stops there (never reads a stale metrics.json)."""
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    config = dataclass_from_args(train.TrainConfig, parser.parse_args(["--data", str(data), "--out", str(out), *flags]))
+    return dataclasses.replace(config, **fields)
 
 
 def cell(values: list[float], width: int) -> str:
@@ -71,12 +77,11 @@ def main() -> int:
     args = p.parse_args()
 
     data, test_data = args.out / "data", args.out / "test_data"
-    common = ["--frames", "24", "--size", "64", "--workers", "2"]
+    rendering = dict(frames=24, size=64, workers=2)  # the demo's
     if not (data / "sqa_task").exists():
-        cli(["synth", "--out", str(data), "--scenes", str(args.scenes), "--seed", str(args.data_seed), *common])
+        writer.generate(data, args.scenes, args.data_seed, **rendering)
     if not (test_data / "sqa_task").exists():
-        cli(["synth", "--out", str(test_data), "--scenes", str(args.test_scenes), "--seed", str(args.test_seed),
-             "--held-out", *common])
+        writer.generate(test_data, args.test_scenes, args.test_seed, held_out=True, **rendering)
     results = baselines(data, test_data, args.data_seed)
     runs: dict[str, list[dict]] = {}
     for name, extra in ABLATIONS:
@@ -86,12 +91,10 @@ def main() -> int:
             slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "") + f"_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            cli(["train", "--data", str(data), "--out", str(run), "--steps", str(args.steps), "--batch-size",
-                 str(args.batch_size), "--seed", str(seed), "--save-every", "500", "--quiet", "--resume", *extra,
-                 *args.extra])
+            train.train(train_config(data, run, [*extra, *args.extra], steps=args.steps, batch_size=args.batch_size,
+                                     seed=seed, save_every=500, quiet=True, resume=True))
             t1 = time.perf_counter()
-            cli(["eval", "--checkpoint", str(run), "--data", str(test_data), "--split", "test", "--out", str(ev),
-                 "--plots", "4"])
+            evaluate.evaluate(evaluate.EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4))
             r = json.loads((ev / "metrics.json").read_text())
             r["train_seconds"], r["seed"] = t1 - t0, seed
             runs.setdefault(name, []).append(r)

@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
-from loc3r.data.collate import Collator
 from loc3r.data.sample import Sample
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import build_tiny_tokenizer
 
 WORDS = "what is on my left right how many chairs table bed sofa window lamp facing sitting at".split()
@@ -42,17 +42,17 @@ def plain_batch(batch: dict, config: Loc3RConfig, pad_id: int) -> dict:
     """The same batch for plain LlavaOnevision: T * n + 1 video tokens, T filler text tokens to keep the length."""
     T = config.num_frames
     keep = []
-    for ids in batch["input_ids"]:
+    for ids in batch.input_ids:
         video = (ids == config.video_token_id).nonzero().flatten()
         drop = set(video[:T].tolist())  # any T of the video run: only its length matters
         keep.append([i for i in range(len(ids)) if i not in drop])
     idx = torch.tensor(keep)
-    ids = torch.gather(batch["input_ids"], 1, idx)
-    labels = torch.gather(batch["labels"], 1, idx)
+    ids = torch.gather(batch.input_ids, 1, idx)
+    labels = torch.gather(batch.labels, 1, idx)
     filler = torch.full((ids.shape[0], T), pad_id)  # extra prompt text, attended to, no loss
     return {"input_ids": torch.cat([filler, ids], 1), "labels": torch.cat([torch.full_like(filler, -100), labels], 1),
             "attention_mask": torch.ones(ids.shape[0], ids.shape[1] + T, dtype=torch.long),
-            "pixel_values_videos": batch["pixel_values_videos"]}
+            "pixel_values_videos": batch.pixel_values_videos}
 
 
 def step_time(fn) -> float:
@@ -68,7 +68,7 @@ def run(frames: int, batch_size: int, reps: int, train_vision_tower: bool) -> di
     model = Loc3R(config, tok)
     batch = Collator(tok, config)(samples(config, batch_size))
     plain = plain_batch(batch, config, tok.pad_token_id)
-    assert plain["input_ids"].shape == batch["input_ids"].shape
+    assert plain.input_ids.shape == batch.input_ids.shape
     ours_fn = lambda: model(batch).loss  # noqa: E731
     plain_fn = lambda: model.vlm(**plain).loss  # noqa: E731
     for _ in range(3):  # warm-up
@@ -79,7 +79,7 @@ def run(frames: int, batch_size: int, reps: int, train_vision_tower: bool) -> di
         theirs.append(step_time(plain_fn))
         model.zero_grad(set_to_none=True)
     o, p = statistics.median(ours), statistics.median(theirs)
-    return dict(L=batch["input_ids"].shape[1], ours=batch_size / o, plain=batch_size / p, ratio=o / p)
+    return dict(L=batch.input_ids.shape[1], ours=batch_size / o, plain=batch_size / p, ratio=o / p)
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from loc3r.data.collate import Collator
 from loc3r.data.sample import Sample
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator
 
 QUESTIONS = ["What is on my left?", "What is behind me?", "Which direction should I go to reach the red bed?",
              "How far is the blue sofa from me?", "What color is the table in front of me?",

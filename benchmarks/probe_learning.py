@@ -29,12 +29,10 @@ import torch
 
 from loc3r import geometry
 from loc3r.checkpoint import resolve_checkpoint
-from loc3r.data.collate import Collator
 from loc3r.data.scannet import ScanNetScene
-from loc3r.data.sqa3d import read_sqa3d
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator, make_dataset
 from loc3r.plots import token_colors
-from loc3r.train import make_dataset
 
 COVERED = 0.3  # a token "shows" an object when at least this fraction of its pixels belong to it
 
@@ -105,12 +103,12 @@ def states(model: Loc3R, ds, scene_ids, output_attentions=False):
         labels, desc = token_objects(ds.data_root, scene_id, samples[0].frame_ids, c.frame_grid, c.frame_grid_extent)
         batch = collate([s for s in samples])
         embeds = model.embed_inputs(batch)
-        mask = batch["attention_mask"]
+        mask = batch.attention_mask
         out = model.vlm.model.language_model(inputs_embeds=embeds, attention_mask=mask,
                                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                              output_attentions=output_attentions)
-        yield (labels, model.vision_states(embeds, batch["input_ids"])[0], model.vision_states(out.last_hidden_state,
-               batch["input_ids"])[0], out.attentions, batch, samples, situation_objects(desc))
+        yield (labels, model.vision_states(embeds, batch.input_ids)[0], model.vision_states(out.last_hidden_state,
+               batch.input_ids)[0], out.attentions, batch, samples, situation_objects(desc))
 
 
 def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
@@ -168,7 +166,7 @@ def attention_probe(model, data: Path, config, scenes: int) -> dict:
     c = model.config
     ratios = {"Pos->anchor": [], "Ori->target": [], "Pos->unnamed (control)": [], "Ori->unnamed (control)": []}
     for labels, _, _, attentions, batch, samples, objects in states(model, ds, ds.scene_ids[:scenes], True):
-        video_pos = (batch["input_ids"][0] == c.video_token_id).nonzero()[:, 0]
+        video_pos = (batch.input_ids[0] == c.video_token_id).nonzero()[:, 0]
         vision_pos = video_pos[torch.from_numpy(c.vision_token_slots())]  # [T, n]
         flat_labels = labels.reshape(-1)
         for q, s in enumerate(samples):

@@ -30,14 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import get_cosine_schedule_with_warmup
 
-from loc3r.data.collate import Collator
+from loc3r.constants import IGNORE_INDEX, ORI_TOKEN, POS_TOKEN
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
 from loc3r.model.losses import circular_soft_argmax, gaussian_nll, kl_orientation, wrapped_gaussian_target
-from loc3r.model.tokenizer import IGNORE_INDEX, ORI_TOKEN, POS_TOKEN
+from loc3r.model.processor import Collator, make_dataset
 from loc3r.synth.scene import BASIC_COLORS
-from loc3r.train import lr_factor, make_dataset, micro_batch_indices, video_groups
+from loc3r.train import micro_batch_indices, video_groups
 
 sys.path.insert(0, str(Path(__file__).parent))
 from probe_learning import token_objects  # noqa: E402
@@ -109,24 +110,24 @@ def main() -> int:
     colours = torch.tensor(tok.convert_tokens_to_ids(list(BASIC_COLORS)))
     special = torch.tensor(tok.convert_tokens_to_ids([POS_TOKEN, ORI_TOKEN]))
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=a.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, a.steps, 30))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, 30, a.steps)
     c = config
 
     def losses(batch, step):
-        current["labels"] = torch.stack([labels[sid] for sid in batch["scene_ids"]])
+        current["labels"] = torch.stack([labels[sid] for sid in batch.scene_ids])
         video_hidden, text_hidden = model.shared_prefix_pass(batch)
         den = {k: v.clamp(min=1) for k, v in model.loss_counts(batch).items()}
-        targets = batch["labels"][:, 1:]
+        targets = batch.labels[:, 1:]
         supervised = targets != IGNORE_INDEX
         lm = F.cross_entropy(model.vlm.lm_head(text_hidden[:, :-1][supervised]).float(), targets[supervised],
                              reduction="sum") / supervised.sum().clamp(min=1)
-        vision = model.vision_states(video_hidden, batch["input_ids"])
-        layout = gaussian_nll(*model.layout_head(vision), batch["layout_xy"], batch["layout_valid"], c.sigma_floor,
+        vision = model.vision_states(video_hidden, batch.input_ids)
+        layout = gaussian_nll(*model.layout_head(vision), batch.layout_xy, batch.layout_valid, c.sigma_floor,
                               den["layout"])
         position, orientation = model.situation_heads(text_hidden, batch)
-        situated = batch["has_situation"]
-        pos = gaussian_nll(*position, batch["position_xy"], situated, c.sigma_floor, den["position"])
-        ori = kl_orientation(orientation, wrapped_gaussian_target(batch["yaw_rad"], c.orientation_bins,
+        situated = batch.has_situation
+        pos = gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, den["position"])
+        ori = kl_orientation(orientation, wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins,
                                                                   c.orientation_sigma_rad), situated,
                              den["orientation"])
         w = current["labels"]
@@ -134,8 +135,8 @@ def main() -> int:
         dense = torch.zeros(())
         if seen.any():
             dense = -F.log_softmax(model.vlm.lm_head(vision[seen]).float(), -1).gather(1, w[seen]).mean()
-        ids = batch["suffix_ids"]
-        after_colour = torch.isin(ids[:, :-1], colours) & (batch["suffix_mask"][:, 1:] == 1)
+        ids = batch.suffix_ids
+        after_colour = torch.isin(ids[:, :-1], colours) & (batch.suffix_mask[:, 1:] == 1)
         with torch.no_grad():
             hit = model.vlm.lm_head(text_hidden[:, :-1][after_colour]).argmax(-1) == ids[:, 1:][after_colour]
         total = (lm + a.dense * dense + (layout if step >= a.layout_from else 0)
@@ -145,12 +146,12 @@ def main() -> int:
 
     def batch_of(groups):
         batch = collate.grouped(groups)
-        batch["scene_ids"] = [g[0].scene_id for g in groups]
+        batch.scene_ids = [g[0].scene_id for g in groups]
         if a.alltext:  # LM loss on every prompt token after the first (not <Pos> / <Ori>)
-            prompt = torch.where((batch["suffix_mask"] == 1) & ~torch.isin(batch["suffix_ids"], special),
-                                 batch["suffix_ids"], IGNORE_INDEX)
+            prompt = torch.where((batch.suffix_mask == 1) & ~torch.isin(batch.suffix_ids, special),
+                                 batch.suffix_ids, IGNORE_INDEX)
             prompt[:, 0] = IGNORE_INDEX
-            batch["labels"] = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], prompt)
+            batch.labels = torch.where(batch.labels != IGNORE_INDEX, batch.labels, prompt)
         return batch
 
     @torch.no_grad()
@@ -160,10 +161,10 @@ def main() -> int:
         for u in val_units:
             batch = batch_of([[val[i] for i in u]])
             _, _, position, orientation = losses(batch, a.steps)
-            s = batch["has_situation"]
-            pos_err += (position.mu - batch["position_xy"]).norm(dim=-1)[s].tolist()
+            s = batch.has_situation
+            pos_err += (position.mu - batch.position_xy).norm(dim=-1)[s].tolist()
             yaw = circular_soft_argmax(torch.softmax(orientation, -1))
-            yaw_err += (torch.remainder(yaw - batch["yaw_rad"] + math.pi, 2 * math.pi) - math.pi).abs()[s].tolist()
+            yaw_err += (torch.remainder(yaw - batch.yaw_rad + math.pi, 2 * math.pi) - math.pi).abs()[s].tolist()
         model.train()
         pe, ye = np.array(pos_err), np.degrees(yaw_err)
         return f"val Acc@0.5m {100 * (pe < .5).mean():.1f} Acc@1.0m {100 * (pe < 1).mean():.1f} " \

@@ -15,17 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from loc3r.data.dataset import SituatedQADataset
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.metrics import localization_metrics, qa_metrics, question_type
 from loc3r.model.config import Loc3RConfig
+from loc3r.model.processor import make_dataset
 
 
 def situated_poses(data: Path, split: str, config: Loc3RConfig):
     """BEV positions [N, 2], yaws [N] and the mean camera position of the video [N, 2] of a split's distinct
     situations."""
-    ds = SituatedQADataset(data, split, config.num_frames, config.image_size, config.frame_grid,
-                           grid_extent=config.frame_grid_extent, video_fps=config.video_fps)
+    ds = make_dataset(config, data, split)
     seen, xy, yaw, cameras = set(), [], [], []
     for i, rec in enumerate(ds.records):
         key = (rec.scene_id, rec.situation)

@@ -34,8 +34,11 @@ def _is_sharded(model: torch.nn.Module) -> bool:
 def _full_states(wrapped, optimizer):
     """(model state or None, optimizer state) in a form any world size can load."""
     if _is_sharded(wrapped):
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_model_state_dict(wrapped, options=opts), get_optimizer_state_dict(wrapped, optimizer, options=opts)
@@ -84,7 +87,10 @@ def load_trainer_state(path: Path, wrapped, optimizer, scheduler, info: parallel
     except Exception as e:  # torch raises many types for corrupt files
         raise Loc3rError(f"{file}: unreadable trainer state ({type(e).__name__}: {e})") from None
     if _is_sharded(wrapped):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
 
         set_optimizer_state_dict(wrapped, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     else:

@@ -22,7 +22,6 @@ from loc3r.baselines import baselines
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 
-
 # The demo's budget (measured on 2 CPU cores: README, benchmarks/bench_accuracy.py uses the same).
 DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 600, "batch_size": 8}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
@@ -54,31 +53,27 @@ def step(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loc3r.cli import main as cli
+    from loc3r import evaluate, infer, train
+    from loc3r.synth import writer
 
     data, test_data = args.out / "data", args.out / "test_data"
     run_dir, eval_dir = args.out / "run", args.out / "eval"
     t0 = step(f"1/4 synthetic rooms -> {data} (training), {test_data} (held out)")
-    rendering = ["--frames", "24", "--size", "64", "--workers", "2"]
-    if cli(["synth", "--out", str(data), "--scenes", str(args.scenes), "--seed", str(args.seed), *rendering]) != 0:
-        return 1
-    if cli(["synth", "--out", str(test_data), "--scenes", str(args.test_scenes), "--seed",
-            str(args.seed + TEST_SEED_OFFSET), "--held-out", *rendering]) != 0:
-        return 1
+    rendering = dict(frames=24, size=64, workers=2)
+    writer.generate(data, args.scenes, args.seed, **rendering)
+    writer.generate(test_data, args.test_scenes, args.seed + TEST_SEED_OFFSET, held_out=True, **rendering)
+    print(f"wrote {args.scenes} training rooms to {data}, {args.test_scenes} held-out rooms to {test_data}")
     test = read_sqa3d(test_data, "test")
     for scene_id in sorted({r.scene_id for r in test})[:2]:
         show.render(test_data, scene_id, 0, args.out / "bev" / f"{scene_id}.png")
         print(f"bird's-eye view: {args.out / 'bev' / f'{scene_id}.png'}")
 
     t1 = step(f"2/4 training the tiny Loc3R-VLM ({args.steps} steps) -> {run_dir}")
-    if cli(["train", "--data", str(data), "--out", str(run_dir), "--steps", str(args.steps), "--batch-size",
-            str(args.batch_size), "--seed", str(args.seed), "--save-every", str(args.steps), "--log-every", "20"]) != 0:
-        return 1
+    train.train(train.TrainConfig(data=data, out=run_dir, steps=args.steps, batch_size=args.batch_size,
+                                  seed=args.seed, save_every=args.steps, log_every=20))
 
     t2 = step(f"3/4 evaluation on the held-out rooms -> {eval_dir}")
-    if cli(["eval", "--checkpoint", str(run_dir), "--data", str(test_data), "--split", "test", "--out",
-            str(eval_dir)]) != 0:
-        return 1
+    evaluate.evaluate(evaluate.EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir))
 
     t3 = step("4/4 example inference")
     example = next(r for r in test if r.situation.strip().rstrip(".") != "I am standing in the room")
@@ -88,10 +83,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"scene {example.scene_id}\nsituation: {example.situation}\nquestion:  {example.question}\n"
           f"reference: answer {example.answers[0]!r}, position x = {gt_xy[0]:.2f} m, y = {gt_xy[1]:.2f} m, "
           f"facing {np.degrees(gt_yaw):.1f} deg")
-    if cli(["infer", "--checkpoint", str(run_dir), "--frames", str(scene.dir / "color"), "--poses",
-            str(scene.dir / "pose"), "--situation", example.situation, "--question", example.question,
-            "--plot", str(args.out / "example.png")]) != 0:
-        return 1
+    query = infer.InferConfig(checkpoint=run_dir, frames=scene.dir / "color", poses=scene.dir / "pose",
+                              situation=example.situation, question=example.question, plot=args.out / "example.png")
+    infer.report(query, infer.infer(query))
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     print(f"\nreport: {eval_dir / 'report.md'}\nexample plot: {args.out / 'example.png'}")
     print(f"test localization: {json.dumps(metrics['localization'])}")

@@ -9,28 +9,40 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import ClassVar
 
 from loc3r.checkpoint import resolve_checkpoint
-from loc3r.data.collate import Collator
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
+from loc3r.data.sqa3d import SPLITS
 from loc3r.io import atomic_path, write_json
 from loc3r.metrics import localization_metrics, qa_metrics
+from loc3r.model.processor import Collator
+from loc3r.parallel import default_device
 from loc3r.plots import situation_plot, token_colors
 
 
+@dataclass
+class EvalConfig:
+    """The settings of `loc3r eval` (its flags are generated from these fields and their comments)."""
+
+    checkpoint: Path  # a checkpoint directory or a run directory (its newest checkpoint)
+    data: Path  # data root: scans/ and sqa_task/
+    out: Path  # output directory: metrics.json, predictions.jsonl, report.md, plots/
+    split: str = "test"  # train | val | test
+    batch_size: int = 8  # questions a forward pass
+    max_new_tokens: int = 16  # longest generated answer
+    plots: int = 6  # situations drawn as bird's-eye plots
+    limit: int | None = None  # evaluate the first N questions only
+    device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
+    cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
+
+    CHOICES: ClassVar[dict] = {"split": SPLITS}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint directory or a run directory")
-    p.add_argument("--data", type=Path, required=True, help="data root: scans/ and sqa_task/")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--plots", type=int, default=6, help="situations drawn as bird's-eye plots")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
-    p.add_argument("--device", default=None)
-    p.add_argument("--cache-dir", type=Path, default=None)
+    add_dataclass_arguments(p, EvalConfig)
 
 
 def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device, limit=None,
@@ -44,7 +56,7 @@ def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device
     model.eval()
     for start in range(0, n, batch_size):
         samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        batch = {k: v.to(device) for k, v in collate(samples).items()}
+        batch = collate(samples).to(device)
         for s, p in zip(samples, model.predict(batch, max_new_tokens)):
             records.append({
                 "question_id": s.question_id, "scene_id": s.scene_id, "situation": s.situation,
@@ -104,24 +116,25 @@ def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path
         tmp.write_text("\n".join(lines) + "\n")
 
 
-def evaluate(checkpoint: Path, data: Path, split: str, out: Path, batch_size: int = 8, max_new_tokens: int = 16,
-             n_plots: int = 6, limit: int | None = None, device: str | None = None, cache_dir=None) -> dict:
+def evaluate(cfg: EvalConfig) -> dict:
+    """Predict a split, score it and write metrics.json, predictions.jsonl, report.md and plots into cfg.out."""
     from loc3r.model.loc3r import Loc3R
-    from loc3r.train import make_dataset
+    from loc3r.model.processor import make_dataset
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ckpt = resolve_checkpoint(checkpoint)
+    data, split, out = cfg.data, cfg.split, cfg.out
+    dev = default_device(cfg.device)
+    ckpt = resolve_checkpoint(cfg.checkpoint)
     model = Loc3R.from_pretrained(ckpt).to(dev)
-    dataset = make_dataset(model.config, data, split, cache_dir)
+    dataset = make_dataset(model.config, data, split, cfg.cache_dir)
     maps: dict = {}
-    records = predict_dataset(model, dataset, batch_size, max_new_tokens, dev, limit, maps)
+    records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps)
     metrics = compute_metrics(records)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     with atomic_path(out / "predictions.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     plots = []
-    for r in unique_situations(records)[:n_plots]:
+    for r in unique_situations(records)[:cfg.plots]:
         scene = dataset.scene(r["scene_id"])
         path = out / "plots" / f"{r['scene_id']}_{r['question_id']}.png"
         map_colors = token_colors(scene.frames, model.config.frame_grid, model.config.frame_grid_extent)
@@ -133,8 +146,7 @@ def evaluate(checkpoint: Path, data: Path, split: str, out: Path, batch_size: in
 
 
 def run(args: argparse.Namespace) -> int:
-    metrics = evaluate(args.checkpoint, args.data, args.split, args.out, args.batch_size, args.max_new_tokens,
-                       args.plots, args.limit, args.device, args.cache_dir)
+    metrics = evaluate(dataclass_from_args(EvalConfig, args))
     print(json.dumps({"localization": metrics["localization"], "qa": {k: metrics["qa"][k] for k in ("em1", "em_refined")},
                       "n": metrics["n"]}, indent=1))
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'}")

@@ -317,3 +317,8 @@ def layout_targets(depth_m, K, c2bev, grid_hw: tuple[int, int], min_valid_frac: 
         n_invalid_frames=int((~pose_ok).sum()),
         n_invalid_pixels=int((~depth_ok & pose_ok[:, None, None] & seen).sum()),
     )
+
+
+def yaw_bin_centres(bins: int) -> np.ndarray:
+    """Centres of `bins` equal yaw bins over (-pi, pi]: -pi + (b + 0.5) * 2 pi / bins, radians [bins]."""
+    return -np.pi + (np.arange(bins) + 0.5) * (2 * np.pi / bins)

@@ -16,34 +16,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from loc3r import geometry
 from loc3r.checkpoint import resolve_checkpoint
-from loc3r.data.collate import Collator
-from loc3r.data.sample import NO_SITUATION, Sample
-from loc3r.data.video import (frame_files, read_frame_dir, read_pose_dir, read_video, resize_frames, uniform_indices,
-                              video_frame_rate)
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
+from loc3r.constants import NO_SITUATION
+from loc3r.data.sample import Sample
+from loc3r.data.scannet import uniform_indices
+from loc3r.data.video import frame_files, read_frame_dir, read_pose_dir, read_video, resize_frames, video_frame_rate
 from loc3r.errors import Loc3rError, naming
+from loc3r.model.processor import Collator
+from loc3r.parallel import default_device
+
+
+@dataclass
+class InferConfig:
+    """The settings of `loc3r infer` (its flags are generated from these fields and their comments)."""
+
+    checkpoint: Path  # a checkpoint directory or a run directory (its newest checkpoint)
+    video: Path | None = None  # a video file (any format FFmpeg reads); or --frames
+    frames: Path | None = None  # a folder of frames (sorted numerically, else by name); or --video
+    poses: Path | None = None  # folder of 4x4 camera-to-world txt files named like the frames (<index>.txt for a video)
+    cut3r: Path | None = None  # converted CUT3R directory (loc3r convert-cut3r), for a cut3r-prior checkpoint
+    situation: str | None = None  # the speaker's situation ('I am standing in the room.' if none)
+    question: str | None = None  # the question
+    questions: Path | None = None  # JSONL of {"situation", "question"[, "id"]}, answered together (video computed once)
+    batch_size: int = 16  # questions answered together
+    json: bool = False  # print one JSON object per question
+    plot: Path | None = None  # write a bird's-eye plot of the (first) prediction (PNG)
+    max_new_tokens: int = 32  # longest generated answer
+    device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint directory or a run directory")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--video", type=Path, help="a video file (any format FFmpeg reads)")
-    src.add_argument("--frames", type=Path, help="a folder of frames (sorted numerically / by name)")
-    p.add_argument("--poses", type=Path, help="folder of 4x4 camera-to-world txt files named like the frames "
-                   "(<index>.txt for a video's decoded frames)")
-    p.add_argument("--cut3r", type=Path, help="converted CUT3R directory (loc3r convert-cut3r), for the cut3r prior")
-    p.add_argument("--situation", help=f"the speaker's situation ('{NO_SITUATION}' if none)")
-    p.add_argument("--question")
-    p.add_argument("--questions", type=Path, help='a JSONL file of {"situation", "question"[, "id"]}: answered '
-                   "together, the video computed once (--situation / --question: one question)")
-    p.add_argument("--batch-size", type=int, default=16, help="questions answered together")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", type=Path, help="write a bird's-eye plot of the (first) prediction (PNG)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--device", default=None)
+    add_dataclass_arguments(p, InferConfig)
 
 
 @dataclass
@@ -123,14 +129,16 @@ def read_questions(args) -> list[dict]:
     return out
 
 
-def infer(args) -> list[dict]:
+def infer(args: InferConfig) -> list[dict]:
     """The predictions for the user's video, one dict per question (printed by run); the video's prefix (its
     frames through the LLM) is computed once for all questions. With --plot, result["plot"] draws the bird's-eye
     plot when called (run calls it after printing the answers)."""
     from loc3r.model.loc3r import Loc3R
 
+    if (args.video is None) == (args.frames is None):
+        raise Loc3rError("pass the video as --video FILE or as --frames DIR (one of them)")
     questions = read_questions(args)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = default_device(args.device)
     model = Loc3R.from_pretrained(resolve_checkpoint(args.checkpoint)).to(device).eval()
     config = model.config
     video = load_video(args, config.num_frames, config.video_fps)
@@ -151,7 +159,7 @@ def infer(args) -> list[dict]:
     results, plots = [], []
     for start in range(0, len(samples), args.batch_size):
         chunk = samples[start:start + args.batch_size]
-        batch = {k: v.to(device) for k, v in collate.grouped([chunk]).items()}
+        batch = collate.grouped([chunk]).to(device)
         for s, pred in zip(chunk, model.predict(batch, args.max_new_tokens)):
             results.append({
                 "id": questions[s.question_id]["id"], "situation": s.situation, "question": s.question,
@@ -174,7 +182,13 @@ def infer(args) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = infer(args)
+    cfg = dataclass_from_args(InferConfig, args)
+    report(cfg, infer(cfg))
+    return 0
+
+
+def report(args: InferConfig, results: list[dict]) -> None:
+    """Print the answers (JSON lines with --json), then draw the plot: a plot that cannot be written loses nothing."""
     plot = results[0].pop("plot", None)
     for i, r in enumerate(results):
         if args.json:
@@ -190,4 +204,3 @@ def run(args: argparse.Namespace) -> int:
     if plot is not None:  # after the answers: a plot that cannot be written loses nothing computed
         sys.stdout.flush()
         plot()
-    return 0

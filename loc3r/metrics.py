@@ -52,7 +52,8 @@ def localization_metrics(pred_xy, gt_xy, pred_yaw_rad, gt_yaw_rad) -> dict[str, 
 # --------------------------------------------------------------------------------------------------------
 
 _TYPOS = {"letf": "left", "let": "left", "tehre": "there", "rigth": "right", "rght": "right", "behine": "behind",
-          "chai": "chair", "wasing": "washing", "waslked": "walked", "oclock": "o'clock", "backwards": "backward"}
+          "chai": "chair", "wasing": "washing", "waslked": "walked", "oclock": "o'clock", "backwards": "backward",
+          "tv": "TV"}
 _NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
             "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 _WORD_SUBS = {**_TYPOS, **{str(i): w for i, w in enumerate(_NUMBERS)}, "none": "zero", "23": "twenty-three"}
@@ -124,3 +125,219 @@ def caption_metrics(predictions: list[str], references: list[list[str]]) -> dict
     cider, _ = Cider().compute_score(gts, res)
     rouge, _ = Rouge().compute_score(gts, res)
     return {"cider": 100.0 * float(cider), "bleu4": 100.0 * float(bleu[3]), "rouge_l": 100.0 * float(rouge)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# ScanQA
+# --------------------------------------------------------------------------------------------------------
+
+SCANQA_NORMALISATIONS = ("leo", "raw")
+
+
+def java_available() -> bool:
+    """pycocoevalcap's PTB tokenizer and METEOR run a Java program."""
+    import shutil
+
+    return shutil.which("java") is not None
+
+
+def scanqa_metrics(predictions: list[str], references: list[list[str]], normalisation: str = "leo") -> dict:
+    """ScanQA's answer metrics (percent): EM@1, refined EM, BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap).
+
+    The published evaluators differ in normalisation, which moves CIDEr by several points, so both are offered:
+    - "leo" (LEO's clean_answer, as LLaVA-3D and VLM-3R; VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py): both
+      sides cleaned, then pycocoevalcap's PTB tokenizer; EM = the cleaned prediction equals a cleaned reference,
+      refined EM also accepts containment either way with spaces removed.
+    - "raw" (Video-3D-LLM's llava/eval/eval_scanqa.py, as Ross3D): the prediction's trailing '.' stripped, no
+      cleaning and no tokenizer (the scorers split on spaces); EM = the prediction equals a reference exactly
+      (case-sensitive); refined EM uses the containment rule on these raw strings.
+    The PTB tokenizer and METEOR need Java: without it, METEOR is None, "leo" splits on spaces, and "java" is False.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if normalisation not in SCANQA_NORMALISATIONS:
+        raise ValueError(f"unknown ScanQA normalisation {normalisation!r}: expected one of "
+                         f"{', '.join(SCANQA_NORMALISATIONS)}")
+    if normalisation == "leo":
+        preds = [clean_answer(p) for p in predictions]
+        refs = [[clean_answer(r) for r in rs] for rs in references]
+    else:
+        preds = [p.strip().rstrip(".") for p in predictions]
+        refs = [[r for r in rs] for rs in references]
+    scores = [answer_match(p, rs) for p, rs in zip(preds, refs)]
+    n = max(len(scores), 1)
+    java = java_available()
+    res = {i: [p] for i, p in enumerate(preds)}
+    gts = {i: list(rs) for i, rs in enumerate(refs)}
+    if normalisation == "leo" and java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tokenizer = PTBTokenizer()
+        res = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in res.items()})
+        gts = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in gts.items()})
+    res = {i: [v[0] if v and v[0].strip() else "none"] for i, v in res.items()}  # the scorers need one non-empty
+    gts = {i: [c if c.strip() else "none" for c in v] or ["none"] for i, v in gts.items()}
+    out = {"em1": 100.0 * sum(em for em, _ in scores) / n, "em_refined": 100.0 * sum(r for _, r in scores) / n}
+    if preds:
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        out.update({f"bleu{k + 1}": 100.0 * float(bleu[k]) for k in range(4)})
+        out["rouge_l"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+        out["cider"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+        out["meteor"] = None
+        if java:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            meteor = Meteor()
+            try:
+                out["meteor"] = 100.0 * float(meteor.compute_score(gts, res)[0])
+            finally:
+                meteor.close() if hasattr(meteor, "close") else None
+    out.update(normalisation=normalisation, java=java, n=len(scores))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# MSQA (MSR3D)
+# --------------------------------------------------------------------------------------------------------
+
+# MSR3D's evaluator/evaluate_msqa.py: the base question types (matched as substrings of a sample's type, e.g.
+# "attribute-color"), merged into six reported groups; the overall score is the count-weighted mean of the groups.
+MSQA_BASE_TYPES = ("counting", "existence", "attribute", "spatial relationship", "navigation", "refer", "affordance",
+                   "description", "room type")
+MSQA_GROUPS = {"counting": ("counting",), "existence": ("existence",),
+               "attribute_description": ("attribute", "description"),
+               "spatial_refer": ("spatial relationship", "refer"), "navigation": ("navigation",),
+               "others": ("affordance", "room type")}
+
+
+def msqa_group(question_type: str) -> str | None:
+    """The reported group of an MSQA question type, None when no base type matches it."""
+    t = question_type.lower()
+    base = next((b for b in MSQA_BASE_TYPES if b in t), None)
+    return next((g for g, members in MSQA_GROUPS.items() if base in members), None)
+
+
+def msqa_metrics(predictions: list[str], references: list[list[str]], types: list[str],
+                 questions: list[str] | None = None, judge=None) -> dict:
+    """MSQA's metrics as MSR3D's evaluator groups them (percent): EM-R (refined EM against the first reference,
+    both sides cleaned: equal, or containment either way with spaces removed), strict EM, per group and overall
+    (count-weighted over the groups). With `judge` (question, prediction, reference) -> 1..5, the GPT-score
+    (score - 1) * 25 likewise."""
+    rows = defaultdict(list)  # group -> [(strict, refined, gpt)]
+    for i, (pred, refs, kind) in enumerate(zip(predictions, references, types)):
+        group = msqa_group(kind)
+        if group is None:
+            continue
+        ref = refs[0] if refs else ""
+        strict, refined = answer_match(clean_answer(pred), [clean_answer(ref)])
+        gpt = None
+        if judge is not None:
+            gpt = (judge(questions[i] if questions else "", pred, ref) - 1) * 25.0
+        rows[group].append((strict, refined, gpt))
+    out = {}
+    for group in MSQA_GROUPS:
+        v = rows.get(group, [])
+        if not v:
+            continue
+        out[f"EM-R_{group}"] = 100.0 * sum(r for _, r, _ in v) / len(v)
+        out[f"EM_{group}"] = 100.0 * sum(s for s, _, _ in v) / len(v)
+        if judge is not None:
+            out[f"GPT-Score_{group}"] = sum(g for _, _, g in v) / len(v)
+        out[f"n_{group}"] = len(v)
+    total = sum(len(v) for v in rows.values())
+    if total:
+        out["EM-R_overall"] = 100.0 * sum(r for v in rows.values() for _, r, _ in v) / total
+        out["EM_overall"] = 100.0 * sum(s for v in rows.values() for s, _, _ in v) / total
+        if judge is not None:
+            out["GPT-Score_overall"] = sum(g for v in rows.values() for _, _, g in v) / total
+    out["n"] = total
+    return out
+
+
+class OpenAIJudge:
+    """MSQA's GPT-score judge through an OpenAI-compatible chat endpoint the user gives (off by default). MSR3D
+    sends its judge prompt from a file it does not publish, then "Question: ...\\nAnswer: ...\\nGround Truth: ...",
+    and reads the first integer of the reply as a 1-5 score; the system prompt below is ours."""
+
+    SYSTEM = ("You grade answers to questions about a 3D scene. Compare the answer with the ground truth and reply "
+              "with one integer from 1 (wrong) to 5 (fully correct and complete), nothing else.")
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 60.0):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout_s = model, api_key, timeout_s
+
+    def __call__(self, question: str, prediction: str, reference: str) -> int:
+        import json as json_module
+        import urllib.request
+
+        body = {"model": self.model, "temperature": 0, "messages": [
+            {"role": "system", "content": self.SYSTEM},
+            {"role": "user", "content": f"Question: {question}\nAnswer: {prediction}\nGround Truth: {reference}"}]}
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, json_module.dumps(body).encode(), headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                reply = json_module.loads(response.read())["choices"][0]["message"]["content"]
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise RuntimeError(f"{self.url}: the judge did not answer ({e})") from None
+        m = re.search(r"\d+", reply)
+        return min(5, max(1, int(m.group(0)))) if m else 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# VSI-Bench (lmms-eval / thinking-in-space lmms_eval/tasks/vsibench/utils.py)
+# --------------------------------------------------------------------------------------------------------
+
+VSI_MULTIPLE_CHOICE = ("object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard",
+                       "object_rel_distance", "route_planning", "obj_appearance_order")
+VSI_NUMERIC = ("object_abs_distance", "object_counting", "object_size_estimation", "room_size_estimation")
+VSI_TYPES = VSI_MULTIPLE_CHOICE + VSI_NUMERIC
+
+
+def vsi_first_word(prediction: str) -> str:
+    """lmms-eval's fuzzy_matching: the first space-separated word, trailing '.' removed."""
+    return prediction.strip().split(" ")[0].rstrip(".").strip()
+
+
+def mean_relative_accuracy(prediction: str, target: float) -> float:
+    """VSI-Bench's MRA: the share of thresholds c in 0.50, 0.55, ..., 0.95 with |pred - target| / target <= 1 - c;
+    a prediction that is not a number scores 0."""
+    try:
+        value = float(vsi_first_word(prediction))
+    except ValueError:
+        return 0.0
+    thresholds = np.linspace(0.5, 0.95, 10)
+    return float(np.mean(abs(value - target) / abs(target) <= 1 - thresholds))
+
+
+def vsibench_metrics(predictions: list[str], targets: list[str], types: list[str]) -> dict:
+    """Per task (percent): accuracy of multiple choice (first word, case-insensitive exact match to the letter),
+    MRA of numeric answers; the three relative-direction sub-types averaged into one task; overall = the unweighted
+    mean of the 8 task scores. Names as lmms-eval's vsibench task writes them."""
+    per_type = defaultdict(list)
+    for pred, target, kind in zip(predictions, targets, types):
+        if kind in VSI_MULTIPLE_CHOICE:
+            per_type[kind].append(float(vsi_first_word(pred).lower() == str(target).strip().lower()))
+        elif kind in VSI_NUMERIC:
+            per_type[kind].append(mean_relative_accuracy(pred, float(target)))
+        else:
+            raise ValueError(f"unknown VSI-Bench question_type {kind!r}")
+    out = {}
+    for kind in VSI_NUMERIC:
+        if per_type.get(kind):
+            out[f"{kind}_mra"] = 100.0 * float(np.mean(per_type[kind]))
+    for kind in ("object_rel_distance", "route_planning", "obj_appearance_order"):
+        if per_type.get(kind):
+            out[f"{kind}_accuracy"] = 100.0 * float(np.mean(per_type[kind]))
+    directions = [per_type[k] for k in VSI_MULTIPLE_CHOICE[:3] if per_type.get(k)]
+    if directions:
+        out["object_rel_direction_accuracy"] = 100.0 * float(np.mean([np.mean(d) for d in directions]))
+    tasks = [v for k, v in out.items()]
+    if tasks:
+        out["vsibench_overall"] = float(np.mean(tasks))
+    out["n"] = sum(len(v) for v in per_type.values())
+    return out

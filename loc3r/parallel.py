@@ -45,6 +45,11 @@ def compute_init(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world_size, local_rank, dev)
 
 
+def default_device(name: str | None = None) -> torch.device:
+    """`name` (cpu, cuda, cuda:1 ...), else the GPU when there is one, else the CPU."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def compute_cleanup() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -97,7 +102,3 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp", activati
         return model
     raise ValueError(f"unknown parallel strategy {strategy!r}: expected 'ddp' or 'fsdp'")
 
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (FSDP2 modifies the module in place)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

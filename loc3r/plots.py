@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from loc3r import geometry
+from loc3r.data.scannet import ScanNetScene
 from loc3r.io import atomic_path
 
 
@@ -86,8 +89,6 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
     if "truth" in axes:
         ax = axes["truth"]
         if points is not None and len(points):
-            from loc3r.show import layout_mask
-
             keep = layout_mask(points)
             ax.scatter(points[keep, 0], points[keep, 1], c=colors[keep], s=1.2, linewidths=0)
         _situation_panel(ax, "the room from depth (ground truth)" if points is not None else "", gt_xy=gt_xy,
@@ -103,8 +104,7 @@ def draw_prediction(points=None, colors=None, trajectory=None, pred_xy=None, pre
         inset = fig.add_axes([0.80 if len(panels) > 1 else 0.74, 0.5, 0.18 if len(panels) > 1 else 0.24, 0.3],
                              projection="polar")
         bins = len(yaw_probs)
-        centres = -np.pi + (np.arange(bins) + 0.5) * 2 * np.pi / bins
-        inset.bar(centres, yaw_probs, width=2 * np.pi / bins, color="tab:red", alpha=0.7)
+        inset.bar(geometry.yaw_bin_centres(bins), yaw_probs, width=2 * np.pi / bins, color="tab:red", alpha=0.7)
         if gt_yaw is not None:
             inset.plot([gt_yaw, gt_yaw], [0, max(yaw_probs)], color="tab:green", lw=2)
         inset.set_yticklabels([])
@@ -122,10 +122,6 @@ def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, rec
                    map_xy=None, map_colors=None) -> None:
     """An evaluation record (see loc3r.evaluate) drawn over its scene's points, beside the model's own map
     (map_xy [M, 2], map_colors [M, 3], see draw_prediction) when given."""
-    from loc3r import geometry
-    from loc3r.data.scannet import ScanNetScene
-    from loc3r.show import scene_points_bev
-
     scene = ScanNetScene(data_root, scene_id)
     points, colors = scene_points_bev(scene, world_to_bev, 12)
     traj = geometry.poses_to_bev(world_to_bev, scene.read_poses(scene.valid_frame_ids))[:, :2, 3]
@@ -134,3 +130,27 @@ def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, rec
     draw_prediction(points, colors, traj, np.array(record["pred_xy"]), np.array(record["pred_sigma"]),
                     record["pred_yaw_rad"], np.array(record["yaw_probs"]), np.array(record["gt_xy"]),
                     record["gt_yaw_rad"], title, out, map_xy, map_colors)
+
+
+def scene_points_bev(scene: ScanNetScene, world_to_bev, num_frames: int):
+    """Coloured BEV points [N, 3] and colours [N, 3] in [0, 1] from T frames' depth (~100 x 75 pixels each)."""
+    pts, cols = [], []
+    for i in scene.sampled_frame_ids(num_frames):
+        depth = scene.read_depth_m(int(i))
+        stride = max(1, round(depth.shape[1] / 100))
+        depth = depth[::stride, ::stride]
+        H, W = depth.shape
+        K = geometry.scale_intrinsics(scene.intrinsic_depth, (H * stride, W * stride), (H, W))
+        rgb = np.asarray(Image.fromarray(scene.read_color(int(i))).resize((W, H), Image.BILINEAR)) / 255.0
+        c2bev = world_to_bev @ scene.read_pose(int(i))
+        p = geometry.depth_to_points(depth, K, c2bev)
+        ok = depth > 0
+        pts.append(p[ok])
+        cols.append(rgb[ok])
+    return np.concatenate(pts), np.concatenate(cols)
+
+
+def layout_mask(points) -> np.ndarray:
+    """Points [N, 3] that show the layout from above: floor (lowest 2%, + 10 cm) and ceiling (top 2%) dropped."""
+    z = points[:, 2]
+    return (z > np.percentile(z, 2) + 0.1) & (z < np.percentile(z, 98))

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from loc3r import geometry
 from loc3r.data.dataset import is_situated
@@ -19,7 +18,7 @@ from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path
-from loc3r.plots import draw_pose
+from loc3r.plots import draw_pose, layout_mask, scene_points_bev
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,30 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--situation", type=int, default=None, help="index of the scene's situation to draw (0-based)")
     p.add_argument("--out", required=True, type=Path, help="output PNG file")
     p.add_argument("--frames", type=int, default=16, help="frames unprojected for the point cloud")
-
-
-def scene_points_bev(scene: ScanNetScene, world_to_bev, num_frames: int):
-    """Coloured BEV points [N, 3] and colours [N, 3] in [0, 1] from T frames' depth (~100 x 75 pixels each)."""
-    pts, cols = [], []
-    for i in scene.sampled_frame_ids(num_frames):
-        depth = scene.read_depth_m(int(i))
-        stride = max(1, round(depth.shape[1] / 100))
-        depth = depth[::stride, ::stride]
-        H, W = depth.shape
-        K = geometry.scale_intrinsics(scene.intrinsic_depth, (H * stride, W * stride), (H, W))
-        rgb = np.asarray(Image.fromarray(scene.read_color(int(i))).resize((W, H), Image.BILINEAR)) / 255.0
-        c2bev = world_to_bev @ scene.read_pose(int(i))
-        p = geometry.depth_to_points(depth, K, c2bev)
-        ok = depth > 0
-        pts.append(p[ok])
-        cols.append(rgb[ok])
-    return np.concatenate(pts), np.concatenate(cols)
-
-
-def layout_mask(points) -> np.ndarray:
-    """Points [N, 3] that show the layout from above: floor (lowest 2%, + 10 cm) and ceiling (top 2%) dropped."""
-    z = points[:, 2]
-    return (z > np.percentile(z, 2) + 0.1) & (z < np.percentile(z, 98))
 
 
 def scene_records(root: Path, scene_id: str) -> list[SQA3DRecord]:

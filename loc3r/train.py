@@ -1,8 +1,8 @@
 """`loc3r train` / `torchrun --nproc_per_node N -m loc3r.train ...`: the training loop.
 
 One code path for one process and for torchrun (DDP, or FSDP2 for the 7B: loc3r.parallel does the wrapping).
-AdamW on the trainable parameters (frozen parts per the config), linear warm-up then cosine decay, gradient
-clipping, gradient accumulation. Choices that make runs reproducible and resumable:
+AdamW on the trainable parameters (frozen parts per the config), linear warm-up then cosine decay (transformers'
+get_cosine_schedule_with_warmup), gradient clipping, gradient accumulation. Choices that make runs reproducible and resumable:
 - The data order is a pure function of (seed, sample position): epoch e uses permutation(seed + e) of the
   training set, and an optimizer step consumes `batch_size * world_size * grad_accum` consecutive positions, rank r
   taking the r-th slice of each micro-batch. A resumed run continues at the saved position, and one process with
@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
 import json
-import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,131 +29,126 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from transformers import get_cosine_schedule_with_warmup
 
 from loc3r import parallel
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
                               save_checkpoint)
-from loc3r.data.collate import Collator
 from loc3r.data.dataset import SituatedQADataset
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path
-from loc3r.model.config import Loc3RConfig
+from loc3r.model.config import PRIORS, Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Batch, Collator, make_dataset
+from loc3r.model.tokenizer import build_tiny_tokenizer
 from loc3r.parallel import print0
+from loc3r.priors.cut3r import CUT3R_INPUTS
 
 # ---------------------------------------------------------------------------------------------------------
-# Arguments
+# Settings
 # ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """The settings of one training run; `loc3r train`'s flags are generated from these fields and their comments
+    (loc3r.command.add_dataclass_arguments). None: the preset's default."""
+
+    data: Path  # data root: scans/ and sqa_task/ (ScanNet / SQA3D formats)
+    out: Path  # run directory (checkpoints, log.jsonl)
+    preset: str = "tiny"  # tiny | llava_video_7b
+    base: Path | None = None  # local LLaVA-Video-7B-Qwen2 directory (transformers format), for the 7B
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 8  # videos per process and micro-batch
+    questions_per_video: int | None = None  # questions of a video sharing its computed prefix (tiny 8; 7B 1)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float | None = None  # peak learning rate (tiny 2e-3; 7B 1e-5, the paper's)
+    warmup: float = 0.03  # warm-up steps, or a fraction of --steps when < 1
+    weight_decay: float = 0.0  # AdamW weight decay
+    clip: float = 1.0  # gradient-norm clipping (0: off)
+    frames: int | None = None  # T frames per video (tiny 8, 7B 32)
+    prior: str | None = None  # camera-token prior: poses | cut3r | none (tiny poses, 7B cut3r)
+    cut3r_dim: int | None = None  # width of the CUT3R camera tokens (default: that of the cached tokens)
+    cut3r_input: str | None = None  # frames CUT3R saw (extract-priors --cut3r-input): demo | vlm3r
+    no_layout: bool = False  # ablation: no layout reconstruction loss
+    no_situation: bool = False  # ablation: no position / orientation loss
+    orientation_sigma: float | None = None  # sigma of the wrapped-Gaussian yaw target, radians
+    lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
+    lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
+    situation_start: float | None = None  # situation losses off for this many steps, or fraction (tiny 0.2, 7B 0)
+    lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
+    lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
+    seed: int = 0  # model initialisation and data order
+    resume: bool = False  # continue from the newest checkpoint in --out
+    save_every: int = 500  # checkpoint every N steps (and at the end)
+    keep: int = 2  # checkpoints kept (the newest ones)
+    log_every: int = 10  # steps between log.jsonl records
+    workers: int | None = None  # data-loading processes (default: 2 with a GPU, 0 on a CPU)
+    device: str | None = None  # cpu, cuda, cuda:1 ... (default: cuda:<local rank> when there is a GPU)
+    parallel: str | None = None  # ddp | fsdp (tiny ddp, 7B fsdp)
+    activation_checkpointing: bool = False  # recompute activations in the backward pass (always on for the 7B)
+    cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
+    quiet: bool = False  # no progress bar
+
+    CHOICES: ClassVar[dict] = {"preset": ("tiny", "llava_video_7b"), "prior": PRIORS, "cut3r_input": CUT3R_INPUTS,
+                               "parallel": ("ddp", "fsdp")}
+
+    @property
+    def is_7b(self) -> bool:
+        return self.preset == "llava_video_7b"
+
+    def model_overrides(self) -> dict:
+        """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""
+        pairs = [("num_frames", self.frames), ("prior", self.prior), ("cut3r_dim", self.cut3r_dim),
+                 ("cut3r_input", self.cut3r_input), ("orientation_sigma_rad", self.orientation_sigma),
+                 ("lambda_layout", 0.0 if self.no_layout else self.lambda_layout),
+                 ("lambda_situation", 0.0 if self.no_situation else self.lambda_situation)]
+        return {k: v for k, v in pairs if v is not None}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=["tiny", "llava_video_7b"], default="tiny")
-    p.add_argument("--base", type=Path, help="local LLaVA-Video-7B-Qwen2 directory (transformers format), for the 7B")
-    p.add_argument("--data", type=Path, required=True, help="data root: scans/ and sqa_task/ (ScanNet / SQA3D formats)")
-    p.add_argument("--out", type=Path, required=True, help="run directory (checkpoints, log.jsonl)")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=8, help="videos per process and micro-batch")
-    p.add_argument("--questions-per-video", type=int, default=None,
-                   help="questions of one video in a micro-batch, its video computed once and shared by them "
-                        "(tiny: 8; 7B and with activation checkpointing: 1)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (tiny: 2e-3, 7B: 1e-5 as the paper)")
-    p.add_argument("--warmup", type=float, default=0.03, help="warm-up steps, or a fraction of --steps when < 1")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (0: off)")
-    p.add_argument("--frames", type=int, default=None, help="T frames per video (preset default if omitted)")
-    p.add_argument("--prior", choices=["poses", "cut3r", "none"], default=None, help="camera-token prior")
-    p.add_argument("--cut3r-dim", type=int, default=None,
-                   help="width of the CUT3R camera tokens (default: that of the tokens extract-priors cached)")
-    p.add_argument("--cut3r-input", choices=["demo", "vlm3r"], default=None,
-                   help="frames CUT3R saw (extract-priors --cut3r-input): demo (default) or vlm3r")
-    p.add_argument("--no-layout", action="store_true", help="ablation: no layout reconstruction loss")
-    p.add_argument("--no-situation", action="store_true", help="ablation: no position / orientation loss")
-    p.add_argument("--orientation-sigma", type=float, default=None, help="wrapped-Gaussian sigma (rad)")
-    p.add_argument("--lambda-layout", type=float, default=None, help="layout loss weight (paper and 7B: 0.05; tiny: 1)")
-    p.add_argument("--lambda-situation", type=float, default=None, help="situation loss weight (paper and 7B: 0.075; tiny: 1)")
-    p.add_argument("--situation-start", type=float, default=None,
-                   help="geometry first: the situation losses are off for this many steps (or this fraction of "
-                        "--steps when < 1), then on (tiny: 0.2, 7B: 0, as the paper)")
-    p.add_argument("--lora", type=int, default=None, metavar="R",
-                   help="LoRA of rank R (peft) on the LLM's attention and MLP projections instead of full fine-tuning; "
-                        "camera projector and heads fully trained; checkpoints hold merged plain weights")
-    p.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2 R)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps (and at the end)")
-    p.add_argument("--keep", type=int, default=2, help="checkpoints kept (the newest ones)")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda:<local rank> if present)")
-    p.add_argument("--parallel", choices=["ddp", "fsdp"], default=None, help="default: ddp for tiny, fsdp for 7B")
-    p.add_argument("--activation-checkpointing", action="store_true", help="default on for the 7B")
-    p.add_argument("--cache-dir", type=Path, default=None, help="per-scene caches (default <data>/cache)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_arguments(p, TrainConfig)
 
 
-def config_from_args(args) -> Loc3RConfig:
+def model_config(run: TrainConfig) -> Loc3RConfig:
     """The model configuration of a run (preset + overrides)."""
-    overrides = {}
-    if args.frames is not None:
-        overrides["num_frames"] = args.frames
-    if args.prior is not None:
-        overrides["prior"] = args.prior
-    if args.cut3r_dim is not None:
-        overrides["cut3r_dim"] = args.cut3r_dim
-
-    if args.no_layout:
-        overrides["lambda_layout"] = 0.0
-    if args.no_situation:
-        overrides["lambda_situation"] = 0.0
-    if args.cut3r_input is not None:
-        overrides["cut3r_input"] = args.cut3r_input
-    if args.orientation_sigma is not None:
-        overrides["orientation_sigma_rad"] = args.orientation_sigma
-    if args.lambda_layout is not None:
-        overrides["lambda_layout"] = args.lambda_layout
-    if args.lambda_situation is not None:
-        overrides["lambda_situation"] = args.lambda_situation
-    if args.preset == "tiny":
+    overrides = run.model_overrides()
+    if run.preset == "tiny":
         config = Loc3RConfig.tiny(**overrides)
-    elif args.base is None:
+    elif run.base is None:
         raise Loc3rError("--preset llava_video_7b needs --base DIR (a local LLaVA-Video-7B-Qwen2 in transformers format)")
     else:
-        config = Loc3RConfig.llava_video_7b(args.base, **overrides)
-    if config.prior == "cut3r" and args.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
+        config = Loc3RConfig.llava_video_7b(run.base, **overrides)
+    if config.prior == "cut3r" and run.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
         from loc3r.priors.cut3r import cached_token_width
 
-        config = dataclasses.replace(config, cut3r_dim=cached_token_width(args.data, config.num_frames))
+        config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.data, config.num_frames))
     return config
 
 
-def camera_token_source(config: Loc3RConfig, data_root: Path):
-    """(scene_id, frame_ids) -> cached CUT3R tokens [T, d], for the 'cut3r' prior; None otherwise."""
-    if config.prior != "cut3r":
-        return None
-    from loc3r.priors.cut3r import cache_path, load_cached_tokens
-
-    def tokens(scene_id: str, frame_ids: np.ndarray) -> np.ndarray:
-        cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids, config.cut3r_input)
-        if cached is None:
-            raise Loc3rError(f"{data_root}/priors/cut3r: no camera tokens for {scene_id} with T={len(frame_ids)}: "
-                             f"run `loc3r extract-priors --cut3r DIR --data {data_root} --frames {len(frame_ids)}`")
-        if cached.shape[-1] != config.cut3r_dim:
-            raise Loc3rError(f"{cache_path(data_root, scene_id, len(frame_ids))}: camera tokens of width "
-                             f"{cached.shape[-1]}, the model's cut3r_dim is {config.cut3r_dim}")
-        return cached
-
-    return tokens
-
-
-def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=None) -> SituatedQADataset:
-    return SituatedQADataset(data_root, split, config.num_frames, config.image_size, config.frame_grid,
-                             cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root),
-                             grid_extent=config.frame_grid_extent, video_fps=config.video_fps)
+def check_resume_settings(run: TrainConfig, checkpoint: Path, config: Loc3RConfig) -> None:
+    """Refuse flags that contradict the checkpoint a run resumes from (instead of silently ignoring them)."""
+    for name, value in run.model_overrides().items():
+        if getattr(config, name) != value:
+            raise Loc3rError(f"{checkpoint}: --resume with {name} = {value!r}, but the checkpoint was trained with "
+                             f"{getattr(config, name)!r} (drop the flag, or start a new run)")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Data order, schedule, loss normalisation
 # ---------------------------------------------------------------------------------------------------------
+
+
+def tiny_tokenizer(dataset: SituatedQADataset):
+    """The tiny preset's word-level tokenizer: the synthetic rooms' vocabulary and every word of the training set's
+    situations, questions and answers (so that real data trains the tiny model too)."""
+    from loc3r.synth.language import tokenize, vocabulary
+
+    words = set(vocabulary())
+    for r in dataset.records:
+        words.update(tokenize(" ".join([r.situation, r.question, *r.answers])))
+    return build_tiny_tokenizer(sorted(words))
 
 
 def sample_index(position: int, n: int, seed: int) -> int:
@@ -182,15 +179,7 @@ def video_groups(scene_ids: list[str], per_video: int, seed: int) -> list[list[i
     return units
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up to 1 over `warmup` steps, then cosine decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def loss_denominators(batches: list[dict], info: parallel.DistInfo) -> dict[str, torch.Tensor]:
+def loss_denominators(batches: list[Batch], info: parallel.DistInfo) -> dict[str, torch.Tensor]:
     """Per-loss counts over all micro-batches of the step and all ranks, divided by the world size (DDP averages
     gradients over ranks, so each rank normalises by its share of the global count)."""
     per_batch = [Loc3R.loss_counts(b) for b in batches]
@@ -218,122 +207,172 @@ def truncate_log(path: Path, step: int) -> None:
         tmp.write_text("".join(kept))
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+class StepBatches(torch.utils.data.Dataset):
+    """Item i: this rank's micro-batches of optimizer step `first_step + i`, a pure function of the data position
+    (so a DataLoader's workers build them in any process and a resumed run reads exactly what it would have)."""
+
+    def __init__(self, run: TrainConfig, dataset: SituatedQADataset, collate: Collator, units: list[list[int]],
+                 per_video: int, info: parallel.DistInfo, first_step: int, first_position: int):
+        self.run, self.dataset, self.collate, self.units, self.per_video = run, dataset, collate, units, per_video
+        self.rank, self.world = info.rank, info.world_size
+        self.first_step, self.first_position = first_step, first_position
+        self.step_samples = run.batch_size * info.world_size * run.grad_accum  # units (videos with their questions)
+
+    def __len__(self) -> int:
+        return max(0, self.run.steps - self.first_step)
+
+    def __getitem__(self, i: int) -> list[dict]:
+        position = self.first_position + i * self.step_samples
+        batches = []
+        for k in range(self.run.grad_accum):
+            idx = micro_batch_indices(position + k * self.run.batch_size * self.world, len(self.units), self.run.seed,
+                                      self.run.batch_size, self.rank, self.world)
+            groups = [[self.dataset[j] for j in self.units[u]] for u in idx]
+            batches.append(self.collate.grouped(groups) if self.per_video > 1 else self.collate([g[0] for g in groups]))
+        return batches
 
 
-# ---------------------------------------------------------------------------------------------------------
-# The loop
-# ---------------------------------------------------------------------------------------------------------
+def _keep(item):
+    return item
 
 
-def train(args) -> Path:
-    """Run (or resume) training; returns the final checkpoint directory."""
-    info = parallel.compute_init(args.device)
-    torch.manual_seed(args.seed)
-    config = config_from_args(args)
-    is_7b = args.preset == "llava_video_7b"
-    lr = args.lr if args.lr is not None else (1e-5 if is_7b else 2e-3)
-    strategy = args.parallel or ("fsdp" if is_7b else "ddp")
+@dataclass
+class Session:
+    """Everything a run's loop needs, built by `set_up`."""
+
+    run: TrainConfig
+    info: parallel.DistInfo
+    model: Loc3R
+    wrapped: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: torch.utils.data.DataLoader
+    params: list
+    tensor_names: list[str]
+    strategy: str
+    situation_start: int
+    start_step: int
+    position: int
+    step_samples: int
+
+
+def set_up(run: TrainConfig) -> Session:
+    """Model (fresh, or resumed from the newest checkpoint), data, optimizer and schedule of a run."""
+    info = parallel.compute_init(run.device)
+    torch.manual_seed(run.seed)
+    config = model_config(run)
+    lr = run.lr if run.lr is not None else (1e-5 if run.is_7b else 2e-3)
+    strategy = run.parallel or ("fsdp" if run.is_7b else "ddp")
     start_step, position = 0, 0
-    resume_dir = latest_checkpoint(args.out) if args.resume else None
-    if args.resume and resume_dir is None:
-        print0(f"--resume: no checkpoint in {args.out}, starting from scratch")
+    resume_dir = latest_checkpoint(run.out) if run.resume else None
+    if run.resume and resume_dir is None:
+        print0(f"--resume: no checkpoint in {run.out}, starting from scratch")
     lora_resume = resume_dir is not None and (resume_dir / LORA_STATE).is_file()
-    if resume_dir is not None and bool(args.lora) != lora_resume:
+    if resume_dir is not None and bool(run.lora) != lora_resume:
         raise Loc3rError(f"{resume_dir}: " + ("a --lora run: resume it with the same --lora" if lora_resume else
                                               "not a --lora run: resume it without --lora"))
     if resume_dir is not None and not lora_resume:
         model = Loc3R.from_pretrained(resume_dir)
+        check_resume_settings(run, resume_dir, model.config)
         config = model.config
-    else:  # a LoRA run resumes from its initial model (same seed), whose frozen weights it never changed
-        model = Loc3R(config)
-    if args.lora:
-        model.add_lora(args.lora, args.lora_alpha)
+    dataset = make_dataset(config, run.data, "train", run.cache_dir)
+    if len(dataset) == 0:
+        raise Loc3rError(f"{run.data}: the train split has no questions")
+    if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
+        torch.manual_seed(run.seed)
+        model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
+    if run.lora:
+        model.add_lora(run.lora, run.lora_alpha)
         if lora_resume:
             load_lora_run(resume_dir, model)
     model.to(info.device)
-    dataset = make_dataset(config, args.data, "train", args.cache_dir)
-    if len(dataset) == 0:
-        raise Loc3rError(f"{args.data}: the train split has no questions")
     dataset.prepare(info.rank, info.world_size)  # each rank builds its share of the cache files (atomic writes)
     if info.distributed:
         dist.barrier()
-    collate = Collator(model.tokenizer, config)
-    checkpointing = args.activation_checkpointing or is_7b
-    per_video = args.questions_per_video or (1 if checkpointing else 8)
+    checkpointing = run.activation_checkpointing or run.is_7b
+    per_video = run.questions_per_video or (1 if checkpointing else 8)
     if per_video < 1:
         raise Loc3rError(f"--questions-per-video must be >= 1, got {per_video}")
     if per_video > 1 and checkpointing:  # a recomputed layer would write its keys / values into the shared cache again
         raise Loc3rError("--questions-per-video > 1 (a shared video prefix) does not combine with activation "
                          "checkpointing: pass --questions-per-video 1")
-    units = video_groups([r.scene_id for r in dataset.records], per_video, args.seed)
-    start = args.situation_start if args.situation_start is not None else (0.0 if is_7b else 0.2)
-    situation_start = int(start * args.steps) if start < 1 else int(start)
+    units = video_groups([r.scene_id for r in dataset.records], per_video, run.seed)
+    start = run.situation_start if run.situation_start is not None else (0.0 if run.is_7b else 0.2)
 
     tensor_names = list(model.checkpoint_tensors())
     wrapped = parallel.wrap_model(model, info, strategy, checkpointing)
     params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=args.weight_decay, betas=(0.9, 0.999))
-    warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.steps, max(1, warmup)))
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
+    warmup = int(run.warmup * run.steps) if run.warmup < 1 else int(run.warmup)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     if resume_dir is not None:
         start_step, position = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule (--steps may differ)
             group["lr"] = base * scheduler.lr_lambdas[0](start_step)
         print0(f"resumed from {resume_dir} at step {start_step}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    if info.is_main:
-        truncate_log(args.out / "log.jsonl", start_step)
-    log_file = open(args.out / "log.jsonl", "a") if info.is_main else None
-    step_samples = args.batch_size * info.world_size * args.grad_accum  # units (videos with their questions)
+    steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
+    workers = run.workers if run.workers is not None else (2 if info.device.type == "cuda" else 0)
+    if workers > 0:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
+    loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
+                                         collate_fn=_keep, pin_memory=info.device.type == "cuda")
     n_params = sum(p.numel() for p in model.parameters())
-    print0(f"training {args.preset} ({n_params / 1e6:.1f}M parameters, {sum(p.numel() for p in params) / 1e6:.1f}M "
-           f"trainable) on {len(dataset)} questions, {info.world_size} process(es), {step_samples} videos/step with "
-           f"up to {per_video} questions each")
+    print0(f"training {run.preset} ({n_params / 1e6:.1f}M parameters, {sum(p.numel() for p in params) / 1e6:.1f}M "
+           f"trainable) on {len(dataset)} questions, {info.world_size} process(es), {steps.step_samples} videos/step "
+           f"with up to {per_video} questions each")
+    return Session(run, info, model, wrapped, optimizer, scheduler, loader, params, tensor_names, strategy,
+                   int(start * run.steps) if start < 1 else int(start), start_step, position, steps.step_samples)
+
+
+def train_step(s: Session, step: int, batches: list[Batch]) -> dict[str, float]:
+    """One optimizer step over this rank's micro-batches; returns the summed losses and the gradient norm."""
+    batches = [b.to(s.info.device) for b in batches]
+    denominators = loss_denominators(batches, s.info)
+    scale = 0.0 if step < s.situation_start else 1.0
+    sums = {}
+    for k, batch in enumerate(batches):
+        sync = k == len(batches) - 1 or not s.info.distributed or s.strategy != "ddp"
+        with s.wrapped.no_sync() if not sync else contextlib.nullcontext():
+            out = s.wrapped(batch, loss_denominators=denominators, situation_scale=scale)
+            out.loss.backward()
+        for name, value in {"loss": out.loss, **out.losses}.items():
+            sums[name] = sums.get(name, 0.0) + float(value.detach())
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, s.run.clip) if s.run.clip > 0 else None
+    s.optimizer.step()
+    s.scheduler.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    sums["grad_norm"] = float(grad_norm) if grad_norm is not None else None
+    sums["questions"] = sum(len(b.question_id) for b in batches)
+    return sums
+
+
+def train(run: TrainConfig) -> Path:
+    """Run (or resume) training; returns the final checkpoint directory."""
+    s = set_up(run)
+    info = s.info
+    run.out.mkdir(parents=True, exist_ok=True)
+    if info.is_main:
+        truncate_log(run.out / "log.jsonl", s.start_step)
+    log_file = open(run.out / "log.jsonl", "a") if info.is_main else None
     bar = None
-    if info.is_main and not args.quiet:
+    if info.is_main and not run.quiet:
         from tqdm import tqdm
-        bar = tqdm(total=args.steps, initial=start_step, desc="train", dynamic_ncols=True, file=sys.stdout)
-
-    final_dir = None
-    wrapped.train()
+        bar = tqdm(total=run.steps, initial=s.start_step, desc="train", dynamic_ncols=True, file=sys.stdout)
+    final_dir, position = None, s.position
+    s.wrapped.train()
     t_last, questions_since = time.perf_counter(), 0
-    for step in range(start_step, args.steps):
-        batches = []
-        for k in range(args.grad_accum):
-            idx = micro_batch_indices(position + k * args.batch_size * info.world_size, len(units), args.seed,
-                                      args.batch_size, info.rank, info.world_size)
-            groups = [[dataset[i] for i in units[u]] for u in idx]
-            batch = collate.grouped(groups) if per_video > 1 else collate([g[0] for g in groups])
-            questions_since += len(batch["question_id"])
-            batches.append(to_device(batch, info.device))
-        denominators = loss_denominators(batches, info)
-        sums = {}
-        for k, batch in enumerate(batches):
-            batch["loss_denominators"] = denominators
-            batch["situation_scale"] = 0.0 if step < situation_start else 1.0
-            sync = k == len(batches) - 1 or not info.distributed or strategy != "ddp"
-            ctx = wrapped.no_sync() if not sync else contextlib.nullcontext()
-            with ctx:
-                out = wrapped(batch)
-                out.loss.backward()
-            for name, value in {"loss": out.loss, **out.losses}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip) if args.clip > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        position += step_samples
+    for step, batches in zip(range(s.start_step, run.steps), s.loader):
+        sums = train_step(s, step, batches)
+        questions_since += sums.pop("questions")
+        grad_norm = sums.pop("grad_norm")
+        position += s.step_samples
         done = step + 1
-
-        if done % args.log_every == 0 or done == args.steps:
+        if done % run.log_every == 0 or done == run.steps:
             now = time.perf_counter()
-            record = {"step": done, "lr": scheduler.get_last_lr()[0],
+            record = {"step": done, "lr": s.scheduler.get_last_lr()[0],
                       **{k: parallel.all_reduce_mean(v, info) for k, v in sums.items()},
-                      "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                      "questions_per_s": questions_since / (now - t_last)}
+                      "grad_norm": grad_norm, "questions_per_s": questions_since / (now - t_last)}
             t_last, questions_since = now, 0
             if log_file is not None:
                 log_file.write(json.dumps(record) + "\n")
@@ -343,24 +382,24 @@ def train(args) -> Path:
                                                                    "questions_per_s")})
         if bar is not None:
             bar.update(1)
-        if done % args.save_every == 0 or done == args.steps:
-            final_dir = save_checkpoint(args.out, done, position, wrapped, model, optimizer, scheduler, info,
-                                        tensor_names, extra={"args": {k: str(v) for k, v in vars(args).items()}})
+        if done % run.save_every == 0 or done == run.steps:
+            final_dir = save_checkpoint(run.out, done, position, s.wrapped, s.model, s.optimizer, s.scheduler, info,
+                                        s.tensor_names, extra={"run": {k: str(v) for k, v in vars(run).items()}})
             if info.is_main:
-                prune_checkpoints(args.out, args.keep)
+                prune_checkpoints(run.out, run.keep)
     if bar is not None:
         bar.close()
     if log_file is not None:
         log_file.close()
     if final_dir is None:
-        final_dir = latest_checkpoint(args.out)
+        final_dir = latest_checkpoint(run.out)
     print0(f"checkpoint: {final_dir}")
     return final_dir
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        train(args)
+        train(dataclass_from_args(TrainConfig, args))
     finally:
         parallel.compute_cleanup()
     return 0
@@ -368,9 +407,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m loc3r.train` (what torchrun launches)."""
-    from loc3r.cli import main as cli_main
+    from loc3r.command import run_command
 
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    return run_command(sys.modules[__name__], "train", sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Batch building (loc3r.data.collate): prompt layout, placeholder run, labels, padding, pixel normalisation.
+"""Batch building (loc3r.model.processor): prompt layout, placeholder run, labels, padding, pixel normalisation.
 
 `make_samples` and `WORDS` are shared with test_model.py.
 """
@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from loc3r.data.collate import Collator
-from loc3r.data.sample import NO_SITUATION, Sample
+from loc3r.constants import END_OF_TURN, IGNORE_INDEX, NO_SITUATION, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
+from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
-from loc3r.model.tokenizer import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN, build_tiny_tokenizer
+from loc3r.model.processor import Collator
+from loc3r.model.tokenizer import build_tiny_tokenizer
 
 WORDS = ("what is on my left right behind me how many chairs are there which closer table bed sofa window lamp "
          "door facing sitting at the near one two three").split()
@@ -54,24 +55,24 @@ def test_training_batch_layout(setup):
     config, tok = setup
     samples = make_samples(config, 3)
     batch = Collator(tok, config)(samples)
-    B, L = batch["input_ids"].shape
-    assert batch["pixel_values_videos"].shape == (3, 3, 3, 64, 64)
-    assert batch["layout_xy"].shape == (3, 3, 16, 2) and batch["layout_valid"].dtype == torch.bool
+    B, L = batch.input_ids.shape
+    assert batch.pixel_values_videos.shape == (3, 3, 3, 64, 64)
+    assert batch.layout_xy.shape == (3, 3, 16, 2) and batch.layout_valid.dtype == torch.bool
     video, pos, ori = tok.convert_tokens_to_ids([VIDEO_TOKEN, POS_TOKEN, ORI_TOKEN])
     eot = tok.convert_tokens_to_ids(END_OF_TURN)
     for b, s in enumerate(samples):
-        ids, labels, mask = batch["input_ids"][b], batch["labels"][b], batch["attention_mask"][b]
+        ids, labels, mask = batch.input_ids[b], batch.labels[b], batch.attention_mask[b]
         n = int(mask.sum())
         assert mask[:n].all() and not mask[n:].any()  # right padding
         run = (ids == video).nonzero().flatten()
         assert len(run) == config.video_placeholder_len == 3 * (1 + 4 * 5)  # grid: a newline after every row
         assert (run == torch.arange(run[0], run[0] + len(run))).all()  # one contiguous run
         # the situation tokens sit between the situation and the question
-        assert ids[batch["pos_index"][b]] == pos and ids[batch["ori_index"][b]] == ori
-        assert batch["ori_index"][b] == batch["pos_index"][b] + 1
+        assert ids[batch.pos_index[b]] == pos and ids[batch.ori_index[b]] == ori
+        assert batch.ori_index[b] == batch.pos_index[b] + 1
         situation = tok(s.situation, add_special_tokens=False).input_ids
         question = tok(s.question, add_special_tokens=False).input_ids
-        p = int(batch["pos_index"][b])
+        p = int(batch.pos_index[b])
         assert ids[p - len(situation):p].tolist() == situation
         assert ids[p + 2:p + 2 + len(question)].tolist() == question
         # labels: the answer and the end-of-turn token, nothing else
@@ -79,22 +80,22 @@ def test_training_batch_layout(setup):
         answer_ids = tok(s.answer + END_OF_TURN, add_special_tokens=False).input_ids
         assert labels[supervised].tolist() == answer_ids and answer_ids[-1] == eot
         assert ids[supervised].tolist() == answer_ids and supervised.nonzero().max() == n - 1
-    assert batch["has_situation"].tolist() == [True, False, True]
-    assert "camera_tokens" not in batch
+    assert batch.has_situation.tolist() == [True, False, True]
+    assert batch.camera_tokens is None
 
 
 def test_generation_batch_is_left_padded_without_answer(setup):
     config, tok = setup
     samples = make_samples(config, 3)
     batch = Collator(tok, config, for_generation=True)(samples)
-    assert "labels" not in batch
+    assert batch.labels is None
     assistant = tok("<|im_start|>assistant", add_special_tokens=False).input_ids
     for b in range(3):
-        mask = batch["attention_mask"][b]
+        mask = batch.attention_mask[b]
         n = int(mask.sum())
         assert mask[-n:].all() and not mask[:-n].any()  # left padding
-        assert batch["input_ids"][b, -len(assistant):].tolist() == assistant  # ends with the generation prompt
-        assert batch["input_ids"][b, batch["pos_index"][b]] == tok.convert_tokens_to_ids(POS_TOKEN)
+        assert batch.input_ids[b, -len(assistant):].tolist() == assistant  # ends with the generation prompt
+        assert batch.input_ids[b, batch.pos_index[b]] == tok.convert_tokens_to_ids(POS_TOKEN)
 
 
 def test_pixels_are_normalised_for_siglip(setup):
@@ -102,7 +103,7 @@ def test_pixels_are_normalised_for_siglip(setup):
     s = make_samples(config, 1)[0]
     s.frames[:] = 0
     s.frames[0, 0, 0] = (255, 0, 128)
-    px = Collator(tok, config)([s])["pixel_values_videos"]  # [1, T, 3, S, S]
+    px = Collator(tok, config)([s]).pixel_values_videos  # [1, T, 3, S, S]
     assert torch.allclose(px[0, 0, :, 0, 0], torch.tensor([1.0, -1.0, 128 / 255 * 2 - 1]), atol=1e-6)
     assert px[0, 1].eq(-1).all()
 
@@ -111,7 +112,7 @@ def test_camera_tokens_pass_through(setup):
     config, tok = setup
     samples = make_samples(config, 2, cut3r_dim=12)
     batch = Collator(tok, config)(samples)
-    assert torch.equal(batch["camera_tokens"][1], torch.from_numpy(samples[1].camera_tokens))
+    assert torch.equal(batch.camera_tokens[1], torch.from_numpy(samples[1].camera_tokens))
     samples[0].camera_tokens = None
     with pytest.raises(Loc3rError, match="no cached camera tokens"):
         Collator(tok, config)(samples)
@@ -140,7 +141,7 @@ def test_bad_samples_raise_one_line_errors(setup):
 def test_time_instruction_follows_llava_video():
     """LLaVA-Video's training prompt (LLaVA-NeXT llava/train/train.py): <video>, newline, the time instruction,
     newline, then our situation and question."""
-    from loc3r.data.collate import time_instruction
+    from loc3r.model.processor import time_instruction
 
     text = time_instruction(np.array([0.0, 1.0 / 3, 12.345]), 20.0)
     assert text == ("The video lasts for 20.00 seconds, and 3 frames are uniformly sampled from it. These frames are "
@@ -149,7 +150,7 @@ def test_time_instruction_follows_llava_video():
     config = Loc3RConfig.tiny(num_frames=3, time_instruction=True)
     s = make_samples(config, 1)[0]
     s.frame_times, s.duration_s = np.array([0.0, 1.5, 3.0]), 3.1
-    ids = Collator(tok, config, for_generation=True)([s])["input_ids"][0].tolist()
+    ids = Collator(tok, config, for_generation=True)([s]).input_ids[0].tolist()
     text = tok.decode([i for i in ids if i != tok.convert_tokens_to_ids("<video>")])
     expected = (time_instruction(s.frame_times, 3.1) + " " + s.situation).lower()
     assert " ".join(tok.tokenize(expected)) in " ".join(tok.tokenize(text))

@@ -7,6 +7,7 @@ the Qwen2 LLM)."""
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -111,11 +112,11 @@ def test_converted_release_gives_the_original_logits(tmp_path, pool_mode, capsys
     after = tok("what is on my left ? <|im_end|>", add_special_tokens=False).input_ids
     ids = before + [config.video_token_id] * config.video_placeholder_len + after
     frames = torch.randn(2, 3, 56, 56)
-    batch = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
-             "pixel_values_videos": frames[None]}
+    batch = SimpleNamespace(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            pixel_values_videos=frames[None])  # what embed_inputs reads of a Batch
     with torch.no_grad():
-        hidden = model.language_model(model.embed_inputs(batch), batch["attention_mask"],
-                                      position_ids_from_mask(batch["attention_mask"])).last_hidden_state
+        hidden = model.language_model(model.embed_inputs(batch), batch.attention_mask,
+                                      position_ids_from_mask(batch.attention_mask)).last_hidden_state
         ours = model.vlm.lm_head(hidden)[0]
     reference = reference_logits(release, frames, before, after, pool_mode)
     assert ours.shape[0] == reference.shape[0]

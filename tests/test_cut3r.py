@@ -312,7 +312,7 @@ def write_scene(root: Path, scene_id: str, n: int, rng) -> None:
 @needs_fixture
 def test_extract_priors(tmp_path, converted, capsys):
     from loc3r.data.scannet import ScanNetScene, sample_frame_ids
-    from loc3r.priors import extract
+    from loc3r import extract_priors as extract
 
     rng = np.random.default_rng(0)
     for scene_id in ("scene0000_00", "scene0001_00"):
@@ -340,7 +340,7 @@ def test_extract_priors(tmp_path, converted, capsys):
 
 
 def test_relative_pose_errors_closed_form():
-    from loc3r.priors.extract import relative_pose_errors
+    from loc3r.extract_priors import relative_pose_errors
 
     gt = np.stack([np.eye(4)] * 3)
     gt[1:, 0, 3] = [1.0, 2.0]
@@ -381,11 +381,11 @@ def test_conversion_never_replaces_what_it_did_not_write(tmp_path, converted, ca
 
 def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
     from loc3r.model.config import Loc3RConfig
-    from loc3r.priors.cut3r import cache_path
-    from loc3r.train import camera_token_source
+    from loc3r.model.processor import camera_token_source
+    from loc3r.priors.cut3r import token_cache_path
 
     ids = np.arange(4)
-    path = cache_path(tmp_path, "scene0000_00", 4)
+    path = token_cache_path(tmp_path, "scene0000_00", 4)
     path.parent.mkdir(parents=True)
     np.savez(path, camera_tokens=np.zeros((4, 5), np.float16), frame_ids=ids)
     source = camera_token_source(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=8), tmp_path)

@@ -9,10 +9,10 @@ from test_collate import WORDS, make_samples
 from test_train import train_args, weights
 
 from loc3r import train as train_mod
-from loc3r.data.collate import Collator
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import build_tiny_tokenizer
 
 pytest.importorskip("peft")

@@ -29,7 +29,7 @@ def test_yaw_error_wraps():
 
 @pytest.mark.parametrize("raw,clean", [
     ("The Chair.", "chair"), ("  2 ", "two"), ("none", "zero"), ("on the letf", "on left"),
-    ("a brown  table", "brown table"), ("mat2", "mat"), ("3 o' clock", "three o'clock"), ("TV!", "tv"),
+    ("a brown  table", "brown table"), ("mat2", "mat"), ("3 o' clock", "three o'clock"), ("TV!", "TV"),  # LEO lower-cases, then writes "tv" as "TV"
 ])
 def test_clean_answer(raw, clean):
     assert m.clean_answer(raw) == clean

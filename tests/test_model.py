@@ -6,21 +6,25 @@ import math
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_collate import WORDS, make_samples  # shared sample builder (tests/ is on sys.path under pytest)
+from test_collate import (  # shared sample builder (tests/ is on sys.path under pytest)
+    WORDS,
+    make_samples,
+)
 from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast,
                           Qwen2Config, SiglipVisionConfig)
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
 from loc3r import geometry
-from loc3r.data.collate import Collator
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import CHATML_TEMPLATE, build_tiny_tokenizer
 from loc3r.priors.poses import PosesPrior
 
@@ -63,11 +67,11 @@ def test_prior_none_equals_llava_onevision(tok):
     video path."""
     model = tiny(tok, prior="none", newline_layout="one_token").eval()
     batch = Collator(tok, model.config, for_generation=True)(make_samples(model.config, 2))  # left padded
-    mask = batch["attention_mask"]
+    mask = batch.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
         ours = model.vlm.lm_head(model.language_model(model.embed_inputs(batch), mask, positions).last_hidden_state)
-        theirs = model.vlm(input_ids=batch["input_ids"], pixel_values_videos=batch["pixel_values_videos"],
+        theirs = model.vlm(input_ids=batch.input_ids, pixel_values_videos=batch.pixel_values_videos,
                            attention_mask=mask, position_ids=positions).logits
     real = mask.bool()
     assert torch.allclose(ours[real], theirs[real], atol=1e-5)
@@ -96,7 +100,7 @@ def test_poses_prior_encoding():
     R = geometry.rot_z(0.3)
     pose = geometry.make_transform(R, [1.0, 2.0, 3.0])
     poses = torch.tensor(np.stack([pose, np.full((4, 4), -np.inf)]), dtype=torch.float32)[None]  # [1, 2, 4, 4]
-    tokens = PosesPrior()({"camera_poses_bev": poses})
+    tokens = PosesPrior()(SimpleNamespace(camera_poses_bev=poses))
     expected = np.concatenate([[1, 2, 3], R[:, 0], R[:, 1], [1]])
     assert tokens.shape == (1, 2, 10)
     assert np.allclose(tokens[0, 0].numpy(), expected, atol=1e-6)
@@ -127,7 +131,7 @@ def test_video_block_layout(tok, layout, prior):
     with torch.no_grad():
         model(batch)
         camera = model.camera_projector(PosesPrior()(batch)) if prior != "none" else None  # [B, T, D]
-        video = model.vlm.model.get_video_features(batch["pixel_values_videos"]).pooler_output  # [B, T * n + 1, D]
+        video = model.vlm.model.get_video_features(batch.pixel_values_videos).pooler_output  # [B, T * n + 1, D]
     hook.remove()
     T, n, (gh, gw) = 3, c.tokens_per_frame, c.frame_grid
     expected = expected_video_block(T, gh, gw, prior != "none", layout)
@@ -135,7 +139,7 @@ def test_video_block_layout(tok, layout, prior):
     vision_names = [e for e in expected if e.startswith("v ")]
     assert [expected[i] for i in c.vision_token_slots().reshape(-1)] == vision_names  # frame, then row-major
     for b in range(2):
-        start = int((batch["input_ids"][b] == c.video_token_id).nonzero()[0])
+        start = int((batch.input_ids[b] == c.video_token_id).nonzero()[0])
         block = captured["embeds"][b, start:start + c.video_placeholder_len]
         for i, name in enumerate(expected):
             kind, *where = name.split()
@@ -148,7 +152,7 @@ def test_video_block_layout(tok, layout, prior):
                 reference = video[b, t * n + r * gw + col]
             assert torch.allclose(block[i], reference, atol=1e-6), (b, i, name)
         # the layout head's input: exactly the vision tokens, in the layout targets' order
-        states = model.vision_states(captured["embeds"][b:b + 1], batch["input_ids"][b:b + 1])[0]  # [T, n, D]
+        states = model.vision_states(captured["embeds"][b:b + 1], batch.input_ids[b:b + 1])[0]  # [T, n, D]
         assert torch.allclose(states, video[b, :T * n].view(T, n, -1), atol=1e-6)
 
 
@@ -216,10 +220,10 @@ def test_overfits_one_batch_and_answers_it(tok):
     batch = Collator(tok, config)(samples)
 
     def measure(out):
-        valid, situated = batch["layout_valid"], batch["has_situation"]
+        valid, situated = batch.layout_valid, batch.has_situation
         return {"lm": out.losses["lm"].item(),
-                "layout": ((out.layout.mu - batch["layout_xy"]) ** 2)[valid].mean().item(),
-                "position": ((out.position.mu - batch["position_xy"]) ** 2)[situated].mean().item(),
+                "layout": ((out.layout.mu - batch.layout_xy) ** 2)[valid].mean().item(),
+                "position": ((out.position.mu - batch.position_xy) ** 2)[situated].mean().item(),
                 "orientation": out.losses["orientation"].item()}
 
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3, weight_decay=0.0)
@@ -267,7 +271,7 @@ LOAD_AND_RUN = """
 import sys, numpy as np, torch
 sys.path.insert(0, {tests!r})
 from test_collate import make_samples
-from loc3r.data.collate import Collator
+from loc3r.model.processor import Collator
 from loc3r.model.loc3r import Loc3R
 model = Loc3R.from_pretrained({ckpt!r}).eval()
 assert model.vlm.lm_head.weight is model.vlm.get_input_embeddings().weight  # tied embeddings survive
@@ -368,7 +372,7 @@ def test_llava_video_path_on_a_tiny_random_checkpoint(tmp_path, spare_rows):
 
     samples = make_samples(config, 2, cut3r_dim=768)
     batch = Collator(model.tokenizer, config)(samples)
-    assert model.tokenizer.decode(batch["input_ids"][0, :20]).startswith("<|im_start|>system\nYou are a helpful")
+    assert model.tokenizer.decode(batch.input_ids[0, :20]).startswith("<|im_start|>system\nYou are a helpful")
     out = model(batch)
     assert torch.isfinite(out.loss) and out.layout.mu.shape == (2, 2, 4, 2)
     out.loss.backward()

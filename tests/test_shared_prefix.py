@@ -3,14 +3,13 @@ and shared by the questions gives the same losses and gradients as one full sequ
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
-from loc3r.data.collate import Collator
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import build_tiny_tokenizer
 from tests.test_collate import WORDS, make_samples
 
@@ -39,8 +38,8 @@ def test_grouped_batch_equals_one_sequence_per_question(model):
     groups = grouped_samples(model.config, videos=2, per_video=3)
     collate = Collator(model.tokenizer, model.config)
     flat, grouped = collate([s for g in groups for s in g]), collate.grouped(groups)
-    assert grouped["input_ids"].shape[0] == 2 and grouped["suffix_ids"].shape[0] == 6
-    assert grouped["video_index"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert grouped.input_ids.shape[0] == 2 and grouped.suffix_ids.shape[0] == 6
+    assert grouped.video_index.tolist() == [0, 0, 0, 1, 1, 1]
 
     results = []
     for batch in (flat, grouped):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from loc3r import geometry as g
 from loc3r.cli import main as cli_main
-from loc3r.data.sample import NO_SITUATION
+from loc3r.constants import NO_SITUATION
 from loc3r.errors import Loc3rError
 from loc3r.synth import language, shapes, situations
 from loc3r.synth.catalog import CATEGORIES, ROOM_TYPES

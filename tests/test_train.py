@@ -13,16 +13,20 @@ import torch
 from safetensors.torch import load_file
 
 from loc3r import train as train_mod
+from loc3r.command import dataclass_from_args
+from loc3r.errors import Loc3rError
 from loc3r.cli import main as cli_main
-from loc3r.train import lr_factor, micro_batch_indices
+from loc3r.train import micro_batch_indices
 
 
-def train_args(data, out, *extra):
+def train_args(data, out, *extra) -> train_mod.TrainConfig:
+    """The TrainConfig of `loc3r train` flags (through the generated parser)."""
     import argparse
 
     p = argparse.ArgumentParser()
     train_mod.add_arguments(p)
-    return p.parse_args(["--data", str(data), "--out", str(out), "--quiet", "--frames", "4", *extra])
+    args = p.parse_args(["--data", str(data), "--out", str(out), "--quiet", "--frames", "4", *extra])
+    return dataclass_from_args(train_mod.TrainConfig, args)
 
 
 def weights(ckpt_dir):
@@ -36,13 +40,6 @@ def test_data_order_is_a_function_of_position():
     assert one == two
     epoch = [micro_batch_indices(p, 10, 0, 1, 0, 1)[0] for p in range(10)]
     assert sorted(epoch) == list(range(10))  # each epoch is a permutation
-
-
-def test_lr_schedule():
-    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
-    assert lr_factor(55, 100, 10) == pytest.approx(0.5)
-    assert lr_factor(100, 100, 10) == pytest.approx(0.0)
 
 
 def test_few_steps_lower_the_loss(synth_data, tmp_path):
@@ -149,3 +146,25 @@ def test_fsdp2_with_activation_checkpointing_saves_and_resumes(synth_data, tmp_p
     after = model.checkpoint_tensors()
     assert set(before) == set(after)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the resumed step trained
+
+
+def test_data_loader_workers_change_nothing(synth_data, tmp_path, one_thread):
+    """Batches built by two DataLoader workers, and a run resumed with them, equal the in-process run bit for bit."""
+    common = ["--batch-size", "2", "--lr", "1e-3", "--warmup", "1", "--save-every", "2"]
+    plain, workers = tmp_path / "plain", tmp_path / "workers"
+    train_mod.train(train_args(synth_data, plain, "--steps", "4", *common, "--workers", "0"))
+    train_mod.train(train_args(synth_data, workers, "--steps", "2", *common, "--workers", "2"))
+    train_mod.train(train_args(synth_data, workers, "--steps", "4", *common, "--workers", "2", "--resume"))
+    wp, ww = weights(plain / "checkpoints" / "step_0000004"), weights(workers / "checkpoints" / "step_0000004")
+    for k in wp:
+        assert torch.equal(wp[k], ww[k]), k
+
+
+def test_resume_refuses_contradicting_flags(synth_data, tmp_path):
+    run = tmp_path / "run"
+    train_mod.train(train_args(synth_data, run, "--steps", "1", "--batch-size", "2"))
+    with pytest.raises(Loc3rError, match="--resume with num_frames = 3, but the checkpoint was trained with 4"):
+        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--frames", "3"))
+    with pytest.raises(Loc3rError, match="lambda_layout = 0.0, but the checkpoint was trained with 1.0"):
+        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--no-layout"))
+    train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--frames", "4"))

@@ -17,10 +17,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from loc3r import geometry
 from loc3r.data.scannet import ScanNetScene
+from loc3r.data.video import resize_frames
 from loc3r.errors import naming
 from loc3r.io import write_npz
 
@@ -64,7 +64,7 @@ def source_fingerprint(scene_dir: Path, frame_ids) -> str:
     return h.hexdigest()
 
 
-def cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
+def scene_cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
                grid_extent: float = 1.0) -> Path:
     extent = "" if grid_extent == 1.0 else f"e{grid_extent:.4f}"
     return Path(cache_dir) / f"{scene_id}_T{num_frames}_S{image_size}_G{grid_hw[0]}x{grid_hw[1]}{extent}.npz"
@@ -79,9 +79,7 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
     with naming(scene.dir / "pose"):  # the BEV frame's: a first camera without a heading
         world_to_bev = geometry.bev_frame_of_video(c2w)
     c2bev = geometry.poses_to_bev(world_to_bev, c2w)
-    frames = np.stack([
-        np.asarray(Image.fromarray(scene.read_color(int(i))).resize((image_size, image_size), Image.BICUBIC))
-        for i in ids])
+    frames = resize_frames(np.stack([scene.read_color(int(i)) for i in ids]), image_size)
     depth = np.stack([scene.read_depth_m(int(i)) for i in ids])
     targets = geometry.layout_targets(depth, scene.intrinsic_depth, c2bev, grid_hw, min_valid_frac, grid_extent)
     center = scene.mesh_bbox_center if scene.mesh_path.exists() else np.full(3, np.nan)
@@ -111,7 +109,7 @@ def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_siz
                 cache_dir: str | Path | None = None, grid_extent: float = 1.0) -> SceneCache:
     """Load the scene's cache, building and writing it first if needed."""
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
-    path = cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent)
+    path = scene_cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent)
     cached = load_scene_cache(path)
     scene = ScanNetScene(data_root, scene_id)
     if cached is not None and cached.source == source_fingerprint(scene.dir, cached.frame_ids):

@@ -8,8 +8,9 @@ from typing import Callable
 
 import numpy as np
 
+from loc3r.constants import NO_SITUATION
 from loc3r.data.cache import SceneCache, scene_cache
-from loc3r.data.sample import NO_SITUATION, Sample
+from loc3r.data.sample import Sample
 from loc3r.data.sqa3d import SQA3DRecord, read_sqa3d
 from loc3r.errors import Loc3rError
 

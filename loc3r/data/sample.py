@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NO_SITUATION = "I am standing in the room."  # pseudo-situation of questions without one (paper, Sec. 4.1)
-
 
 @dataclass
 class Sample:

@@ -104,13 +104,17 @@ def read_ply_vertices(path: Path) -> np.ndarray:
     return np.stack([cols["x"], cols["y"], cols["z"]], -1)
 
 
+def uniform_indices(n: int, num_frames: int) -> np.ndarray:
+    """T indices spread uniformly over n items, first and last included (repeats if n < T)."""
+    return np.round(np.linspace(0, n - 1, num_frames)).astype(np.int64)
+
+
 def sample_frame_ids(valid_ids, num_frames: int) -> np.ndarray:
     """T frame ids uniformly spread over the valid ones, first and last included (repeats if too few)."""
     valid_ids = np.asarray(valid_ids)
     if valid_ids.size == 0:
         raise Loc3rError("no frame with a valid pose to sample from")
-    idx = np.round(np.linspace(0, valid_ids.size - 1, num_frames)).astype(np.int64)
-    return valid_ids[idx]
+    return valid_ids[uniform_indices(valid_ids.size, num_frames)]
 
 
 class ScanNetScene:

@@ -6,70 +6,57 @@ feed the `poses` prior; without them the poses prior sees identity poses flagged
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-from loc3r.data.scannet import read_image, read_matrix_txt
+from loc3r.data.scannet import read_image, read_matrix_txt, uniform_indices
 from loc3r.errors import Loc3rError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def uniform_indices(n: int, num_frames: int) -> np.ndarray:
-    """T indices spread uniformly over n items, first and last included."""
-    return np.round(np.linspace(0, n - 1, num_frames)).astype(np.int64)
-
-
-def _decode(path: Path, keep: set[int] | None) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the first video stream, keeping the frames whose index is in `keep` (None: none); count all."""
+@contextmanager
+def _open_video(path: Path) -> Iterator:
+    """PyAV's container of a video file with a video stream; its errors as one line naming the file."""
     import av
 
-    kept, n = {}, 0
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise Loc3rError(f"{path}: no video stream")
-            for n, frame in enumerate(container.decode(video=0), 1):
-                if keep is not None and n - 1 in keep:
-                    kept[n - 1] = frame.to_ndarray(format="rgb24")
+            yield container
     except Loc3rError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise Loc3rError(f"{path}: unreadable video ({e})") from None
+
+
+def _decode(path: Path, keep: set[int] | None) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the first video stream, keeping the frames whose index is in `keep` (None: none); count all."""
+    kept, n = {}, 0
+    with _open_video(path) as container:
+        for n, frame in enumerate(container.decode(video=0), 1):
+            if keep is not None and n - 1 in keep:
+                kept[n - 1] = frame.to_ndarray(format="rgb24")
     return kept, n
 
 
 def video_frame_count(path: Path) -> int:
     """Frames in the first video stream: the container's count when it has one, else counted by decoding."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise Loc3rError(f"{path}: no video stream")
-            declared = container.streams.video[0].frames
-    except Loc3rError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise Loc3rError(f"{path}: unreadable video ({e})") from None
+    with _open_video(path) as container:
+        declared = container.streams.video[0].frames
     return declared if declared > 0 else _decode(path, None)[1]
 
 
 def video_frame_rate(path: str | Path) -> float | None:
     """Average frame rate of the first video stream (frames / s), None when the container does not say."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise Loc3rError(f"{path}: no video stream")
-            rate = container.streams.video[0].average_rate or container.streams.video[0].guessed_rate
-    except Loc3rError:
-        raise
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise Loc3rError(f"{path}: unreadable video ({e})") from None
+    with _open_video(Path(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
     return float(rate) if rate else None
 
 

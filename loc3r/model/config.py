@@ -150,7 +150,8 @@ class Loc3RConfig:
         """~3M parameters, random init, 64 px frames (8 px patches -> 8x8 -> pooled 4x4 = 16 tokens), 8 frames."""
         from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
-        from loc3r.model.tokenizer import TINY_SPECIAL_TOKENS, VIDEO_TOKEN
+        from loc3r.constants import VIDEO_TOKEN
+        from loc3r.model.tokenizer import TINY_SPECIAL_TOKENS
 
         vision = SiglipVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                                     image_size=64, patch_size=8, vision_use_head=False)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import AddedToken, AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
-from transformers import Qwen2Config, SiglipVisionConfig
+from transformers import (AddedToken, AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
+                          Qwen2Config, SiglipVisionConfig)
 
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, check_replaceable, write_json

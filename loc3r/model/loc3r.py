@@ -32,13 +32,14 @@ from torch import nn
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.initialization import no_init_weights
 
+from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.heads import GaussianXY, LayoutHead, OrientationHead, PositionHead, mlp
+from loc3r.model.processor import Batch
 from loc3r.model.losses import circular_soft_argmax, gaussian_nll, kl_orientation, wrapped_gaussian_target
-from loc3r.model.tokenizer import (END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN, add_situation_tokens,
-                                   build_tiny_tokenizer, default_tiny_words, load_tokenizer)
+from loc3r.model.tokenizer import add_situation_tokens, build_tiny_tokenizer, load_tokenizer
 from loc3r.priors.base import CachedTokensPrior, NoPrior, PosePrior
 from loc3r.priors.poses import PosesPrior
 
@@ -141,7 +142,7 @@ class Loc3R(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # ---- inputs -------------------------------------------------------------------------------------------
-    def camera_tokens(self, batch: dict) -> torch.Tensor | None:
+    def camera_tokens(self, batch: Batch) -> torch.Tensor | None:
         """Projected camera tokens [B, T, D], or None without a prior."""
         tokens = self.prior(batch)  # [B, T, d_prior] or None
         if tokens is None:
@@ -168,9 +169,9 @@ class Loc3R(nn.Module):
         gh, gw = c.frame_grid
         return pooled.reshape(B, T, gh, gw, -1)
 
-    def video_block(self, batch: dict) -> torch.Tensor:
+    def video_block(self, batch: Batch) -> torch.Tensor:
         """Embeddings of the video block [B, video_placeholder_len, D] (layout in the module docstring)."""
-        vision = self.vision_tokens(batch["pixel_values_videos"])  # [B, T, gh, gw, D]
+        vision = self.vision_tokens(batch.pixel_values_videos)  # [B, T, gh, gw, D]
         B, T, gh, gw, D = vision.shape
         newline = self.vlm.model.image_newline.to(vision.dtype)
         if self.config.newline_layout == "grid":
@@ -184,9 +185,9 @@ class Loc3R(nn.Module):
             block = torch.cat([block, newline.expand(B, 1, D)], 1)
         return block
 
-    def embed_inputs(self, batch: dict) -> torch.Tensor:
+    def embed_inputs(self, batch: Batch) -> torch.Tensor:
         """LLM input embeddings [B, L, D]: token embeddings with the video block scattered into the <video> run."""
-        ids = batch["input_ids"]  # [B, L]
+        ids = batch.input_ids  # [B, L]
         embeds = self.vlm.get_input_embeddings()(ids)
         video = self.video_block(batch)  # [B, Lv, D]
         is_video = ids == self.config.video_token_id  # [B, L]
@@ -194,7 +195,7 @@ class Loc3R(nn.Module):
         if (counts != video.shape[1]).any():
             raise Loc3rError(f"the batch has {counts.tolist()} {VIDEO_TOKEN} tokens per sample, the model needs "
                              f"{video.shape[1]} (num_frames={self.config.num_frames}, prior={self.config.prior}): "
-                             "build batches with loc3r.data.collate.Collator of the same config")
+                             "build batches with loc3r.model.processor.Collator of the same config")
         return embeds.masked_scatter(is_video[..., None], video.to(embeds.dtype))
 
     def vision_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -208,102 +209,102 @@ class Loc3R(nn.Module):
                                              position_ids=position_ids, past_key_values=past_key_values,
                                              use_cache=use_cache)
 
-    def situation_heads(self, hidden: torch.Tensor, batch: dict) -> tuple[GaussianXY, torch.Tensor]:
+    def situation_heads(self, hidden: torch.Tensor, batch: Batch) -> tuple[GaussianXY, torch.Tensor]:
         """Position Gaussian [B, 2] and orientation logits [B, bins] from the <Pos> / <Ori> final states."""
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return (self.position_head(hidden[rows, batch["pos_index"]]),
-                self.orientation_head(hidden[rows, batch["ori_index"]]))
+        return (self.position_head(hidden[rows, batch.pos_index]),
+                self.orientation_head(hidden[rows, batch.ori_index]))
 
     # ---- training -----------------------------------------------------------------------------------------
     @staticmethod
-    def loss_counts(batch: dict) -> dict[str, torch.Tensor]:
+    def loss_counts(batch: Batch) -> dict[str, torch.Tensor]:
         """Entries each loss averages over in this batch: answer tokens, valid layout coordinates (x and y),
         situated position coordinates, situated samples. The default denominators of `forward`."""
-        situated = batch["has_situation"].sum()
-        return {"lm": (batch["labels"][:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch["layout_valid"].sum(),
+        situated = batch.has_situation.sum()
+        return {"lm": (batch.labels[:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch.layout_valid.sum(),
                 "position": 2 * situated, "orientation": situated}
 
-    def shared_prefix_pass(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def shared_prefix_pass(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM over a grouped batch (Collator.grouped): the video prefixes once [Bv, Lp], then every question's
         suffix [Bq, Ls] against its video's keys / values (gradients flow back into the shared prefix).
         Returns the final hidden states of the prefixes [Bv, Lp, D] and of the suffixes [Bq, Ls, D]. Equal to
         running each question's whole sequence (tests/test_shared_prefix.py)."""
-        prefix_mask = batch["attention_mask"]  # [Bv, Lp]
+        prefix_mask = batch.attention_mask  # [Bv, Lp]
         prefix = self.language_model(self.embed_inputs(batch), prefix_mask, position_ids_from_mask(prefix_mask),
                                      use_cache=True)
         cache = prefix.past_key_values
-        cache.batch_select_indices(batch["video_index"])  # each question gets its video's keys / values
-        mask = torch.cat([prefix_mask[batch["video_index"]], batch["suffix_mask"]], 1)  # [Bq, Lp + Ls]
+        cache.batch_select_indices(batch.video_index)  # each question gets its video's keys / values
+        mask = torch.cat([prefix_mask[batch.video_index], batch.suffix_mask], 1)  # [Bq, Lp + Ls]
         position_ids = position_ids_from_mask(mask)[:, prefix_mask.shape[1]:]
-        text = self.vlm.get_input_embeddings()(batch["suffix_ids"])
+        text = self.vlm.get_input_embeddings()(batch.suffix_ids)
         out = self.language_model(text, mask, position_ids, past_key_values=cache)
         return prefix.last_hidden_state, out.last_hidden_state
 
-    def forward(self, batch: dict) -> Loc3ROutput:
+    def forward(self, batch: Batch, loss_denominators: dict[str, torch.Tensor] | None = None,
+                situation_scale: float = 1.0) -> Loc3ROutput:
         """Losses of a training batch: one sequence per question (Collator) or several questions per video
-        (Collator.grouped, the shared-prefix pass). `batch["loss_denominators"]` (optional, see loss_counts)
-        replaces the batch's own counts, so that the trainer can normalise by the counts of a whole optimizer step;
-        `batch["situation_scale"]` (optional, a float) scales lambda_situation (the trainer's geometry-first
-        schedule)."""
+        (Collator.grouped, the shared-prefix pass). `loss_denominators` (see loss_counts) replace the batch's own
+        counts, so that the trainer can normalise by the counts of a whole optimizer step; `situation_scale`
+        scales lambda_situation (the trainer's geometry-first schedule)."""
         c = self.config
-        den = batch.get("loss_denominators") or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
-        if "video_index" in batch:
+        den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+        if batch.grouped:
             video_hidden, text_hidden = self.shared_prefix_pass(batch)  # [Bv, Lp, D], [Bq, Ls, D]
         else:
-            attention_mask = batch["attention_mask"]
+            attention_mask = batch.attention_mask
             text_hidden = video_hidden = self.language_model(self.embed_inputs(batch), attention_mask,
                                                              position_ids_from_mask(attention_mask)).last_hidden_state
 
         # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
-        targets = batch["labels"][:, 1:]  # [B, L-1]
+        targets = batch.labels[:, 1:]  # [B, L-1]
         supervised = targets != IGNORE_INDEX
         logits = self.vlm.lm_head(text_hidden[:, :-1][supervised])  # [N, V]
         lm = F.cross_entropy(logits.float(), targets[supervised], reduction="sum") / den["lm"]
 
-        layout = self.layout_head(self.vision_states(video_hidden, batch["input_ids"]))  # [B, T, n, 2] x2
+        layout = self.layout_head(self.vision_states(video_hidden, batch.input_ids))  # [B, T, n, 2] x2
         position, orientation_logits = self.situation_heads(text_hidden, batch)
-        situated = batch["has_situation"]  # [B] bool
-        yaw_target = wrapped_gaussian_target(batch["yaw_rad"], c.orientation_bins, c.orientation_sigma_rad)
+        situated = batch.has_situation  # [B] bool
+        yaw_target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
         losses = {
             "lm": lm,
-            "layout": gaussian_nll(*layout, batch["layout_xy"], batch["layout_valid"], c.sigma_floor, den["layout"]),
-            "position": gaussian_nll(*position, batch["position_xy"], situated, c.sigma_floor, den["position"]),
+            "layout": gaussian_nll(*layout, batch.layout_xy, batch.layout_valid, c.sigma_floor, den["layout"]),
+            "position": gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, den["position"]),
             "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"]),
         }
-        lambda_situation = c.lambda_situation * batch.get("situation_scale", 1.0)  # the trainer's schedule
+        lambda_situation = c.lambda_situation * situation_scale  # the trainer's schedule
         loss = (lm + c.lambda_layout * losses["layout"]
                 + lambda_situation * (losses["position"] + c.lambda_orientation * losses["orientation"]))
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, batch: dict, max_new_tokens: int = 32, use_cache: bool = True) -> Generation:
+    def generate(self, batch: Batch, max_new_tokens: int = 32, use_cache: bool = True) -> Generation:
         """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)), or of several questions per
         video (Collator.grouped(..., for_generation=True)): each video's prefix is computed once and its keys /
         values serve all its questions. The situation heads read the prompt pass. use_cache=False recomputes the
         whole sequence each step (the reference for the cache; one sequence per question only)."""
-        if "labels" in batch:
+        if batch.labels is not None:
             raise Loc3rError("generate() takes prompt-only batches: build them with Collator(..., for_generation=True)")
-        if "video_index" in batch:
+        if batch.grouped:
             if not use_cache:
                 raise Loc3rError("generate(use_cache=False) needs one sequence per question (Collator, not grouped)")
-            prefix_mask, video_index = batch["attention_mask"], batch["video_index"]
+            prefix_mask, video_index = batch.attention_mask, batch.video_index
             prefix = self.language_model(self.embed_inputs(batch), prefix_mask, position_ids_from_mask(prefix_mask),
                                          use_cache=True)
-            video_layout = self.layout_head(self.vision_states(prefix.last_hidden_state, batch["input_ids"]))
+            video_layout = self.layout_head(self.vision_states(prefix.last_hidden_state, batch.input_ids))
             layout = GaussianXY(video_layout.mu[video_index], video_layout.log_sigma[video_index])
             cache = prefix.past_key_values
             cache.batch_select_indices(video_index)
-            attention_mask = torch.cat([prefix_mask[video_index], batch["suffix_mask"]], 1)
+            attention_mask = torch.cat([prefix_mask[video_index], batch.suffix_mask], 1)
             position_ids = position_ids_from_mask(attention_mask)
-            embeds = self.vlm.get_input_embeddings()(batch["suffix_ids"])
+            embeds = self.vlm.get_input_embeddings()(batch.suffix_ids)
             out = self.language_model(embeds, attention_mask, position_ids[:, prefix_mask.shape[1]:], cache, True)
         else:
-            attention_mask = batch["attention_mask"]
+            attention_mask = batch.attention_mask
             position_ids = position_ids_from_mask(attention_mask)
             embeds = self.embed_inputs(batch)
             out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
-            layout = self.layout_head(self.vision_states(out.last_hidden_state, batch["input_ids"]))
+            layout = self.layout_head(self.vision_states(out.last_hidden_state, batch.input_ids))
         position, orientation_logits = self.situation_heads(out.last_hidden_state, batch)
 
         B = embeds.shape[0]
@@ -329,7 +330,7 @@ class Loc3R(nn.Module):
         return Generation(token_ids, position, orientation_logits, layout)
 
     @torch.no_grad()
-    def predict(self, batch: dict, max_new_tokens: int = 32) -> list[Prediction]:
+    def predict(self, batch: Batch, max_new_tokens: int = 32) -> list[Prediction]:
         """Answer text, position (x, y) +- sigma and yaw with its bin distribution, one per sample."""
         g = self.generate(batch, max_new_tokens)
         probs = torch.softmax(g.orientation_logits.float(), -1)  # [B, bins]
@@ -430,9 +431,11 @@ def merge_lora(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torc
 
 # ---- building the base VLM --------------------------------------------------------------------------------
 def _default_tokenizer(config: Loc3RConfig) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer; for a fresh tiny model one of the prompt's own words only (the trainer passes
+    one built from its data: loc3r.train.tiny_tokenizer)."""
     if config.base_model_path is not None:
         return load_tokenizer(config.base_model_path)
-    return build_tiny_tokenizer(default_tiny_words())
+    return build_tiny_tokenizer([])
 
 
 def _build_vlm(config: Loc3RConfig, tokenizer) -> LlavaOnevisionForConditionalGeneration:

@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from loc3r import geometry
+
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, denominator: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of `values` where `mask` is True (broadcast over trailing dims), 0 when nothing is valid; divided by
@@ -46,7 +48,7 @@ def gaussian_nll(mu: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor
 
 def bin_centers(bins: int, device=None) -> torch.Tensor:
     """Orientation bin centres th_b = -pi + (b + 0.5) * 2pi / bins, [bins] radians."""
-    return -math.pi + (torch.arange(bins, device=device, dtype=torch.float32) + 0.5) * (2 * math.pi / bins)
+    return torch.as_tensor(geometry.yaw_bin_centres(bins), dtype=torch.float32, device=device)
 
 
 def wrap(rad: torch.Tensor) -> torch.Tensor:

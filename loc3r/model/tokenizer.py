@@ -13,19 +13,15 @@ from pathlib import Path
 from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from loc3r.constants import END_OF_TURN, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
 from loc3r.errors import Loc3rError
 
-VIDEO_TOKEN = "<video>"  # placeholder run of the video block (transformers' LlavaOnevision convention)
-POS_TOKEN = "<Pos>"  # situation token whose final state feeds the position head
-ORI_TOKEN = "<Ori>"  # situation token whose final state feeds the orientation head
-END_OF_TURN = "<|im_end|>"  # ChatML end of turn: ends every answer and stops generation
-IGNORE_INDEX = -100  # label of tokens without LM loss (prompt, video, padding)
 # The tiny preset's config takes the ids of <image> and <video> from this list's order.
 TINY_SPECIAL_TOKENS = ["<pad>", "<unk>", "<|im_start|>", END_OF_TURN, "<image>", VIDEO_TOKEN, POS_TOKEN, ORI_TOKEN]
 # Words every prompt uses (chat roles, the pseudo-situation); the data's vocabulary is added to them.
 TINY_BASE_WORDS = ["system", "user", "assistant", "i", "am", "standing", "in", "the", "room", "yes", "no",
                    ".", ",", "?"]
-# LLaVA-Video's time instruction (loc3r.data.collate.time_instruction), so that the tiny preset can take it too
+# LLaVA-Video's time instruction (loc3r.model.processor.time_instruction), so that the tiny preset can take it too
 TINY_TIME_WORDS = ("the video lasts for seconds , and frames are uniformly sampled from it . these located at s "
                    "please answer following questions related to this").split()
 
@@ -59,17 +55,6 @@ def build_tiny_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in TINY_SPECIAL_TOKENS])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token=END_OF_TURN,
                                    chat_template=TINY_CHAT_TEMPLATE)
-
-
-def default_tiny_words() -> list[str]:
-    """The synthetic rooms' vocabulary (loc3r.synth.language) when that module is installed, else none."""
-    try:
-        from loc3r.synth.language import vocabulary
-    except ModuleNotFoundError as e:
-        if e.name not in ("loc3r.synth", "loc3r.synth.language"):
-            raise
-        return []
-    return list(vocabulary())
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:

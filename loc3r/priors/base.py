@@ -6,7 +6,7 @@ tokens to the LLM width with its trainable `camera_projector` (paper Sec. 3.1).
 
 - `PosesPrior` (poses.py): known camera poses encoded as translation + 6D rotation.
 - `CachedTokensPrior` (here): tokens computed offline by a 3D foundation model (CUT3R's camera token, see
-  cut3r.py) and cached per scene; the collate puts them in `batch["camera_tokens"]`.
+  cut3r.py) and cached per scene; the collate puts them in `batch.camera_tokens`.
 - `NoPrior` (here): no camera token.
 """
 
@@ -23,14 +23,14 @@ class PosePrior(nn.Module):
 
     dim: int = 0  # width of one camera token
 
-    def forward(self, batch: dict) -> torch.Tensor | None:
+    def forward(self, batch) -> torch.Tensor | None:
         raise NotImplementedError
 
 
 class NoPrior(PosePrior):
     """Ablation without camera tokens: the video block holds vision tokens only."""
 
-    def forward(self, batch: dict) -> None:
+    def forward(self, batch) -> None:
         return None
 
 
@@ -41,8 +41,8 @@ class CachedTokensPrior(PosePrior):
         super().__init__()
         self.dim = dim
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        tokens = batch.get("camera_tokens")
+    def forward(self, batch) -> torch.Tensor:
+        tokens = batch.camera_tokens
         if tokens is None:
             raise Loc3rError("the cut3r prior needs cached camera tokens: the batch has no 'camera_tokens' "
                              "(compute the CUT3R cache of these scenes first)")

@@ -328,16 +328,27 @@ def cached_token_width(data_root: str | Path, num_frames: int) -> int:
     if not files:
         raise Loc3rError(f"{directory}: no cached CUT3R camera tokens for T={num_frames}: run `loc3r extract-priors "
                          f"--cut3r DIR --data {data_root} --frames {num_frames}` first")
-    try:
-        with np.load(files[0]) as z:
-            return int(z["camera_tokens"].shape[-1])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise Loc3rError(f"{files[0]}: unreadable camera-token cache ({e})") from e
+    return int(read_token_cache(files[0])["camera_tokens"].shape[-1])
 
 
-def cache_path(data_root: str | Path, scene_id: str, num_frames: int) -> Path:
+def token_cache_path(data_root: str | Path, scene_id: str, num_frames: int) -> Path:
     """Where `loc3r extract-priors` caches one scene's tokens: <data>/priors/cut3r/<scene>_T<T>.npz."""
     return Path(data_root) / "priors" / "cut3r" / f"{scene_id}_T{num_frames}.npz"
+
+
+def read_token_cache(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a camera-token cache file (camera_tokens, frame_ids, [input_mode, camera_pose]), or None when
+    it does not exist; a file that cannot be read is a Loc3rError naming it."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise Loc3rError(f"{path}: unreadable camera-token cache ({e})") from e
+    if "camera_tokens" not in arrays or "frame_ids" not in arrays:
+        raise Loc3rError(f"{path}: unreadable camera-token cache (no camera_tokens / frame_ids)")
+    return arrays
 
 
 def load_cached_tokens(data_root: str | Path, scene_id: str, num_frames: int,
@@ -347,15 +358,12 @@ def load_cached_tokens(data_root: str | Path, scene_id: str, num_frames: int,
     With `frame_ids`, the cache must hold exactly those frames (it was sampled like the training cache); with
     `input_mode`, CUT3R must have seen the frames that way (CUT3R_INPUTS; caches without the field: "demo").
     """
-    path = cache_path(data_root, scene_id, num_frames)
-    if not path.exists():
+    path = token_cache_path(data_root, scene_id, num_frames)
+    cache = read_token_cache(path)
+    if cache is None:
         return None
-    try:
-        with np.load(path) as z:
-            tokens, cached_ids = z["camera_tokens"], z["frame_ids"]
-            cached_mode = str(z["input_mode"]) if "input_mode" in z.files else "demo"
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise Loc3rError(f"{path}: unreadable camera-token cache ({e})") from e
+    tokens, cached_ids = cache["camera_tokens"], cache["frame_ids"]
+    cached_mode = str(cache.get("input_mode", "demo"))
     if input_mode is not None and cached_mode != input_mode:
         raise Loc3rError(f"{path}: CUT3R saw the '{cached_mode}' input frames, the model takes '{input_mode}' "
                          f"(rerun `loc3r extract-priors --cut3r-input {input_mode}`)")

@@ -16,8 +16,8 @@ from loc3r.priors.base import PosePrior
 class PosesPrior(PosePrior):
     dim = 10  # 3 translation + 6 rotation + 1 validity flag
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        c2bev = batch["camera_poses_bev"].float()  # [B, T, 4, 4]
+    def forward(self, batch) -> torch.Tensor:
+        c2bev = batch.camera_poses_bev.float()  # [B, T, 4, 4]
         valid = torch.isfinite(c2bev).all(-1).all(-1)  # [B, T]
         c2bev = torch.where(valid[..., None, None], c2bev, torch.zeros_like(c2bev))
         t = c2bev[..., :3, 3]  # [B, T, 3] metres

@@ -24,7 +24,7 @@ import string
 
 import numpy as np
 
-from loc3r.data.sample import NO_SITUATION
+from loc3r.constants import NO_SITUATION
 from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
 from loc3r.synth.relations import SECTOR_HALF_WIDTH, object_distance, relative_bearing, sector_offset
 from loc3r.synth.scene import Scene

@@ -52,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from loc3r import geometry
-from loc3r.data.sample import NO_SITUATION
+from loc3r.constants import NO_SITUATION
+from loc3r.data.sqa3d import SPLITS
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 from loc3r.synth import formats
@@ -61,7 +62,6 @@ from loc3r.synth.scene import STYLES, Scene, sample_scene
 from loc3r.synth.situations import describe_scene
 from loc3r.synth.trajectory import camera_path
 
-SPLITS = ("train", "val", "test")
 MAX_SCENES = 10000  # scene ids are scene%04d_00
 MAX_FRAMES = 10000
 SIZE_RANGE_PX = (32, 2048)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import zipfile
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ import torch
 from loc3r.data.scannet import ScanNetScene, list_scenes
 from loc3r.errors import Loc3rError
 from loc3r.io import write_npz
-from loc3r.priors.cut3r import CUT3R_INPUTS, Cut3rPrior, cache_path, pose_to_c2w
+from loc3r.priors.cut3r import CUT3R_INPUTS, Cut3rPrior, pose_to_c2w, read_token_cache, token_cache_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -68,12 +67,9 @@ def _summary(errors: dict[str, np.ndarray]) -> str:
 
 def _read_cache(path) -> dict[str, np.ndarray] | None:
     """The cached arrays, or None when the file is missing or unreadable (it is then recomputed)."""
-    if not path.exists():
-        return None
     try:
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile):
+        return read_token_cache(path)
+    except Loc3rError:
         return None
 
 
@@ -87,7 +83,7 @@ def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, 
                   frame_ids=ids.astype(np.int64), input_mode=np.array(prior.input_mode))
     if with_poses:
         arrays["camera_pose"] = out.camera_pose.cpu().numpy().astype(np.float32)
-    write_npz(cache_path(data_root, scene_id, num_frames), **arrays)
+    write_npz(token_cache_path(data_root, scene_id, num_frames), **arrays)
     return arrays
 
 
@@ -103,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
           f"on {args.device} in {args.dtype}; ignored checkpoint parts: {', '.join(prior.model.ignored_prefixes)}")
     all_errors, failed = [], []
     for n, scene_id in enumerate(scene_ids, 1):
-        path = cache_path(args.data, scene_id, args.frames)
+        path = token_cache_path(args.data, scene_id, args.frames)
         arrays = _read_cache(path)
         status = "cached"
         mode = str(arrays.get("input_mode", "demo")) if arrays is not None else None

@@ -1,4 +1,5 @@
-"""Batch building: list[Sample] -> dict of tensors for Loc3R.forward / Loc3R.generate, in one function.
+"""The model's processor: the data set of a model configuration (`make_dataset`) and batch building, list[Sample]
+-> dict of tensors for Loc3R.forward / Loc3R.generate (`Collator`).
 
 The user turn is `<video>\\n{situation} <Pos> <Ori> {question}` (the situation tokens between situation and
 question, paper Sec. 3.3), with config.time_instruction `<video>\\n{time instruction}\\n{situation} ...` (LLaVA-Video's
@@ -25,14 +26,54 @@ question_id, and video_index [Bq] (the row of its video).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from pathlib import Path
+
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
+from loc3r.data.dataset import SituatedQADataset
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
-from loc3r.model.tokenizer import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
+
+
+@dataclass
+class Batch:
+    """A batch of the model (Collator), shapes with B questions, T frames, S pixels, G vision tokens a frame.
+    Several questions per video (Collator.grouped): input_ids / attention_mask hold the Bv video prefixes and the
+    video tensors are per video; the questions' texts are in suffix_ids / suffix_mask and video_index [B] names
+    each one's video."""
+
+    input_ids: torch.Tensor  # [B, L] token ids (grouped: [Bv, Lp] the video prefixes)
+    attention_mask: torch.Tensor  # [B, L] 1 for real tokens
+    pixel_values_videos: torch.Tensor  # [B or Bv, T, 3, S, S] float32, normalised for the vision tower
+    camera_poses_bev: torch.Tensor  # [B or Bv, T, 4, 4] camera-to-BEV poses (the poses prior)
+    layout_xy: torch.Tensor  # [B or Bv, T, G, 2] BEV targets of the vision tokens
+    layout_valid: torch.Tensor  # [B or Bv, T, G] bool
+    pos_index: torch.Tensor  # [B] position of <Pos> (grouped: in the suffix)
+    ori_index: torch.Tensor  # [B] position of <Ori>
+    position_xy: torch.Tensor  # [B, 2] speaker position target, metres
+    yaw_rad: torch.Tensor  # [B] speaker yaw target
+    has_situation: torch.Tensor  # [B] bool, whether position / yaw are supervised
+    question_id: torch.Tensor  # [B]
+    labels: torch.Tensor | None = None  # [B, L] (grouped: [B, Ls]) LM targets, -100 = no loss; None for generation
+    camera_tokens: torch.Tensor | None = None  # [B or Bv, T, d] cached prior tokens (the cut3r prior)
+    suffix_ids: torch.Tensor | None = None  # [B, Ls] grouped: each question's tokens after its video's prefix
+    suffix_mask: torch.Tensor | None = None  # [B, Ls]
+    video_index: torch.Tensor | None = None  # [B] grouped: the row of each question's video
+
+    @property
+    def grouped(self) -> bool:
+        return self.video_index is not None
+
+    def to(self, device) -> "Batch":
+        return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)})
+
+    def pin_memory(self) -> "Batch":  # DataLoader(pin_memory=True) calls this on custom types
+        return Batch(**{f.name: None if (v := getattr(self, f.name)) is None else v.pin_memory() for f in fields(self)})
 
 
 def time_instruction(frame_times, duration_s: float) -> str:
@@ -125,7 +166,7 @@ class Collator:
             "question_id": torch.tensor([int(s.question_id) for s in samples], dtype=torch.long),
         }
 
-    def grouped(self, groups: list[list[Sample]]) -> dict[str, torch.Tensor]:
+    def grouped(self, groups: list[list[Sample]]) -> Batch:
         """A batch of len(groups) videos, each with its questions (samples of one video: same scene and frames);
         layout in the module docstring."""
         prefix, suffixes, video_index = None, [], []
@@ -154,22 +195,20 @@ class Collator:
             span = slice(Ls - len(ids), Ls) if self.for_generation else slice(0, len(ids))
             suffix_ids[q, span], labels[q, span], suffix_mask[q, span] = torch.tensor(ids), torch.tensor(lab), 1
         questions = [s for group in groups for s in group]
-        batch = {
-            "input_ids": torch.tensor([prefix] * Bv, dtype=torch.long),
-            "attention_mask": torch.ones((Bv, len(prefix)), dtype=torch.long),
+        return Batch(
+            input_ids=torch.tensor([prefix] * Bv, dtype=torch.long),
+            attention_mask=torch.ones((Bv, len(prefix)), dtype=torch.long),
             **self.video_tensors([group[0] for group in groups]),
-            "suffix_ids": suffix_ids,
-            "suffix_mask": suffix_mask,
-            "pos_index": (suffix_ids == self.pos_id).long().argmax(1),
-            "ori_index": (suffix_ids == self.ori_id).long().argmax(1),
+            suffix_ids=suffix_ids,
+            suffix_mask=suffix_mask,
+            pos_index=(suffix_ids == self.pos_id).long().argmax(1),
+            ori_index=(suffix_ids == self.ori_id).long().argmax(1),
             **self.question_tensors(questions),
-            "video_index": torch.tensor(video_index, dtype=torch.long),
-        }
-        if not self.for_generation:
-            batch["labels"] = labels
-        return batch
+            video_index=torch.tensor(video_index, dtype=torch.long),
+            labels=None if self.for_generation else labels,
+        )
 
-    def __call__(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: list[Sample]) -> Batch:
         for s in samples:
             self.check(s)
         encoded = [self.tokenize(s) for s in samples]
@@ -182,14 +221,37 @@ class Collator:
             span = slice(L - len(ids), L) if self.for_generation else slice(0, len(ids))  # left / right padding
             input_ids[b, span], labels[b, span], attention_mask[b, span] = torch.tensor(ids), torch.tensor(lab), 1
 
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
+        return Batch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
             **self.video_tensors(samples),
-            "pos_index": (input_ids == self.pos_id).long().argmax(1),
-            "ori_index": (input_ids == self.ori_id).long().argmax(1),
+            pos_index=(input_ids == self.pos_id).long().argmax(1),
+            ori_index=(input_ids == self.ori_id).long().argmax(1),
             **self.question_tensors(samples),
-        }
-        if not self.for_generation:
-            batch["labels"] = labels
-        return batch
+            labels=None if self.for_generation else labels,
+        )
+
+
+def camera_token_source(config: Loc3RConfig, data_root: Path):
+    """(scene_id, frame_ids) -> cached CUT3R tokens [T, d], for the 'cut3r' prior; None otherwise."""
+    if config.prior != "cut3r":
+        return None
+    from loc3r.priors.cut3r import token_cache_path, load_cached_tokens
+
+    def tokens(scene_id: str, frame_ids: np.ndarray) -> np.ndarray:
+        cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids, config.cut3r_input)
+        if cached is None:
+            raise Loc3rError(f"{data_root}/priors/cut3r: no camera tokens for {scene_id} with T={len(frame_ids)}: "
+                             f"run `loc3r extract-priors --cut3r DIR --data {data_root} --frames {len(frame_ids)}`")
+        if cached.shape[-1] != config.cut3r_dim:
+            raise Loc3rError(f"{token_cache_path(data_root, scene_id, len(frame_ids))}: camera tokens of width "
+                             f"{cached.shape[-1]}, the model's cut3r_dim is {config.cut3r_dim}")
+        return cached
+
+    return tokens
+
+
+def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=None) -> SituatedQADataset:
+    return SituatedQADataset(data_root, split, config.num_frames, config.image_size, config.frame_grid,
+                             cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root),
+                             grid_extent=config.frame_grid_extent, video_fps=config.video_fps)

@@ -1,0 +1,62 @@
+"""Running one command module (a module with `add_arguments(parser)` and `run(args) -> int | None`) on an argument
+list: what `loc3r <command>` does, and what `python -m loc3r.train` (torchrun) and `loc3r demo` use directly.
+A Loc3rError becomes one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from types import ModuleType
+
+from loc3r.errors import Loc3rError
+
+
+def run_command(module: ModuleType, name: str, argv: list[str], description: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"loc3r {name}", description=description)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except Loc3rError as e:
+        print(f"loc3r: error: {e}", file=sys.stderr)
+        return 2
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The one-line comment of every field of a dataclass, from its source: `name: type = default  # comment`."""
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^#]+#\s*(.+)$", line)
+        if m:
+            comments[m.group(1)] = m.group(2).strip()
+    return comments
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag a field of dataclass `cls`: `--batch-size` for batch_size, typed from its annotation, its comment as
+    help, required when it has no default, choices from `cls.CHOICES`; a bool field is a switch."""
+    comments, hints = field_comments(cls), typing.get_type_hints(cls)
+    choices = getattr(cls, "CHOICES", {})
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # X | None
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag, help_text = "--" + f.name.replace("_", "-"), comments.get(f.name, "")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=help_text)
+        else:
+            parser.add_argument(flag, type=Path if kind is Path else kind, required=required,
+                                default=None if required else f.default, choices=choices.get(f.name),
+                                help=help_text)
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    """The dataclass `cls` of parsed flags (add_dataclass_arguments)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
