@@ -27,9 +27,9 @@ def test_yaw_error_wraps():
     assert m.yaw_error_deg(0.0, np.pi) == pytest.approx(180)
 
 
-@pytest.mark.parametrize("raw,clean", [
+@pytest.mark.parametrize("raw,clean", [  # LEO lower-cases, then writes "tv" as "TV"
     ("The Chair.", "chair"), ("  2 ", "two"), ("none", "zero"), ("on the letf", "on left"),
-    ("a brown  table", "brown table"), ("mat2", "mat"), ("3 o' clock", "three o'clock"), ("TV!", "TV"),  # LEO lower-cases, then writes "tv" as "TV"
+    ("a brown  table", "brown table"), ("mat2", "mat"), ("3 o' clock", "three o'clock"), ("TV!", "TV"),
 ])
 def test_clean_answer(raw, clean):
     assert m.clean_answer(raw) == clean
@@ -59,3 +59,94 @@ def test_caption_metrics_identical_answers_score_high():
     wrong = m.caption_metrics(["lamp", "sofa", "window"], refs)
     assert perfect["rouge_l"] == pytest.approx(100.0) and wrong["rouge_l"] == 0.0
     assert perfect["cider"] > wrong["cider"]
+
+
+def test_scanqa_metrics_both_normalisations_by_hand():
+    preds = ["The brown table.", "two", "chair"]
+    refs = [["brown table"], ["2 "], ["table", "desk"]]
+    leo = m.scanqa_metrics(preds, refs, "leo")  # cleaned: "brown table" == "brown table", "two" == "two"
+    assert leo["em1"] == pytest.approx(200 / 3) and leo["em_refined"] == pytest.approx(200 / 3)
+    raw = m.scanqa_metrics(preds, refs, "raw")  # "The brown table" != "brown table", but contains it (refined)
+    assert raw["em1"] == 0.0 and raw["em_refined"] == pytest.approx(100 / 3)
+    assert leo["normalisation"] == "leo" and raw["normalisation"] == "raw" and leo["n"] == 3
+    perfect = m.scanqa_metrics(["brown table", "two chairs"], [["brown table"], ["two chairs"]], "leo")
+    assert perfect["bleu1"] == pytest.approx(100.0) and perfect["rouge_l"] == pytest.approx(100.0)
+    assert perfect["em1"] == 100.0 and leo["cider"] != raw["cider"]
+    if m.java_available():
+        assert leo["java"] and perfect["meteor"] > 0
+    else:
+        assert perfect["meteor"] is None and not leo["java"]
+
+
+def test_scanqa_metrics_without_java(monkeypatch):
+    monkeypatch.setattr(m, "java_available", lambda: False)
+    out = m.scanqa_metrics(["brown table"], [["brown table"]], "leo")
+    assert out["java"] is False and out["meteor"] is None and out["bleu1"] == pytest.approx(100.0)
+
+
+def test_msqa_groups_and_count_weighted_overall():
+    preds = ["three", "red", "zero", "left", "kitchen", "the red chair"]
+    refs = [["3"], ["red"], ["one"], ["on the left"], ["bedroom"], ["red chair"]]
+    types = ["counting", "attribute-color", "counting", "spatial relationship", "room type", "description"]
+    out = m.msqa_metrics(preds, refs, types)
+    assert m.msqa_group("attribute-color") == "attribute_description" and m.msqa_group("refer-object") == "spatial_refer"
+    assert out["EM-R_counting"] == 50.0 and out["n_counting"] == 2
+    assert out["EM-R_attribute_description"] == 100.0  # "red" == "red", "red chair" == "red chair" after cleaning
+    assert out["EM-R_spatial_refer"] == 100.0 and out["EM_spatial_refer"] == 0.0  # "left" inside "on left"
+    assert out["EM-R_others"] == 0.0
+    assert out["EM-R_overall"] == pytest.approx(100 * 4 / 6)  # count-weighted: 4 of the 6 answers
+
+
+def test_msqa_gpt_score_through_a_local_judge():
+    """The OpenAI-compatible client against a fake judge served locally: it reads the first integer (1-5)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body["messages"][-1]["content"], self.headers.get("Authorization")))
+            reply = "4" if "Answer: three" in body["messages"][-1]["content"] else "Score: 1."
+            data = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        judge = m.OpenAIJudge(f"http://127.0.0.1:{server.server_port}/v1", "judge-model", api_key="k")
+        out = m.msqa_metrics(["three", "blue"], [["3"], ["red"]], ["counting", "attribute"], ["How many?", "Color?"],
+                             judge)
+    finally:
+        server.shutdown()
+    assert out["GPT-Score_counting"] == 75.0 and out["GPT-Score_attribute_description"] == 0.0
+    assert out["GPT-Score_overall"] == 37.5
+    assert seen[0][0] == "/v1/chat/completions" and seen[0][2] == "Bearer k"
+    assert seen[0][1] == "Question: How many?\nAnswer: three\nGround Truth: 3"
+
+
+def test_vsibench_metrics_by_hand():
+    assert m.mean_relative_accuracy("10", 10) == 1.0
+    assert m.mean_relative_accuracy("11.5 meters", 10) == pytest.approx(0.8)  # 0.15 <= 1 - c for c = 0.50 ... 0.85
+    # on a boundary the official float arithmetic decides: 1 - 0.8 = 0.19999999999999996 < 0.2, so c = 0.80 fails
+    assert m.mean_relative_accuracy("12", 10) == pytest.approx(0.6)
+    assert m.mean_relative_accuracy("9.5.", 10) == 1.0 and m.mean_relative_accuracy("about 10", 10) == 0.0
+    preds = ["B.", "a", "C", "D", "3", "two", "A"]
+    targets = ["b", "B", "C", "A", "3", "2", "A"]
+    types = ["object_rel_direction_easy", "object_rel_direction_easy", "object_rel_direction_medium",
+             "object_rel_direction_hard", "object_counting", "object_counting", "route_planning"]
+    out = m.vsibench_metrics(preds, targets, types)
+    assert out["object_rel_direction_accuracy"] == pytest.approx(100 * (0.5 + 1 + 0) / 3)  # sub-types averaged
+    assert out["object_counting_mra"] == 50.0 and out["route_planning_accuracy"] == 100.0
+    assert out["vsibench_overall"] == pytest.approx((50.0 + 50.0 + 100.0) / 3)  # unweighted over the tasks
+    with pytest.raises(ValueError, match="unknown VSI-Bench question_type"):
+        m.vsibench_metrics(["1"], ["1"], ["object_volume"])
