@@ -322,3 +322,13 @@ def layout_targets(depth_m, K, c2bev, grid_hw: tuple[int, int], min_valid_frac: 
 def yaw_bin_centres(bins: int) -> np.ndarray:
     """Centres of `bins` equal yaw bins over (-pi, pi]: -pi + (b + 0.5) * 2 pi / bins, radians [bins]."""
     return -np.pi + (np.arange(bins) + 0.5) * (2 * np.pi / bins)
+
+
+def aligned_to_raw_pose(axis_alignment, location_xyz, facing_xy) -> tuple[np.ndarray, float]:
+    """A pose given in ScanNet's axis-aligned frame (MSQA's `location` [x, y, z] and facing vector `orientation`
+    [fx, fy, 0], the scan's axisAlignment applied, not re-centred) -> the raw scan frame the camera poses live in:
+    position (x, y) and yaw. axisAlignment maps raw to aligned: aligned = A raw."""
+    inverse = invert_transform(np.asarray(axis_alignment, np.float64))
+    position = transform_points(inverse, np.asarray(location_xyz, np.float64).reshape(1, 3))[0, :2]
+    direction = inverse[:3, :3] @ np.array([facing_xy[0], facing_xy[1], 0.0])
+    return position, float(np.arctan2(direction[1], direction[0]))

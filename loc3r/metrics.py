@@ -19,6 +19,7 @@ from collections import defaultdict
 import numpy as np
 
 from loc3r import geometry
+from loc3r.data.benchmarks import VSI_MULTIPLE_CHOICE, VSI_NUMERIC
 
 # --------------------------------------------------------------------------------------------------------
 # Localization
@@ -292,10 +293,6 @@ class OpenAIJudge:
 # VSI-Bench (lmms-eval / thinking-in-space lmms_eval/tasks/vsibench/utils.py)
 # --------------------------------------------------------------------------------------------------------
 
-VSI_MULTIPLE_CHOICE = ("object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard",
-                       "object_rel_distance", "route_planning", "obj_appearance_order")
-VSI_NUMERIC = ("object_abs_distance", "object_counting", "object_size_estimation", "room_size_estimation")
-VSI_TYPES = VSI_MULTIPLE_CHOICE + VSI_NUMERIC
 
 
 def vsi_first_word(prediction: str) -> str:

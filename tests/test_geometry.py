@@ -150,3 +150,13 @@ def test_layout_targets_equal_brute_force(shape, grid, extent):
     seen = (np.arange(H)[:, None] < H * extent) & (np.arange(W)[None] < W * extent)
     assert out.n_invalid_pixels == int(((depth[:-1] == 0) & seen).sum())
     assert np.all(out.xy[~out.valid] == 0)
+
+
+def test_msqa_aligned_pose_to_raw_by_hand():
+    """axisAlignment = a 90 degree turn about z, then a shift by (1, 2, 0): aligned (1, 2, 0) is the raw origin,
+    and an aligned facing of +y is raw +x (yaw 0)."""
+    A = g.make_transform(g.rot_z(np.pi / 2), [1.0, 2.0, 0.0])
+    xy, yaw = g.aligned_to_raw_pose(A, [1.0, 2.0, 0.5], [0.0, 1.0])
+    assert np.allclose(xy, [0, 0], atol=1e-12) and abs(yaw) < 1e-12
+    xy, yaw = g.aligned_to_raw_pose(A, [1.0, 3.0, 0.0], [-1.0, 0.0])  # aligned +y of the origin, facing -x
+    assert np.allclose(xy, [1.0, 0.0], atol=1e-12) and np.isclose(yaw, np.pi / 2)  # raw +y
