@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from loc3r.checkpoint import resolve_checkpoint
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
-from loc3r.data.sqa3d import SPLITS
 from loc3r.io import atomic_path, write_json
-from loc3r.metrics import localization_metrics, qa_metrics
-from loc3r.model.processor import Collator
+from loc3r.errors import Loc3rError
+from loc3r.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metrics, msqa_metrics, qa_metrics,
+                           scanqa_metrics, vsibench_metrics)
+from loc3r.model.processor import BENCHMARKS, Collator
 from loc3r.parallel import default_device
 from loc3r.plots import situation_plot, token_colors
 
@@ -28,9 +30,15 @@ class EvalConfig:
     """The settings of `loc3r eval` (its flags are generated from these fields and their comments)."""
 
     checkpoint: Path  # a checkpoint directory or a run directory (its newest checkpoint)
-    data: Path  # data root: scans/ and sqa_task/
+    data: Path  # data root: scans/ and the benchmark's files (sqa_task/, scanqa/, msqa/, vsibench/)
     out: Path  # output directory: metrics.json, predictions.jsonl, report.md, plots/
-    split: str = "test"  # train | val | test
+    benchmark: str = "sqa3d"  # sqa3d | scanqa | msqa | vsibench
+    split: str = "test"  # the benchmark's split (ScanQA: val, test_w_obj, ...; VSI-Bench: the rows file's name)
+    normalisation: str = "leo"  # ScanQA answer normalisation: leo (LEO / VLM-3R) | raw (Video-3D-LLM)
+    judge_url: str | None = None  # MSQA GPT-score: an OpenAI-compatible endpoint (off when not given)
+    judge_model: str = "gpt-4o-2024-08-06"  # MSQA GPT-score: the judge model (MSR3D's default)
+    judge_key_env: str = "OPENAI_API_KEY"  # MSQA GPT-score: the environment variable holding the API key
+    cut3r: Path | None = None  # converted CUT3R directory, for a cut3r-prior checkpoint on VSI-Bench videos
     batch_size: int = 8  # questions a forward pass
     max_new_tokens: int = 16  # longest generated answer
     plots: int = 6  # situations drawn as bird's-eye plots
@@ -38,7 +46,7 @@ class EvalConfig:
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
 
-    CHOICES: ClassVar[dict] = {"split": SPLITS}
+    CHOICES: ClassVar[dict] = {"benchmark": BENCHMARKS, "normalisation": SCANQA_NORMALISATIONS}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -57,9 +65,10 @@ def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device
     for start in range(0, n, batch_size):
         samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
         batch = collate(samples).to(device)
-        for s, p in zip(samples, model.predict(batch, max_new_tokens)):
+        for k, (s, p) in enumerate(zip(samples, model.predict(batch, max_new_tokens))):
             records.append({
-                "question_id": s.question_id, "scene_id": s.scene_id, "situation": s.situation,
+                "question_id": s.question_id, "id": str(dataset.records[start + k].question_id),
+                "scene_id": s.scene_id, "situation": s.situation,
                 "question": s.question, "answers": s.answers, "question_type": s.question_type,
                 "has_situation": bool(s.has_situation), "prediction": p.answer,
                 "gt_xy": [float(v) for v in s.position_xy], "gt_yaw_rad": float(s.yaw_rad),
@@ -81,14 +90,58 @@ def unique_situations(records: list[dict]) -> list[dict]:
     return out
 
 
-def compute_metrics(records: list[dict]) -> dict:
+def compute_metrics(records: list[dict], benchmark: str = "sqa3d", normalisation: str = "leo", judge=None) -> dict:
+    """The benchmark's official metrics of prediction records (and localization where it has situations)."""
+    if benchmark == "sqa3d":
+        return sqa3d_metrics(records)
+    preds, refs = [r["prediction"] for r in records], [r["answers"] for r in records]
+    if records and not any(any(a.strip() for a in r["answers"]) for r in records):
+        return {"benchmark": benchmark, "n": len(records), "note": "the split has no answers: predictions only"}
+    out = {"benchmark": benchmark, "n": len(records)}
+    if benchmark == "scanqa":
+        out["qa"] = scanqa_metrics(preds, refs, normalisation)
+    elif benchmark == "msqa":
+        out["qa"] = msqa_metrics(preds, refs, [r["question_type"] for r in records],
+                                 [r["question"] for r in records], judge)
+        situations = unique_situations(records)
+        out["localization"] = localization_metrics(
+            [r["pred_xy"] for r in situations], [r["gt_xy"] for r in situations],
+            [r["pred_yaw_rad"] for r in situations], [r["gt_yaw_rad"] for r in situations])
+        out["n_situations"] = len(situations)
+    elif benchmark == "vsibench":
+        out["qa"] = vsibench_metrics(preds, [r[0] for r in refs], [r["question_type"] for r in records])
+    return out
+
+
+def sqa3d_metrics(records: list[dict]) -> dict:
     situations = unique_situations(records)
     loc = localization_metrics([r["pred_xy"] for r in situations], [r["gt_xy"] for r in situations],
                                [r["pred_yaw_rad"] for r in situations], [r["gt_yaw_rad"] for r in situations])
     named = any(r["question_type"] != "N/A" for r in records)  # the data set names its question families
     qa = qa_metrics([r["prediction"] for r in records], [r["answers"] for r in records],
                     [r["question"] for r in records], [r["question_type"] for r in records] if named else None)
-    return {"localization": loc, "qa": qa, "n": len(records), "n_situations": len(situations)}
+    return {"benchmark": "sqa3d", "localization": loc, "qa": qa, "n": len(records), "n_situations": len(situations)}
+
+
+def write_benchmark_report(out: Path, metrics: dict, records: list[dict], plots: list[Path], title: str) -> None:
+    """report.md of ScanQA / MSQA / VSI-Bench: the metrics (official names), then examples."""
+    lines = [f"# {title}", "", f"{metrics['n']} questions.", ""]
+    if "note" in metrics:
+        lines += [metrics["note"], ""]
+    for part in ("qa", "localization"):
+        if metrics.get(part):
+            lines += [f"## {'Answers' if part == 'qa' else 'Localization (per situation)'}", "", "| metric | value |",
+                      "|---|---|"]
+            lines += [f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                      for k, v in metrics[part].items()]
+            lines.append("")
+    lines += ["## Examples", "", "| scene | question type | question | answer | prediction |", "|---|---|---|---|---|"]
+    lines += [f"| {r['scene_id']} | {r['question_type']} | {r['question'].replace(chr(10), ' ')} | "
+              f"{(r['answers'] or [''])[0]} | {r['prediction']} |" for r in records[:12]]
+    if plots:
+        lines += ["", "## Bird's-eye views", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path], title: str) -> None:
@@ -119,36 +172,50 @@ def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path
 def evaluate(cfg: EvalConfig) -> dict:
     """Predict a split, score it and write metrics.json, predictions.jsonl, report.md and plots into cfg.out."""
     from loc3r.model.loc3r import Loc3R
-    from loc3r.model.processor import make_dataset
+    from loc3r.model.processor import make_benchmark_dataset
 
     data, split, out = cfg.data, cfg.split, cfg.out
+    judge = None
+    if cfg.judge_url is not None:
+        if cfg.benchmark != "msqa":
+            raise Loc3rError("--judge-url is MSQA's GPT-score: pass it with --benchmark msqa")
+        judge = OpenAIJudge(cfg.judge_url, cfg.judge_model, os.environ.get(cfg.judge_key_env))
     dev = default_device(cfg.device)
     ckpt = resolve_checkpoint(cfg.checkpoint)
     model = Loc3R.from_pretrained(ckpt).to(dev)
-    dataset = make_dataset(model.config, data, split, cfg.cache_dir)
+    dataset = make_benchmark_dataset(model.config, cfg.benchmark, data, split, cfg.cache_dir, cfg.cut3r)
     maps: dict = {}
     records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps)
-    metrics = compute_metrics(records)
+    metrics = compute_metrics(records, cfg.benchmark, cfg.normalisation, judge)
+    if cfg.benchmark == "scanqa":
+        metrics["normalisation"] = cfg.normalisation
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     with atomic_path(out / "predictions.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
     plots = []
-    for r in unique_situations(records)[:cfg.plots]:
+    for r in unique_situations(records)[:cfg.plots] if cfg.benchmark in ("sqa3d", "msqa") else []:
         scene = dataset.scene(r["scene_id"])
         path = out / "plots" / f"{r['scene_id']}_{r['question_id']}.png"
         map_colors = token_colors(scene.frames, model.config.frame_grid, model.config.frame_grid_extent)
         situation_plot(data, r["scene_id"], scene.world_to_bev, r, path, maps[r["question_id"]].reshape(-1, 2),
                        map_colors.reshape(-1, 3))
         plots.append(path)
-    write_report(out, metrics, records, plots, f"Evaluation of {ckpt} on {split}")
+    title = f"Evaluation of {ckpt} on {cfg.benchmark} {split}"
+    if cfg.benchmark == "sqa3d":
+        write_report(out, metrics, records, plots, title)
+    else:
+        write_benchmark_report(out, metrics, records, plots, title)
     return metrics
 
 
 def run(args: argparse.Namespace) -> int:
     metrics = evaluate(dataclass_from_args(EvalConfig, args))
-    print(json.dumps({"localization": metrics["localization"], "qa": {k: metrics["qa"][k] for k in ("em1", "em_refined")},
-                      "n": metrics["n"]}, indent=1))
+    if metrics["benchmark"] == "sqa3d":
+        print(json.dumps({"localization": metrics["localization"], "n": metrics["n"],
+                          "qa": {k: metrics["qa"][k] for k in ("em1", "em_refined")}}, indent=1))
+    else:
+        print(json.dumps({k: v for k, v in metrics.items() if k != "qa"} | {"qa": metrics.get("qa", {})}, indent=1))
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'report.md'}")
     return 0
 

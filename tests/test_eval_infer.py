@@ -144,3 +144,72 @@ def test_infer_names_the_poses_folder_whose_first_camera_has_no_heading(tiny_che
                  str(poses), "--situation", "I am by the bed.", "--question", "What is that?"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{poses}: the first valid camera's forward axis" in err
+
+
+@pytest.mark.parametrize("benchmark,split", [("scanqa", "test_w_obj"), ("msqa", "test")])
+def test_eval_scanqa_and_msqa_on_synthetic_rooms(synth_data, tiny_checkpoint, tmp_path, benchmark, split):
+    out = tmp_path / benchmark
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_data), "--benchmark", benchmark,
+                 "--split", split, "--out", str(out), "--plots", "1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    source = {"scanqa": synth_data / "scanqa" / "ScanQA_v1.0_test_w_obj.json",
+              "msqa": synth_data / "msqa" / "msqa_scannet_test.json"}[benchmark]
+    entries = json.loads(source.read_text())
+    ids = [str(e["question_id"]) if benchmark == "scanqa" else str(e["index"]) for e in entries]
+    assert [p["id"] for p in preds] == ids and m["benchmark"] == benchmark and m["n"] == len(entries) > 0
+    if benchmark == "scanqa":
+        assert m["normalisation"] == "leo" and {"em1", "em_refined", "bleu4", "cider", "rouge_l", "meteor"} <= set(m["qa"])
+        assert not any(p["has_situation"] for p in preds)
+    else:
+        assert "EM-R_overall" in m["qa"] and {"acc_0.5m", "acc_30deg"} <= set(m["localization"])
+        assert all(p["has_situation"] for p in preds) and len(list((out / "plots").glob("*.png"))) == 1
+    assert "## Examples" in (out / "report.md").read_text()
+
+
+def test_msqa_poses_are_the_situations_of_the_same_rooms(synth_data):
+    """MSQA's location + facing vector (axis-aligned frame) give the same BEV pose as the SQA3D annotation of the
+    same situation (raw frame, relative to the mesh centre): both readers and both conversions agree."""
+    from loc3r.model.config import Loc3RConfig
+    from loc3r.model.processor import make_benchmark_dataset, make_dataset
+
+    config = Loc3RConfig.tiny(num_frames=4)
+    msqa = make_benchmark_dataset(config, "msqa", synth_data, "test")
+    sqa = make_dataset(config, synth_data, "test")
+    by_text = {}
+    for i in range(len(sqa)):
+        s = sqa[i]
+        if s.has_situation:
+            by_text[(s.scene_id, s.situation, s.question)] = s
+    matched = 0
+    for i in range(len(msqa)):
+        s = msqa[i]
+        ref = by_text.get((s.scene_id, s.situation, s.question))
+        if ref is not None:
+            assert np.allclose(s.position_xy, ref.position_xy, atol=1e-3)
+            assert abs(np.angle(np.exp(1j * (s.yaw_rad - ref.yaw_rad)))) < 1e-3
+            matched += 1
+    assert matched > 10
+
+
+def test_eval_vsibench_on_synthetic_videos(synth_data, tiny_checkpoint, tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(synth_data), "--benchmark", "vsibench",
+                 "--out", str(tmp_path / "refused")]) == 2
+    assert "VSI-Bench videos come without camera poses, so the poses prior is unavailable" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synth_data), "--out", str(run), "--steps", "1", "--batch-size", "2",
+                 "--frames", "4", "--prior", "none", "--quiet"]) == 0
+    out = tmp_path / "vsi"
+    assert main(["eval", "--checkpoint", str(run), "--data", str(synth_data), "--benchmark", "vsibench",
+                 "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rows = (synth_data / "vsibench" / "test.jsonl").read_text().splitlines()
+    assert m["n"] == len(rows) and "vsibench_overall" in m["qa"] and "object_counting_mra" in m["qa"]
+    assert "room_size_estimation_mra" in m["qa"]
+    (synth_data / "vsibench" / "scannet").rename(tmp_path / "videos")  # a missing video is named
+    try:
+        assert main(["eval", "--checkpoint", str(run), "--data", str(synth_data), "--benchmark", "vsibench",
+                     "--out", str(tmp_path / "missing")]) == 2
+        assert ".mp4: file not found" in capsys.readouterr().err
+    finally:
+        (tmp_path / "videos").rename(synth_data / "vsibench" / "scannet")

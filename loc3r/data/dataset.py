@@ -1,4 +1,6 @@
-"""Situated QA samples: SQA3D records joined with their scene's cache, everything in the video's BEV frame."""
+"""Samples of the benchmarks, everything in the video's BEV frame:
+- SituatedQADataset: questions on ScanNet scans (SQA3D, ScanQA, MSQA records) joined with their scene's cache;
+- VideoQADataset: questions on plain videos without poses or depth (VSI-Bench), frames read with PyAV."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from typing import Callable
 import numpy as np
 
 from loc3r.constants import NO_SITUATION
+from loc3r import geometry
+from loc3r.data.benchmarks import QARecord
 from loc3r.data.cache import SceneCache, scene_cache
 from loc3r.data.sample import Sample
+from loc3r.data.scannet import ScanNetScene, uniform_indices
 from loc3r.data.sqa3d import SQA3DRecord, read_sqa3d
 from loc3r.errors import Loc3rError
 
@@ -36,17 +41,18 @@ class SituatedQADataset:
                  cache_dir: str | Path | None = None,
                  camera_tokens: Callable[[str, np.ndarray], np.ndarray] | None = None,
                  scenes: list[str] | None = None, max_cache_bytes: int | None = DEFAULT_MAX_CACHE_BYTES,
-                 grid_extent: float = 1.0, video_fps: float = 30.0):
+                 grid_extent: float = 1.0, video_fps: float = 30.0, records: list | None = None):
         self.data_root = Path(data_root)
         self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
         self.grid_extent = grid_extent  # fraction of the frame the token grid covers (Loc3RConfig.frame_grid_extent)
         self.cache_dir = cache_dir
         self.video_fps = video_fps  # frame ids / fps = timestamps (Loc3RConfig.video_fps, ScanNet's 30 Hz)
         self.camera_tokens = camera_tokens  # (scene_id, frame_ids) -> [T, d], e.g. the CUT3R cache
-        records = read_sqa3d(self.data_root, split)
+        records = read_sqa3d(self.data_root, split) if records is None else records  # SQA3D's, or a reader's
         if scenes is not None:
             records = [r for r in records if r.scene_id in set(scenes)]
-        self.records: list[SQA3DRecord] = records
+        self.records: list[SQA3DRecord | QARecord] = records
+        self._alignments: dict[str, np.ndarray] = {}
         self.max_cache_bytes = max_cache_bytes
         self._scenes: OrderedDict[str, SceneCache] = OrderedDict()  # least recently used first
         self._scene_bytes = 0
@@ -81,22 +87,86 @@ class SituatedQADataset:
         for scene_id in self.scene_ids[rank::world_size]:
             self.scene(scene_id)
 
+    def axis_alignment(self, scene_id: str) -> np.ndarray:
+        if scene_id not in self._alignments:
+            self._alignments[scene_id] = ScanNetScene(self.data_root, scene_id).axis_alignment
+        return self._alignments[scene_id]
+
+    def speaker_pose(self, rec, sc: SceneCache) -> tuple[np.ndarray, float] | None:
+        """The speaker's position [2] and yaw in the video's BEV frame, None for a question without a situation.
+        SQA3D: relative to the raw mesh's bounding-box centre; MSQA: in the axis-aligned frame."""
+        if isinstance(rec, QARecord):
+            if not rec.has_situation:
+                return None
+            raw_xy, raw_yaw = geometry.aligned_to_raw_pose(self.axis_alignment(rec.scene_id), rec.location_xyz,
+                                                           rec.facing_xy)
+            xy, yaw = geometry.world_to_bev_pose(sc.world_to_bev, raw_xy, raw_yaw)
+            return np.asarray(xy, np.float32), float(yaw)
+        if not is_situated(rec.situation):
+            return None
+        if not np.isfinite(sc.mesh_center).all():
+            raise Loc3rError(f"{rec.scene_id}: SQA3D positions need the scan's mesh "
+                             f"({rec.scene_id}_vh_clean_2.ply) to find their origin")
+        return rec.pose_in_bev(sc.world_to_bev, sc.mesh_center)
+
     def __getitem__(self, index: int) -> Sample:
         rec = self.records[index]
         sc = self.scene(rec.scene_id)
-        situated = is_situated(rec.situation)
-        if situated and not np.isfinite(sc.mesh_center).all():
-            raise Loc3rError(f"{rec.scene_id}: SQA3D positions need the scan's mesh "
-                             f"({rec.scene_id}_vh_clean_2.ply) to find their origin")
-        if situated:
-            xy, yaw = rec.pose_in_bev(sc.world_to_bev, sc.mesh_center)
-        else:
-            xy, yaw = np.zeros(2, np.float32), 0.0
+        pose = self.speaker_pose(rec, sc)
+        situated = pose is not None
+        xy, yaw = pose if situated else (np.zeros(2, np.float32), 0.0)
         tokens = self.camera_tokens(rec.scene_id, sc.frame_ids) if self.camera_tokens is not None else None
         return Sample(
-            scene_id=rec.scene_id, question_id=rec.question_id, frames=sc.frames, camera_poses_bev=sc.c2bev,
+            scene_id=rec.scene_id, question_id=rec.question_id if isinstance(rec.question_id, int) else index,
+            frames=sc.frames, camera_poses_bev=sc.c2bev,
             layout_xy=sc.layout_xy, layout_valid=sc.layout_valid,
             situation=rec.situation if situated else NO_SITUATION, question=rec.question, answers=rec.answers,
             position_xy=xy, yaw_rad=yaw, has_situation=situated, question_type=rec.question_type,
             camera_tokens=tokens, frame_ids=sc.frame_ids, frame_times=sc.frame_ids / self.video_fps,
             duration_s=(sc.last_frame_id + 1) / self.video_fps)
+
+
+class VideoQADataset:
+    """`dataset[i]` -> Sample of a question on a plain video (VSI-Bench): T frames sampled uniformly with PyAV
+    from `<root>/<record.video>`; no poses (the poses prior sees them as unknown), no depth (no layout targets), no
+    situation. `camera_tokens(frames)` -> [T, d] computes a prior's tokens from the frames (CUT3R), when given."""
+
+    def __init__(self, root: str | Path, records: list[QARecord], num_frames: int, image_size: int, grid_hw,
+                 camera_tokens: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.data_root, self.records = Path(root), records
+        self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
+        self.camera_tokens = camera_tokens
+        self._videos: OrderedDict[str, tuple] = OrderedDict()  # the few most recent videos' frames
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return sorted({r.scene_id for r in self.records})
+
+    def video(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+        """Resized frames [T, S, S, 3], their times (s), prior tokens or None, the video's length (s)."""
+        if name not in self._videos:
+            from loc3r.data.video import read_video, resize_frames, video_frame_rate
+
+            path = self.data_root / name
+            raw, total = read_video(path, self.num_frames)
+            fps = video_frame_rate(path) or 30.0
+            times = uniform_indices(total, self.num_frames) / fps
+            tokens = self.camera_tokens(raw) if self.camera_tokens is not None else None
+            self._videos[name] = (resize_frames(raw, self.image_size), times, tokens, total / fps)
+            while len(self._videos) > 8:
+                self._videos.popitem(last=False)
+        return self._videos[name]
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.records[index]
+        frames, times, tokens, duration = self.video(rec.video)
+        T, G = self.num_frames, self.grid_hw[0] * self.grid_hw[1]
+        return Sample(scene_id=rec.scene_id, question_id=index, frames=frames,
+                      camera_poses_bev=np.full((T, 4, 4), np.nan, np.float32),
+                      layout_xy=np.zeros((T, G, 2), np.float32), layout_valid=np.zeros((T, G), bool),
+                      situation=NO_SITUATION, question=rec.question, answers=rec.answers or [""],
+                      position_xy=np.zeros(2, np.float32), yaw_rad=0.0, has_situation=False,
+                      question_type=rec.question_type, camera_tokens=tokens, frame_times=times, duration_s=duration)

@@ -34,7 +34,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
-from loc3r.data.dataset import SituatedQADataset
+from loc3r.data.benchmarks import (QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench,
+                                     scanqa_path)
+from loc3r.data.dataset import SituatedQADataset, VideoQADataset
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
@@ -255,3 +257,53 @@ def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=Non
     return SituatedQADataset(data_root, split, config.num_frames, config.image_size, config.frame_grid,
                              cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root),
                              grid_extent=config.frame_grid_extent, video_fps=config.video_fps)
+
+
+BENCHMARKS = ("sqa3d", "scanqa", "msqa", "vsibench")
+
+
+def benchmark_records(benchmark: str, root: Path, split: str) -> list[QARecord]:
+    """A benchmark's records of a split, from its folder under the data root: scanqa/ScanQA_v1.0_<split>.json,
+    msqa/msqa_scannet_<split>.json, vsibench/<split>.jsonl (or .json / .parquet)."""
+    root = Path(root)
+    if benchmark == "scanqa":
+        return read_scanqa(scanqa_path(root / "scanqa", split))
+    if benchmark == "msqa":
+        return read_msqa(msqa_path(root / "msqa", split))
+    if benchmark == "vsibench":
+        candidates = [root / "vsibench" / f"{split}{ext}" for ext in (".jsonl", ".json", ".parquet")]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise Loc3rError(f"{root / 'vsibench'}: no {split}.jsonl, {split}.json or {split}.parquet")
+        return read_vsibench(found)
+    raise Loc3rError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
+
+
+def make_benchmark_dataset(config: Loc3RConfig, benchmark: str, root: Path, split: str, cache_dir=None,
+                           cut3r_dir: Path | None = None):
+    """The data set of a benchmark for a model configuration: SQA3D, ScanQA and MSQA on ScanNet scans
+    (<root>/scans), VSI-Bench on its videos (no poses, no depth: the poses prior is unavailable there; the cut3r
+    prior runs CUT3R from `cut3r_dir` on the sampled frames)."""
+    if benchmark == "sqa3d":
+        return make_dataset(config, root, split, cache_dir)
+    records = benchmark_records(benchmark, root, split)
+    if benchmark != "vsibench":
+        return SituatedQADataset(root, split, config.num_frames, config.image_size, config.frame_grid,
+                                 cache_dir=cache_dir, camera_tokens=camera_token_source(config, root),
+                                 grid_extent=config.frame_grid_extent, video_fps=config.video_fps, records=records)
+    if config.prior == "poses":
+        raise Loc3rError(f"{Path(root) / 'vsibench'}: VSI-Bench videos come without camera poses, so the poses prior "
+                         "is unavailable there: evaluate a checkpoint trained with --prior cut3r or --prior none")
+    tokens = None
+    if config.prior == "cut3r":
+        if cut3r_dir is None:
+            raise Loc3rError("this checkpoint uses the cut3r prior: pass --cut3r DIR (a converted CUT3R model)")
+        from loc3r.priors.cut3r import Cut3rPrior
+
+        prior = Cut3rPrior(cut3r_dir, input_mode=config.cut3r_input, vlm_size=config.image_size)
+        if prior.dim != config.cut3r_dim:
+            raise Loc3rError(f"{cut3r_dir}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
+                             f"{config.cut3r_dim}")
+        tokens = lambda frames: prior.tokens_for_frames(frames).cpu().numpy()  # noqa: E731
+    return VideoQADataset(Path(root) / "vsibench", records, config.num_frames, config.image_size, config.frame_grid,
+                          tokens)

@@ -11,6 +11,7 @@ writes
     DIR/scans/scene%04d_00/...                     ScanNet posed images, meta data and mesh (formats.py)
     DIR/sqa_task/balanced/v1_balanced_{questions,sqa_annotations}_{train,val,test}_scannetv2.json
     DIR/synth/scene%04d_00.json                    the ground truth, described below
+    DIR/scanqa/, DIR/msqa/, DIR/vsibench/          the scenes in ScanQA, MSQA and VSI-Bench formats (benchmarks.py)
 
 Scene i depends only on (seed, i) (numpy SeedSequence), so worker count and scene count do not change it,
 and the same arguments give byte-identical files. Splits are by scene, about 80/10/10 (at least one val and
@@ -57,6 +58,7 @@ from loc3r.data.sqa3d import SPLITS
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 from loc3r.synth import formats
+from loc3r.synth.benchmarks import write_benchmark_files
 from loc3r.synth.render import intrinsics, render
 from loc3r.synth.scene import STYLES, Scene, sample_scene
 from loc3r.synth.situations import describe_scene
@@ -223,12 +225,17 @@ def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 12
         write_json(balanced / f"v1_balanced_sqa_annotations_{split}_scannetv2.json",
                    formats.sqa3d_file(split, "annotations", annotations), indent=None)
     _remove_stale_scenes(out_dir, {scene_id_of(i) for i in range(n_scenes)})
+    write_benchmark_files(out_dir, {scene_id_of(i): s for i, s in enumerate(splits)}, seed)
+    for video in (out_dir / "vsibench" / "scannet").glob("scene*.mp4"):  # of test scenes an earlier run had
+        if video.stem not in {scene_id_of(i) for i, s in enumerate(splits) if s == "test"}:
+            video.unlink()
 
 
 def remove_temporaries(out_dir: Path) -> None:
     """Remove the temporaries an interrupted synth leaves in out_dir: `.scene*` directories under scans/ and
     `.scene*` / `.v1_*` files under synth/ and sqa_task/balanced/ (io.atomic_dir / atomic_path name them so)."""
-    for pattern in ("scans/.scene*", "synth/.scene*", "sqa_task/balanced/.v1_*"):
+    for pattern in ("scans/.scene*", "synth/.scene*", "sqa_task/balanced/.v1_*", "scanqa/.ScanQA*", "msqa/.msqa*",
+                    "vsibench/.test*", "vsibench/scannet/.scene*"):
         for p in out_dir.glob(pattern):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
