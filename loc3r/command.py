@@ -51,6 +51,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=help_text)
+        elif typing.get_origin(kind) is list:  # a repeated flag
+            parser.add_argument(flag, action="append", type=typing.get_args(kind)[0], required=required,
+                                help=help_text + " (repeatable)")
         else:
             parser.add_argument(flag, type=Path if kind is Path else kind, required=required,
                                 default=None if required else f.default, choices=choices.get(f.name),

@@ -1,4 +1,5 @@
-"""`loc3r eval`: predictions on a split, the official metrics, a report and bird's-eye plots.
+"""`loc3r eval`: predictions on a split of a benchmark (SQA3D, ScanQA, MSQA, VSI-Bench), its official metrics, a
+report and bird's-eye plots.
 
 Localization is scored once per situation (scene + situation text), as in SQA3D's localization benchmark: the
 <Pos>/<Ori> tokens precede the question, so the causal LLM gives every question of a situation the same pose.
@@ -189,6 +190,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     metrics = compute_metrics(records, cfg.benchmark, cfg.normalisation, judge)
     if cfg.benchmark == "scanqa":
         metrics["normalisation"] = cfg.normalisation
+        if not metrics.get("qa", {}).get("java", True):
+            print("note: no Java found: ScanQA's METEOR and PTB tokenizer are skipped (install a JRE, e.g. Debian's "
+                  "default-jre-headless); the other metrics are reported")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", metrics)
     with atomic_path(out / "predictions.jsonl") as tmp:

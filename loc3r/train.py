@@ -37,10 +37,10 @@ from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load
                               save_checkpoint)
 from loc3r.data.dataset import SituatedQADataset
 from loc3r.errors import Loc3rError
-from loc3r.io import atomic_path
+from loc3r.io import atomic_path, write_json
 from loc3r.model.config import PRIORS, Loc3RConfig
 from loc3r.model.loc3r import Loc3R
-from loc3r.model.processor import Batch, Collator, make_dataset
+from loc3r.model.processor import Batch, Collator, MixtureDataset, Source, make_training_set
 from loc3r.model.tokenizer import build_tiny_tokenizer
 from loc3r.parallel import print0
 from loc3r.priors.cut3r import CUT3R_INPUTS
@@ -55,7 +55,7 @@ class TrainConfig:
     """The settings of one training run; `loc3r train`'s flags are generated from these fields and their comments
     (loc3r.command.add_dataclass_arguments). None: the preset's default."""
 
-    data: Path  # data root: scans/ and sqa_task/ (ScanNet / SQA3D formats)
+    data: list[str]  # data: DIR (SQA3D), or name=DIR[:fraction] of sqa3d, scanqa, msqa, vsibench; repeat to mix
     out: Path  # run directory (checkpoints, log.jsonl)
     preset: str = "tiny"  # tiny | llava_video_7b
     base: Path | None = None  # local LLaVA-Video-7B-Qwen2 directory (transformers format), for the 7B
@@ -94,6 +94,13 @@ class TrainConfig:
     CHOICES: ClassVar[dict] = {"preset": ("tiny", "llava_video_7b"), "prior": PRIORS, "cut3r_input": CUT3R_INPUTS,
                                "parallel": ("ddp", "fsdp")}
 
+    def __post_init__(self):
+        self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+
+    @property
+    def sources(self) -> list[Source]:
+        return [Source.parse(d) for d in self.data]
+
     @property
     def is_7b(self) -> bool:
         return self.preset == "llava_video_7b"
@@ -123,7 +130,7 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
     if config.prior == "cut3r" and run.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
         from loc3r.priors.cut3r import cached_token_width
 
-        config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.data, config.num_frames))
+        config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
     return config
 
 
@@ -140,13 +147,13 @@ def check_resume_settings(run: TrainConfig, checkpoint: Path, config: Loc3RConfi
 # ---------------------------------------------------------------------------------------------------------
 
 
-def tiny_tokenizer(dataset: SituatedQADataset):
+def tiny_tokenizer(dataset):
     """The tiny preset's word-level tokenizer: the synthetic rooms' vocabulary and every word of the training set's
     situations, questions and answers (so that real data trains the tiny model too)."""
     from loc3r.synth.language import tokenize, vocabulary
 
     words = set(vocabulary())
-    for r in dataset.records:
+    for r in dataset.records:  # every source's texts (a mixture's too)
         words.update(tokenize(" ".join([r.situation, r.question, *r.answers])))
     return build_tiny_tokenizer(sorted(words))
 
@@ -275,9 +282,17 @@ def set_up(run: TrainConfig) -> Session:
         model = Loc3R.from_pretrained(resume_dir)
         check_resume_settings(run, resume_dir, model.config)
         config = model.config
-    dataset = make_dataset(config, run.data, "train", run.cache_dir)
+    dataset = make_training_set(config, run.sources, run.cache_dir, run.seed)
     if len(dataset) == 0:
-        raise Loc3rError(f"{run.data}: the train split has no questions")
+        raise Loc3rError(f"{', '.join(run.data)}: the train split has no questions")
+    if isinstance(dataset, MixtureDataset) and info.is_main:
+        manifest = dataset.manifest()
+        run.out.mkdir(parents=True, exist_ok=True)
+        write_json(run.out / "manifest.json", manifest)
+        print("training mixture:")
+        for m in manifest:
+            print(f"  {m['source']:<9} {m['root']}: {m['questions']} of {m['of']} questions ({m['fraction']:g}), "
+                  f"{m['situated']} situated (pose supervision), layout supervision on {m['layout_supervision']}")
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
@@ -296,7 +311,7 @@ def set_up(run: TrainConfig) -> Session:
     if per_video > 1 and checkpointing:  # a recomputed layer would write its keys / values into the shared cache again
         raise Loc3rError("--questions-per-video > 1 (a shared video prefix) does not combine with activation "
                          "checkpointing: pass --questions-per-video 1")
-    units = video_groups([r.scene_id for r in dataset.records], per_video, run.seed)
+    units = video_groups(dataset.video_keys, per_video, run.seed)
     start = run.situation_start if run.situation_start is not None else (0.0 if run.is_7b else 0.2)
 
     tensor_names = list(model.checkpoint_tensors())

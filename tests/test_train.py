@@ -168,3 +168,24 @@ def test_resume_refuses_contradicting_flags(synth_data, tmp_path):
     with pytest.raises(Loc3rError, match="lambda_layout = 0.0, but the checkpoint was trained with 1.0"):
         train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--no-layout"))
     train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--frames", "4"))
+
+
+def test_training_mixture_manifest(synth_data, tmp_path, one_thread):
+    """--data sqa3d=DIR --data scanqa=DIR:0.5 --data msqa=DIR: the manifest counts each source's questions, and a
+    lone `--data DIR` is the same run as `--data sqa3d=DIR`."""
+    run = tmp_path / "mix"
+    train_mod.train(train_args(f"sqa3d={synth_data}", run, "--data", f"scanqa={synth_data}:0.5", "--data",
+                               f"msqa={synth_data}", "--steps", "2", "--batch-size", "2"))
+    manifest = {m["source"]: m for m in json.loads((run / "manifest.json").read_text())}
+    scanqa = json.loads((synth_data / "scanqa" / "ScanQA_v1.0_train.json").read_text())
+    msqa = json.loads((synth_data / "msqa" / "msqa_scannet_train.json").read_text())
+    assert manifest["scanqa"]["of"] == len(scanqa) and manifest["scanqa"]["questions"] == round(0.5 * len(scanqa))
+    assert manifest["scanqa"]["situated"] == 0 and manifest["msqa"]["situated"] == manifest["msqa"]["questions"]
+    assert manifest["msqa"]["questions"] == len(msqa) and manifest["sqa3d"]["layout_supervision"] > 0
+    plain, named = tmp_path / "plain", tmp_path / "named"
+    train_mod.train(train_args(synth_data, plain, "--steps", "1", "--batch-size", "2"))
+    train_mod.train(train_args(f"sqa3d={synth_data}", named, "--steps", "1", "--batch-size", "2"))
+    wp, wn = weights(plain / "checkpoints" / "step_0000001"), weights(named / "checkpoints" / "step_0000001")
+    assert all(torch.equal(wp[k], wn[k]) for k in wp)
+    with pytest.raises(Loc3rError, match="unknown data set 'scannet'"):
+        train_mod.train(train_args(f"scannet={synth_data}", tmp_path / "bad", "--steps", "1"))

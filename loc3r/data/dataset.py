@@ -64,6 +64,11 @@ class SituatedQADataset:
     def scene_ids(self) -> list[str]:
         return sorted({r.scene_id for r in self.records})
 
+    @property
+    def video_keys(self) -> list[str]:
+        """Per question, what identifies its video (questions of one key share their frames)."""
+        return [r.scene_id for r in self.records]
+
     def scene(self, scene_id: str) -> SceneCache:
         if scene_id in self._scenes:
             self._scenes.move_to_end(scene_id)
@@ -144,6 +149,10 @@ class VideoQADataset:
     @property
     def scene_ids(self) -> list[str]:
         return sorted({r.scene_id for r in self.records})
+
+    @property
+    def video_keys(self) -> list[str]:
+        return [r.video for r in self.records]
 
     def video(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
         """Resized frames [T, S, S, 3], their times (s), prior tokens or None, the video's length (s)."""

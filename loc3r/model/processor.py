@@ -36,7 +36,7 @@ from transformers import PreTrainedTokenizerBase
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
 from loc3r.data.benchmarks import (QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench,
                                      scanqa_path)
-from loc3r.data.dataset import SituatedQADataset, VideoQADataset
+from loc3r.data.dataset import SituatedQADataset, VideoQADataset, is_situated
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
@@ -307,3 +307,89 @@ def make_benchmark_dataset(config: Loc3RConfig, benchmark: str, root: Path, spli
         tokens = lambda frames: prior.tokens_for_frames(frames).cpu().numpy()  # noqa: E731
     return VideoQADataset(Path(root) / "vsibench", records, config.num_frames, config.image_size, config.frame_grid,
                           tokens)
+
+
+@dataclass
+class Source:
+    """One data set of a training mixture: `--data DIR` (SQA3D), `--data name=DIR` or `--data name=DIR:fraction`."""
+
+    benchmark: str
+    root: Path
+    fraction: float = 1.0  # the share of its questions used (the paper subsamples about half of MSQA and VSI data)
+
+    @classmethod
+    def parse(cls, text: str) -> "Source":
+        name, sep, rest = str(text).partition("=")
+        if not sep:
+            name, rest = "sqa3d", str(text)
+        root, fraction = rest, 1.0
+        head, colon, tail = rest.rpartition(":")
+        if colon:
+            try:
+                root, fraction = head, float(tail)
+            except ValueError:
+                pass
+        if name not in BENCHMARKS:
+            raise Loc3rError(f"--data {text}: unknown data set {name!r} (expected one of {', '.join(BENCHMARKS)})")
+        if not 0 < fraction <= 1:
+            raise Loc3rError(f"--data {text}: the fraction must be in (0, 1], got {fraction}")
+        return cls(name, Path(root), fraction)
+
+
+class MixtureDataset:
+    """Several data sets in one training set: each source's questions (a seeded subsample of `fraction` of them)
+    one after the other. `video_keys` tells the trainer which questions share a video (same root and scene)."""
+
+    def __init__(self, parts: list[tuple[Source, object]], seed: int = 0):
+        self.parts, self.index = parts, []
+        for p, (source, dataset) in enumerate(parts):
+            n = len(dataset)
+            keep = n if source.fraction >= 1 else max(1, int(round(source.fraction * n))) if n else 0
+            chosen = np.sort(np.random.default_rng([seed, p]).choice(n, keep, replace=False)) if keep < n else range(n)
+            self.index += [(p, int(i)) for i in chosen]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> Sample:
+        p, j = self.index[i]
+        return self.parts[p][1][j]
+
+    @property
+    def records(self) -> list:
+        return [self.parts[p][1].records[j] for p, j in self.index]
+
+    @property
+    def video_keys(self) -> list[str]:
+        return [f"{self.parts[p][0].root}:{self.parts[p][1].records[j].scene_id}" for p, j in self.index]
+
+    def prepare(self, rank: int = 0, world_size: int = 1) -> None:
+        for _, dataset in self.parts:
+            if hasattr(dataset, "prepare"):
+                dataset.prepare(rank, world_size)
+
+    def manifest(self) -> list[dict]:
+        """Per source: questions used, situated or not, with pose and layout supervision or without."""
+        rows = []
+        for p, (source, dataset) in enumerate(self.parts):
+            used = [j for q, j in self.index if q == p]
+            situated = sum(bool(_situated(dataset.records[j])) for j in used)
+            video = isinstance(dataset, VideoQADataset)
+            rows.append({"source": source.benchmark, "root": str(source.root), "fraction": source.fraction,
+                         "questions": len(used), "of": len(dataset), "situated": situated,
+                         "pose_supervision": situated, "layout_supervision": 0 if video else len(used)})
+        return rows
+
+
+def _situated(record) -> bool:
+    if isinstance(record, QARecord):
+        return record.has_situation
+    return is_situated(record.situation)
+
+
+def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None, seed: int = 0):
+    """The training data of a run: one SQA3D root as it is, or a MixtureDataset of the sources' train splits."""
+    if len(sources) == 1 and sources[0].benchmark == "sqa3d" and sources[0].fraction >= 1:
+        return make_dataset(config, sources[0].root, "train", cache_dir)
+    parts = [(src, make_benchmark_dataset(config, src.benchmark, src.root, "train", cache_dir)) for src in sources]
+    return MixtureDataset(parts, seed)
