@@ -23,7 +23,7 @@ from loc3r.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metr
                            scanqa_metrics, vsibench_metrics)
 from loc3r.model.processor import BENCHMARKS, Collator
 from loc3r.parallel import default_device
-from loc3r.plots import situation_plot, token_colors
+from loc3r.plots import frame_strip, situation_plot, token_colors
 
 
 @dataclass
@@ -165,7 +165,8 @@ def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path
     lines += [f"| {r['scene_id']} | {r['situation']} | {r['question']} | {r['answers'][0]} | {r['prediction']} |"
               for r in records[:12]]
     if plots:
-        lines += ["", "## Bird's-eye views", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
+        heading = "Bird's-eye views" if metrics["benchmark"] == "msqa" else "The examples' frames"
+        lines += ["", f"## {heading}", ""] + [f"![{p.stem}](plots/{p.name})" for p in plots]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -205,6 +206,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         situation_plot(data, r["scene_id"], scene.world_to_bev, r, path, maps[r["question_id"]].reshape(-1, 2),
                        map_colors.reshape(-1, 3))
         plots.append(path)
+    if cfg.benchmark in ("scanqa", "vsibench"):  # no situation to draw: the examples' frames
+        for i, r in enumerate(records[:cfg.plots]):
+            path = out / "plots" / f"frames_{i}.png"
+            frame_strip(dataset[i].frames, path)
+            plots.append(path)
     title = f"Evaluation of {ckpt} on {cfg.benchmark} {split}"
     if cfg.benchmark == "sqa3d":
         write_report(out, metrics, records, plots, title)

@@ -24,7 +24,9 @@ import torch
 from loc3r.data.scannet import ScanNetScene, list_scenes
 from loc3r.errors import Loc3rError
 from loc3r.io import write_npz
-from loc3r.priors.cut3r import CUT3R_INPUTS, Cut3rPrior, pose_to_c2w, read_token_cache, token_cache_path
+from loc3r.data.cache import source_fingerprint
+from loc3r.priors.cut3r import (CUT3R_INPUTS, Cut3rPrior, model_fingerprint, pose_to_c2w, read_token_cache,
+                               token_cache_path)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -73,6 +75,14 @@ def _read_cache(path) -> dict[str, np.ndarray] | None:
         return None
 
 
+def stale(arrays: dict[str, np.ndarray], args, scene_id: str) -> bool:
+    """Whether a cache must be computed again: another input mode, another CUT3R, or other scan files."""
+    scene = ScanNetScene(args.data, scene_id)
+    return (str(arrays.get("input_mode", "demo")) != args.cut3r_input
+            or str(arrays.get("model", "")) != model_fingerprint(args.cut3r)
+            or str(arrays.get("source", "")) != source_fingerprint(scene.dir, arrays["frame_ids"]))
+
+
 def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, with_poses: bool) -> dict:
     """Run CUT3R on one scene's sampled frames and write its cache file; returns the cached arrays."""
     scene = ScanNetScene(data_root, scene_id)
@@ -80,7 +90,8 @@ def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, 
     frames = np.stack([scene.read_color(int(i)) for i in ids])  # [T, H, W, 3] uint8
     out = prior.run(frames)
     arrays = dict(camera_tokens=out.camera_tokens.float().cpu().numpy().astype(np.float16),
-                  frame_ids=ids.astype(np.int64), input_mode=np.array(prior.input_mode))
+                  frame_ids=ids.astype(np.int64), input_mode=np.array(prior.input_mode),
+                  source=np.array(source_fingerprint(scene.dir, ids)), model=np.array(prior.fingerprint))
     if with_poses:
         arrays["camera_pose"] = out.camera_pose.cpu().numpy().astype(np.float32)
     write_npz(token_cache_path(data_root, scene_id, num_frames), **arrays)
@@ -102,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         path = token_cache_path(args.data, scene_id, args.frames)
         arrays = _read_cache(path)
         status = "cached"
-        mode = str(arrays.get("input_mode", "demo")) if arrays is not None else None
-        if arrays is None or mode != args.cut3r_input or (args.check_poses and "camera_pose" not in arrays):
+        if arrays is None or stale(arrays, args, scene_id) or (args.check_poses and "camera_pose" not in arrays):
             start = time.perf_counter()
             try:
                 arrays = extract_scene(prior, args.data, scene_id, args.frames, args.check_poses)

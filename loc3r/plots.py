@@ -154,3 +154,10 @@ def layout_mask(points) -> np.ndarray:
     """Points [N, 3] that show the layout from above: floor (lowest 2%, + 10 cm) and ceiling (top 2%) dropped."""
     z = points[:, 2]
     return (z > np.percentile(z, 2) + 0.1) & (z < np.percentile(z, 98))
+
+
+def frame_strip(frames: np.ndarray, out: Path) -> None:
+    """The sampled frames [T, S, S, 3] of an example side by side, as a PNG (written atomically)."""
+    strip = np.concatenate(list(frames), axis=1)
+    with atomic_path(out) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")

@@ -433,3 +433,32 @@ def test_vlm3r_input_frames_are_432_squares():
     frames = np.random.default_rng(0).integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
     assert tuple(cut3r_input_frames(frames, "vlm3r", 512).shape) == (2, 3, 432, 432)
     assert tuple(cut3r_input_frames(frames, "demo", 512).shape) == (2, 3, 384, 512)  # long side 512
+
+@needs_fixture
+def test_stale_token_cache_is_refused_then_recomputed(converted, synth_data, tmp_path, capsys):
+    """A scan whose files change after extract-priors: training refuses its tokens (one line naming the cache), and
+    the next extract-priors computes them again instead of reporting them cached."""
+    import shutil
+    import time
+
+    from loc3r.cli import main as cli_main
+    from loc3r.data.scannet import ScanNetScene
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    extract = ["extract-priors", "--cut3r", str(converted), "--data", str(data), "--frames", "4", "--device", "cpu"]
+    assert cli_main(extract) == 0
+    scene = ScanNetScene(data, "scene0000_00")
+    pose = scene.dir / "pose" / f"{scene.sampled_frame_ids(4)[1]}.txt"
+    time.sleep(0.01)
+    pose.write_text(pose.read_text())  # re-exported: same content, a new file
+    train = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--prior", "cut3r", "--frames", "4",
+             "--steps", "1", "--batch-size", "2", "--quiet"]
+    capsys.readouterr()
+    assert cli_main(train) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scene0000_00_T4.npz: the cache was computed from other files of the scan" in err
+    assert cli_main(extract) == 0
+    report = capsys.readouterr().out
+    assert "scene0000_00: cached" not in report and "scene0001_00: cached" in report
+    assert cli_main(train) == 0

@@ -238,10 +238,12 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
     """(scene_id, frame_ids) -> cached CUT3R tokens [T, d], for the 'cut3r' prior; None otherwise."""
     if config.prior != "cut3r":
         return None
-    from loc3r.priors.cut3r import token_cache_path, load_cached_tokens
+    from loc3r.data.cache import source_fingerprint
+    from loc3r.priors.cut3r import load_cached_tokens, token_cache_path
 
     def tokens(scene_id: str, frame_ids: np.ndarray) -> np.ndarray:
-        cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids, config.cut3r_input)
+        source = source_fingerprint(Path(data_root) / "scans" / scene_id, frame_ids)
+        cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids, config.cut3r_input, source)
         if cached is None:
             raise Loc3rError(f"{data_root}/priors/cut3r: no camera tokens for {scene_id} with T={len(frame_ids)}: "
                              f"run `loc3r extract-priors --cut3r DIR --data {data_root} --frames {len(frame_ids)}`")

@@ -307,6 +307,7 @@ class Cut3rPrior:
             raise Loc3rError(f"unknown CUT3R input {input_mode!r}: expected one of {', '.join(CUT3R_INPUTS)}")
         self.input_mode, self.vlm_size = input_mode, vlm_size  # CUT3R_INPUTS; the VLM's frame size (vlm3r)
         self.dim = self.model.dim  # the camera-token width, from the converted checkpoint's config
+        self.fingerprint = model_fingerprint(model_dir)  # recorded with the tokens it computes
 
     def run(self, frames: np.ndarray) -> Cut3rOutput:
         """[T, H, W, 3] uint8 frames in video order -> camera tokens, poses, c2w (on the prior's device)."""
@@ -319,6 +320,18 @@ class Cut3rPrior:
     def tokens_for_frames(self, frames: np.ndarray) -> torch.Tensor:
         """[T, H, W, 3] uint8 frames -> [T, dim] float32 camera tokens."""
         return self.run(frames).camera_tokens.float()
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """A hash of a converted CUT3R's files (names, sizes, modification times): tokens of another model are stale."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for f in sorted(Path(model_dir).glob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def cached_token_width(data_root: str | Path, num_frames: int) -> int:
@@ -352,11 +365,14 @@ def read_token_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def load_cached_tokens(data_root: str | Path, scene_id: str, num_frames: int,
-                       frame_ids: np.ndarray | None = None, input_mode: str | None = None) -> np.ndarray | None:
+                       frame_ids: np.ndarray | None = None, input_mode: str | None = None,
+                       source: str | None = None) -> np.ndarray | None:
     """[T, D] float16 cached camera tokens of a scene, or None when extract-priors has not run for it.
 
     With `frame_ids`, the cache must hold exactly those frames (it was sampled like the training cache); with
-    `input_mode`, CUT3R must have seen the frames that way (CUT3R_INPUTS; caches without the field: "demo").
+    `input_mode`, CUT3R must have seen the frames that way (CUT3R_INPUTS; caches without the field: "demo"); with
+    `source` (the fingerprint of the scan's files now, loc3r.data.cache.source_fingerprint), the tokens must have
+    been computed from those files: a scan re-exported since is refused, never silently served.
     """
     path = token_cache_path(data_root, scene_id, num_frames)
     cache = read_token_cache(path)
@@ -364,6 +380,10 @@ def load_cached_tokens(data_root: str | Path, scene_id: str, num_frames: int,
         return None
     tokens, cached_ids = cache["camera_tokens"], cache["frame_ids"]
     cached_mode = str(cache.get("input_mode", "demo"))
+    if source is not None and str(cache.get("source", "")) != source:
+        why = "has no fingerprint of its scan (an older loc3r wrote it)" if "source" not in cache else \
+            "was computed from other files of the scan (they changed since)"
+        raise Loc3rError(f"{path}: the cache {why}: rerun `loc3r extract-priors` for {scene_id}")
     if input_mode is not None and cached_mode != input_mode:
         raise Loc3rError(f"{path}: CUT3R saw the '{cached_mode}' input frames, the model takes '{input_mode}' "
                          f"(rerun `loc3r extract-priors --cut3r-input {input_mode}`)")
