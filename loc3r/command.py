@@ -40,9 +40,10 @@ def field_comments(cls) -> dict[str, str]:
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One flag a field of dataclass `cls`: `--batch-size` for batch_size, typed from its annotation, its comment as
-    help, required when it has no default, choices from `cls.CHOICES`; a bool field is a switch."""
+    help, required when it has no default, choices from `cls.CHOICES`; a bool field is a switch, a list field takes
+    several values (and repeats), the fields named in `cls.POSITIONAL` are positional arguments."""
     comments, hints = field_comments(cls), typing.get_type_hints(cls)
-    choices = getattr(cls, "CHOICES", {})
+    choices, positional = getattr(cls, "CHOICES", {}), getattr(cls, "POSITIONAL", ())
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
         if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # X | None
@@ -51,9 +52,11 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=help_text)
-        elif typing.get_origin(kind) is list:  # a repeated flag
-            parser.add_argument(flag, action="append", type=typing.get_args(kind)[0], required=required,
-                                help=help_text + " (repeatable)")
+        elif f.name in positional:
+            parser.add_argument(f.name, type=Path if kind is Path else kind, help=help_text)
+        elif typing.get_origin(kind) is list:  # several values, the flag repeatable
+            parser.add_argument(flag, action="extend", nargs="+", type=typing.get_args(kind)[0], required=required,
+                                help=help_text)
         else:
             parser.add_argument(flag, type=Path if kind is Path else kind, required=required,
                                 default=None if required else f.default, choices=choices.get(f.name),

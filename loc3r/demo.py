@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from loc3r import geometry, show
 from loc3r.baselines import baselines
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 
@@ -27,14 +29,20 @@ DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 600, "batch_size": 8
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
 
+@dataclass
+class DemoConfig:
+    """The settings of `loc3r demo` (its flags are generated from these fields and their comments)."""
+
+    out: Path = Path("demo_out")  # output directory
+    scenes: int = DEMO_TRAINING["scenes"]  # synthetic training rooms
+    test_scenes: int = DEMO_TRAINING["test_scenes"]  # held-out rooms (from another seed)
+    steps: int = DEMO_TRAINING["steps"]  # training steps
+    batch_size: int = DEMO_TRAINING["batch_size"]  # videos per step
+    seed: int = 0  # training rooms and training; the held-out rooms use seed + 1000
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory")
-    p.add_argument("--scenes", type=int, default=DEMO_TRAINING["scenes"], help="synthetic training rooms")
-    p.add_argument("--test-scenes", type=int, default=DEMO_TRAINING["test_scenes"],
-                   help="held-out rooms (from another seed)")
-    p.add_argument("--steps", type=int, default=DEMO_TRAINING["steps"], help="training steps")
-    p.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"], help="videos per step")
-    p.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(p, DemoConfig)
 
 
 def print_comparison(metrics: dict, references: dict) -> None:
@@ -53,6 +61,7 @@ def step(title: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    args = dataclass_from_args(DemoConfig, args)
     from loc3r import evaluate, infer, train
     from loc3r.synth import writer
 

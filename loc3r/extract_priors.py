@@ -17,34 +17,43 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
+from loc3r.data.cache import source_fingerprint
 from loc3r.data.scannet import ScanNetScene, list_scenes
 from loc3r.errors import Loc3rError
 from loc3r.io import write_npz
-from loc3r.data.cache import source_fingerprint
 from loc3r.priors.cut3r import (CUT3R_INPUTS, Cut3rPrior, model_fingerprint, pose_to_c2w, read_token_cache,
-                               token_cache_path)
+                                token_cache_path)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+@dataclass
+class ExtractConfig:
+    """The settings of `loc3r extract-priors` (its flags are generated from these fields and their comments)."""
+
+    cut3r: Path  # converted CUT3R directory (from `loc3r convert-cut3r`)
+    data: Path  # data root with scans/<scene_id>/ (ScanNet posed images)
+    frames: int = 32  # frames per scene, as the training cache
+    cut3r_input: str = "demo"  # frames CUT3R sees: demo (official demo, long side 512) | vlm3r (432 x 432)
+    vlm_size: int = 384  # the VLM's frame size, for --cut3r-input vlm3r
+    scenes: list[str] | None = None  # only these scene ids (default: all under <data>/scans)
+    check_poses: bool = False  # also store CUT3R's camera poses and report their error against the ground truth
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"  # cpu | cuda
+    dtype: str = "float32"  # compute dtype: float32 | float16 | bfloat16 (autocast; the pose MLP stays float32)
+
+    CHOICES: ClassVar[dict] = {"cut3r_input": CUT3R_INPUTS, "device": ("cpu", "cuda"), "dtype": tuple(DTYPES)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cut3r", required=True, help="converted CUT3R directory (from `loc3r convert-cut3r`)")
-    parser.add_argument("--data", required=True, help="data root with scans/<scene_id>/ (ScanNet posed images)")
-    parser.add_argument("--frames", type=int, default=32, help="frames per scene, as the training cache (default 32)")
-    parser.add_argument("--cut3r-input", choices=CUT3R_INPUTS, default="demo",
-                        help="frames CUT3R sees: demo (official demo: long side 512, crop to multiples of 16; "
-                             "default) or vlm3r (VLM-3R: the VLM's frames resized to 432 x 432)")
-    parser.add_argument("--vlm-size", type=int, default=384, help="the VLM's frame size, for --cut3r-input vlm3r")
-    parser.add_argument("--scenes", nargs="+", help="only these scene ids (default: all under <data>/scans)")
-    parser.add_argument("--check-poses", action="store_true",
-                        help="also store CUT3R's camera poses and report their error against the ground truth")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
-                        help="compute dtype (float16 / bfloat16 via autocast; the pose MLP stays float32)")
+    add_dataclass_arguments(parser, ExtractConfig)
 
 
 def relative_pose_errors(c2w_gt: np.ndarray, c2w_pred: np.ndarray) -> dict[str, np.ndarray]:
@@ -99,6 +108,7 @@ def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, 
 
 
 def run(args: argparse.Namespace) -> int:
+    args = dataclass_from_args(ExtractConfig, args)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise Loc3rError("--device cuda: no CUDA device is available (use --device cpu)")
     if args.check_poses and args.frames < 2:

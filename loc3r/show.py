@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from loc3r import geometry
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.dataset import is_situated
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
@@ -21,12 +23,19 @@ from loc3r.io import atomic_path
 from loc3r.plots import draw_pose, layout_mask, scene_points_bev
 
 
+@dataclass
+class ShowConfig:
+    """The settings of `loc3r show` (its flags are generated from these fields and their comments)."""
+
+    data: Path  # data root (scans/ and sqa_task/ inside)
+    scene: str  # scene id, e.g. scene0000_00
+    out: Path  # output PNG file
+    situation: int | None = None  # index of the scene's situation to draw (0-based)
+    frames: int = 16  # frames unprojected for the point cloud
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, type=Path, help="data root (scans/ and sqa_task/ inside)")
-    p.add_argument("--scene", required=True, help="scene id, e.g. scene0000_00")
-    p.add_argument("--situation", type=int, default=None, help="index of the scene's situation to draw (0-based)")
-    p.add_argument("--out", required=True, type=Path, help="output PNG file")
-    p.add_argument("--frames", type=int, default=16, help="frames unprojected for the point cloud")
+    add_dataclass_arguments(p, ShowConfig)
 
 
 def scene_records(root: Path, scene_id: str) -> list[SQA3DRecord]:
@@ -108,6 +117,7 @@ def render(root: Path, scene_id: str, situation: int | None, out: Path, num_fram
 
 
 def run(args: argparse.Namespace) -> int:
-    render(args.data, args.scene, args.situation, args.out, args.frames)
-    print(f"wrote {args.out}")
+    c = dataclass_from_args(ShowConfig, args)
+    render(c.data, c.scene, c.situation, c.out, c.frames)
+    print(f"wrote {c.out}")
     return 0

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-from dataclasses import dataclass
-from typing import ClassVar
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,9 +32,9 @@ import torch.distributed as dist
 from transformers import get_cosine_schedule_with_warmup
 
 from loc3r import parallel
-from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
                               save_checkpoint)
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.dataset import SituatedQADataset
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json

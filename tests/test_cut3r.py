@@ -311,8 +311,8 @@ def write_scene(root: Path, scene_id: str, n: int, rng) -> None:
 
 @needs_fixture
 def test_extract_priors(tmp_path, converted, capsys):
-    from loc3r.data.scannet import ScanNetScene, sample_frame_ids
     from loc3r import extract_priors as extract
+    from loc3r.data.scannet import ScanNetScene, sample_frame_ids
 
     rng = np.random.default_rng(0)
     for scene_id in ("scene0000_00", "scene0001_00"):
@@ -380,8 +380,8 @@ def test_conversion_never_replaces_what_it_did_not_write(tmp_path, converted, ca
 
 
 def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
-    from loc3r.model.config import Loc3RConfig
     from loc3r.data.cache import source_fingerprint
+    from loc3r.model.config import Loc3RConfig
     from loc3r.model.processor import camera_token_source
     from loc3r.priors.cut3r import token_cache_path
 

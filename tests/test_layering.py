@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "loc3r"
 
 # layer of a module (dotted name without the "loc3r." prefix), by prefix; the longest prefix decides
 LAYERS = {
-    "errors": 0, "constants": 0, "io": 0, "geometry": 1,
+    "errors": 0, "constants": 0, "io": 0, "command": 0, "geometry": 1,
     "data": 2, "synth": 2, "priors": 2,
     "model": 3,
     "": 4,  # the commands and their helpers: train, evaluate, infer, checkpoint, plots, show, demo, ...

@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from loc3r import train as train_mod
+from loc3r.cli import main as cli_main
 from loc3r.command import dataclass_from_args
 from loc3r.errors import Loc3rError
-from loc3r.cli import main as cli_main
 from loc3r.train import micro_batch_indices
 
 

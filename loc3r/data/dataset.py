@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from loc3r.constants import NO_SITUATION
 from loc3r import geometry
+from loc3r.constants import NO_SITUATION
 from loc3r.data.benchmarks import QARecord
 from loc3r.data.cache import SceneCache, scene_cache
 from loc3r.data.sample import Sample
@@ -32,7 +32,20 @@ def cache_nbytes(cache: SceneCache) -> int:
     return sum(v.nbytes for v in vars(cache).values() if isinstance(v, np.ndarray))
 
 
-class SituatedQADataset:
+class _QuestionSet:
+    """What the data sets share: `records` (one per question) and the scenes they are asked about."""
+
+    records: list
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def scene_ids(self) -> list[str]:
+        return sorted({r.scene_id for r in self.records})
+
+
+class SituatedQADataset(_QuestionSet):
     """`dataset[i]` -> Sample. Scene caches are built on first use (files, see loc3r.data.cache) and the most
     recently used ones are kept in memory, up to `max_cache_bytes` (None: all); the others are read again from
     their files when needed, so memory stays bounded on a full ScanNet-size set."""
@@ -56,13 +69,6 @@ class SituatedQADataset:
         self.max_cache_bytes = max_cache_bytes
         self._scenes: OrderedDict[str, SceneCache] = OrderedDict()  # least recently used first
         self._scene_bytes = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def scene_ids(self) -> list[str]:
-        return sorted({r.scene_id for r in self.records})
 
     @property
     def video_keys(self) -> list[str]:
@@ -131,7 +137,7 @@ class SituatedQADataset:
             duration_s=(sc.last_frame_id + 1) / self.video_fps)
 
 
-class VideoQADataset:
+class VideoQADataset(_QuestionSet):
     """`dataset[i]` -> Sample of a question on a plain video (VSI-Bench): T frames sampled uniformly with PyAV
     from `<root>/<record.video>`; no poses (the poses prior sees them as unknown), no depth (no layout targets), no
     situation. `camera_tokens(frames)` -> [T, d] computes a prior's tokens from the frames (CUT3R), when given."""
@@ -142,13 +148,6 @@ class VideoQADataset:
         self.num_frames, self.image_size, self.grid_hw = num_frames, image_size, tuple(grid_hw)
         self.camera_tokens = camera_tokens
         self._videos: OrderedDict[str, tuple] = OrderedDict()  # the few most recent videos' frames
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    @property
-    def scene_ids(self) -> list[str]:
-        return sorted({r.scene_id for r in self.records})
 
     @property
     def video_keys(self) -> list[str]:

@@ -28,13 +28,16 @@ import argparse
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import (AddedToken, AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                           Qwen2Config, SiglipVisionConfig)
 
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, check_replaceable, write_json
 
@@ -214,15 +217,23 @@ def convert_llava_video(in_dir: str | Path, out_dir: str | Path, overwrite: bool
     return source
 
 
+@dataclass
+class ConvertLlavaVideoConfig:
+    """The arguments of `loc3r convert-llava-video` (generated from these fields and their comments)."""
+
+    in_dir: Path  # the official LLaVA-Video release (e.g. LLaVA-Video-7B-Qwen2) or a transformers-format copy
+    out_dir: Path  # directory to write (an empty one or a previous conversion is replaced; else only --overwrite)
+    overwrite: bool = False  # replace out_dir whatever it holds
+
+    POSITIONAL: ClassVar[tuple] = ("in_dir", "out_dir")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("in_dir", type=Path, help="the official LLaVA-Video release (e.g. LLaVA-Video-7B-Qwen2) or a "
-                                                  "transformers-format copy")
-    parser.add_argument("out_dir", type=Path, help="directory to write (an empty one or a previous conversion is "
-                                                   "replaced atomically; anything else only with --overwrite)")
-    parser.add_argument("--overwrite", action="store_true", help="replace out_dir whatever it holds")
+    add_dataclass_arguments(parser, ConvertLlavaVideoConfig)
 
 
 def run(args: argparse.Namespace) -> int:
+    args = dataclass_from_args(ConvertLlavaVideoConfig, args)
     if args.in_dir.is_dir():
         layout = detect_layout(args.in_dir)
         print(f"{args.in_dir}: " + ("LLaVA-NeXT release layout (LlavaQwenForCausalLM): converting to LlavaOnevision"

@@ -37,8 +37,8 @@ from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.heads import GaussianXY, LayoutHead, OrientationHead, PositionHead, mlp
-from loc3r.model.processor import Batch
 from loc3r.model.losses import circular_soft_argmax, gaussian_nll, kl_orientation, wrapped_gaussian_target
+from loc3r.model.processor import Batch
 from loc3r.model.tokenizer import add_situation_tokens, build_tiny_tokenizer, load_tokenizer
 from loc3r.priors.base import CachedTokensPrior, NoPrior, PosePrior
 from loc3r.priors.poses import PosesPrior

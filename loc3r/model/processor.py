@@ -34,8 +34,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
-from loc3r.data.benchmarks import (QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench,
-                                     scanqa_path)
+from loc3r.data.benchmarks import QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench, scanqa_path
 from loc3r.data.dataset import SituatedQADataset, VideoQADataset, is_situated
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError

@@ -49,10 +49,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from loc3r import geometry
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.constants import NO_SITUATION
 from loc3r.data.sqa3d import SPLITS
 from loc3r.errors import Loc3rError
@@ -251,25 +253,30 @@ def _remove_stale_scenes(out_dir: Path, keep: set[str]) -> None:
             description.unlink()
 
 
+@dataclass
+class SynthConfig:
+    """The settings of `loc3r synth` (its flags are generated from these fields and their comments)."""
+
+    out: Path  # output directory (scans/, sqa_task/, synth/, scanqa/, msqa/, vsibench/)
+    scenes: int  # number of rooms
+    seed: int  # random seed (same seed -> identical files)
+    frames: int = 32  # frames per room video
+    size: int = 128  # image side in pixels, a multiple of 16
+    workers: int = 1  # processes rendering scenes in parallel
+    overwrite: bool = False  # write into a non-empty directory synth did not write (replacing what has the same names)
+    held_out: bool = False  # every scene in the test split (a test set from a seed no model was trained on)
+    rooms: str = "basic"  # basic: small rooms, 4-6 large objects of unique colours; realistic: varied rooms
+
+    CHOICES: ClassVar[dict] = {"rooms": STYLES}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output directory (scans/, sqa_task/, synth/)")
-    parser.add_argument("--scenes", type=int, required=True, help="number of rooms")
-    parser.add_argument("--seed", type=int, required=True, help="random seed (same seed -> identical files)")
-    parser.add_argument("--frames", type=int, default=32, help="frames per room video (default 32)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels, a multiple of 16 (default 128)")
-    parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel (default 1)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty directory that synth did not write (replacing what has the "
-                             "same names)")
-    parser.add_argument("--held-out", action="store_true",
-                        help="put every scene in the test split (a test set from a seed no model was trained on)")
-    parser.add_argument("--rooms", choices=STYLES, default="basic",
-                        help="basic (default): small rooms, 4-6 large objects of unique colours, 'next to A, facing "
-                             "B' situations; realistic: varied rooms and descriptions")
+    add_dataclass_arguments(parser, SynthConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    generate(args.out, args.scenes, args.seed, frames=args.frames, size=args.size, workers=args.workers,
-             style=args.rooms, held_out=args.held_out, overwrite=args.overwrite)
-    print(f"wrote {args.scenes} scenes to {args.out}")
+    c = dataclass_from_args(SynthConfig, args)
+    generate(c.out, c.scenes, c.seed, frames=c.frames, size=c.size, workers=c.workers, style=c.rooms,
+             held_out=c.held_out, overwrite=c.overwrite)
+    print(f"wrote {c.scenes} scenes to {c.out}")
     return 0
