@@ -77,6 +77,7 @@ class TrainConfig:
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     situation_start: float | None = None  # situation losses off for this many steps, or fraction (tiny 0.2, 7B 0)
+    head_input_norm: str | None = None  # none (the paper's heads) | batch (standardise the heads' inputs)
     lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
     lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
     seed: int = 0  # model initialisation and data order
@@ -92,7 +93,7 @@ class TrainConfig:
     quiet: bool = False  # no progress bar
 
     CHOICES: ClassVar[dict] = {"preset": ("tiny", "llava_video_7b"), "prior": PRIORS, "cut3r_input": CUT3R_INPUTS,
-                               "parallel": ("ddp", "fsdp")}
+                               "parallel": ("ddp", "fsdp"), "head_input_norm": ("none", "batch")}
 
     def __post_init__(self):
         self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
@@ -110,7 +111,8 @@ class TrainConfig:
         pairs = [("num_frames", self.frames), ("prior", self.prior), ("cut3r_dim", self.cut3r_dim),
                  ("cut3r_input", self.cut3r_input), ("orientation_sigma_rad", self.orientation_sigma),
                  ("lambda_layout", 0.0 if self.no_layout else self.lambda_layout),
-                 ("lambda_situation", 0.0 if self.no_situation else self.lambda_situation)]
+                 ("lambda_situation", 0.0 if self.no_situation else self.lambda_situation),
+                 ("head_input_norm", self.head_input_norm)]
         return {k: v for k, v in pairs if v is not None}
 
 

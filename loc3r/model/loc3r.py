@@ -90,9 +90,10 @@ class Loc3R(nn.Module):
         D = config.hidden_size
         self.prior = build_prior(config)
         self.camera_projector = mlp(config.prior_dim, D, D) if config.has_camera_token else None
-        self.layout_head = LayoutHead(D)
-        self.position_head = PositionHead(D)
-        self.orientation_head = OrientationHead(D, config.orientation_bins)
+        norm = config.head_input_norm == "batch"
+        self.layout_head = LayoutHead(D, norm)
+        self.position_head = PositionHead(D, norm)
+        self.orientation_head = OrientationHead(D, config.orientation_bins, norm)
         self.to(getattr(torch, config.dtype))
         # frozen per the paper: the vision tower (switchable) and the prior
         vision_tower = self.vlm.model.vision_tower
