@@ -111,10 +111,9 @@ def load_lora_run(path: Path, model) -> None:
     if not file.is_file():
         raise Loc3rError(f"{file}: no such file (the checkpoint was not written by a --lora run)")
     adapters = load_file(str(file))
-    trained = {n for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n}
-    trained |= {n for n, _ in model.named_buffers() if ".lora_" not in n and "base_layer" not in n
-                and "running_" in n or n.endswith("num_batches_tracked")}  # the heads' running statistics
     plain = load_file(str(Path(path) / "model.safetensors"))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad and ".lora_" not in n}
+    trained |= {n for n, _ in model.named_buffers() if n in plain}  # e.g. the heads' running statistics
     own = model.state_dict()
     missing = sorted((set(model.lora_tensors()) - set(adapters)) | (trained - set(plain)))
     if missing:

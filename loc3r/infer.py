@@ -25,7 +25,7 @@ from loc3r.data.sample import Sample
 from loc3r.data.scannet import uniform_indices
 from loc3r.data.video import frame_files, read_frame_dir, read_pose_dir, read_video, resize_frames, video_frame_rate
 from loc3r.errors import Loc3rError, naming
-from loc3r.model.processor import Collator
+from loc3r.model.processor import Collator, load_cut3r_prior
 from loc3r.parallel import default_device
 
 
@@ -144,15 +144,7 @@ def infer(args: InferConfig) -> list[dict]:
     video = load_video(args, config.num_frames, config.video_fps)
     tokens = None
     if config.prior == "cut3r":
-        if args.cut3r is None:
-            raise Loc3rError("this checkpoint uses the cut3r prior: pass --cut3r DIR (a converted CUT3R model)")
-        from loc3r.priors.cut3r import Cut3rPrior
-
-        prior = Cut3rPrior(args.cut3r, device=device, input_mode=config.cut3r_input, vlm_size=config.image_size)
-        if prior.dim != config.cut3r_dim:
-            raise Loc3rError(f"{args.cut3r}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
-                             f"{config.cut3r_dim}")
-        tokens = prior.tokens_for_frames(video.frames).cpu().numpy()
+        tokens = load_cut3r_prior(config, args.cut3r, device).tokens_for_frames(video.frames).cpu().numpy()
     samples = [build_sample(video, q["situation"], q["question"], config, tokens, args.poses, i)
                for i, q in enumerate(questions)]
     collate = Collator(model.tokenizer, config, for_generation=True)

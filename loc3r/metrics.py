@@ -166,7 +166,7 @@ def scanqa_metrics(predictions: list[str], references: list[list[str]], normalis
         refs = [[clean_answer(r) for r in rs] for rs in references]
     else:
         preds = [p.strip().rstrip(".") for p in predictions]
-        refs = [[r for r in rs] for rs in references]
+        refs = [list(rs) for rs in references]
     scores = [answer_match(p, rs) for p, rs in zip(preds, refs)]
     n = max(len(scores), 1)
     java = java_available()
@@ -190,11 +190,7 @@ def scanqa_metrics(predictions: list[str], references: list[list[str]], normalis
         if java:
             from pycocoevalcap.meteor.meteor import Meteor
 
-            meteor = Meteor()
-            try:
-                out["meteor"] = 100.0 * float(meteor.compute_score(gts, res)[0])
-            finally:
-                meteor.close() if hasattr(meteor, "close") else None
+            out["meteor"] = 100.0 * float(Meteor().compute_score(gts, res)[0])
     out.update(normalisation=normalisation, java=java, n=len(scores))
     return out
 

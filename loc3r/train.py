@@ -35,7 +35,6 @@ from loc3r import parallel
 from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
                               save_checkpoint)
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
-from loc3r.data.dataset import SituatedQADataset
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json
 from loc3r.model.config import PRIORS, Loc3RConfig
@@ -220,7 +219,7 @@ class StepBatches(torch.utils.data.Dataset):
     """Item i: this rank's micro-batches of optimizer step `first_step + i`, a pure function of the data position
     (so a DataLoader's workers build them in any process and a resumed run reads exactly what it would have)."""
 
-    def __init__(self, run: TrainConfig, dataset: SituatedQADataset, collate: Collator, units: list[list[int]],
+    def __init__(self, run: TrainConfig, dataset, collate: Collator, units: list[list[int]],
                  per_video: int, info: parallel.DistInfo, first_step: int, first_position: int):
         self.run, self.dataset, self.collate, self.units, self.per_video = run, dataset, collate, units, per_video
         self.rank, self.world = info.rank, info.world_size

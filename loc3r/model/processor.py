@@ -1,5 +1,6 @@
-"""The model's processor: the data set of a model configuration (`make_dataset`) and batch building, list[Sample]
--> dict of tensors for Loc3R.forward / Loc3R.generate (`Collator`).
+"""The model's processor: the data set of a model configuration (`make_dataset`, `make_benchmark_dataset`,
+`make_training_set`) and batch building, list[Sample] -> a typed `Batch` for Loc3R.forward / Loc3R.generate
+(`Collator`).
 
 The user turn is `<video>\\n{situation} <Pos> <Ori> {question}` (the situation tokens between situation and
 question, paper Sec. 3.3), with config.time_instruction `<video>\\n{time instruction}\\n{situation} ...` (LLaVA-Video's
@@ -8,7 +9,7 @@ ChatML for the tiny tokenizer); the single <video> is then expanded into the pla
 `config.video_placeholder_len` tokens. Training sequences append the answer and the end-of-turn token, which
 are the only labelled tokens, and pad on the right; generation prompts pad on the left.
 
-Batch keys (B samples, T frames, S pixels, n = G vision tokens per frame, L tokens):
+Batch fields (B samples, T frames, S pixels, n = G vision tokens per frame, L tokens):
   input_ids [B, L], attention_mask [B, L], labels [B, L] (training only, -100 = no loss),
   pixel_values_videos [B, T, 3, S, S] float32 normalised, camera_poses_bev [B, T, 4, 4],
   camera_tokens [B, T, d] (when the samples carry cached prior tokens), layout_xy [B, T, G, 2],
@@ -18,7 +19,7 @@ Batch keys (B samples, T frames, S pixels, n = G vision tokens per frame, L toke
 `Collator.grouped` builds a batch of several questions per video, for the model's shared-prefix pass (the
 video part of the LLM computed once per video, its keys / values shared by that video's questions). Every
 prompt is split after its video run: the part before (the same for every question) is the video's *prefix*,
-the rest its question's *suffix*. Keys: the video-level ones above for Bv videos, with input_ids /
+the rest its question's *suffix*. Fields: the video-level ones above for Bv videos, with input_ids /
 attention_mask [Bv, Lp] holding the prefix; and per question (Bq of them) suffix_ids, suffix_mask, labels
 [Bq, Ls] (right-padded; left-padded for generation, so that every row's last token is real), pos_index / ori_index into the suffix, position_xy, yaw_rad, has_situation,
 question_id, and video_index [Bq] (the row of its video).
@@ -254,10 +255,26 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
     return tokens
 
 
-def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=None) -> SituatedQADataset:
+def make_dataset(config: Loc3RConfig, data_root: Path, split: str, cache_dir=None,
+                 records: list | None = None) -> SituatedQADataset:
+    """Questions on the ScanNet scans of data_root for a model configuration: SQA3D's split, or `records` (ScanQA,
+    MSQA) when given."""
     return SituatedQADataset(data_root, split, config.num_frames, config.image_size, config.frame_grid,
                              cache_dir=cache_dir, camera_tokens=camera_token_source(config, data_root),
-                             grid_extent=config.frame_grid_extent, video_fps=config.video_fps)
+                             grid_extent=config.frame_grid_extent, video_fps=config.video_fps, records=records)
+
+
+def load_cut3r_prior(config: Loc3RConfig, cut3r_dir: Path | None, device="cpu"):
+    """The CUT3R a cut3r-prior checkpoint needs on plain videos (infer, VSI-Bench), checked against its width."""
+    if cut3r_dir is None:
+        raise Loc3rError("this checkpoint uses the cut3r prior: pass --cut3r DIR (a converted CUT3R model)")
+    from loc3r.priors.cut3r import Cut3rPrior
+
+    prior = Cut3rPrior(cut3r_dir, device=device, input_mode=config.cut3r_input, vlm_size=config.image_size)
+    if prior.dim != config.cut3r_dim:
+        raise Loc3rError(f"{cut3r_dir}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
+                         f"{config.cut3r_dim}")
+    return prior
 
 
 BENCHMARKS = ("sqa3d", "scanqa", "msqa", "vsibench")
@@ -289,22 +306,13 @@ def make_benchmark_dataset(config: Loc3RConfig, benchmark: str, root: Path, spli
         return make_dataset(config, root, split, cache_dir)
     records = benchmark_records(benchmark, root, split)
     if benchmark != "vsibench":
-        return SituatedQADataset(root, split, config.num_frames, config.image_size, config.frame_grid,
-                                 cache_dir=cache_dir, camera_tokens=camera_token_source(config, root),
-                                 grid_extent=config.frame_grid_extent, video_fps=config.video_fps, records=records)
+        return make_dataset(config, root, split, cache_dir, records)
     if config.prior == "poses":
         raise Loc3rError(f"{Path(root) / 'vsibench'}: VSI-Bench videos come without camera poses, so the poses prior "
                          "is unavailable there: evaluate a checkpoint trained with --prior cut3r or --prior none")
     tokens = None
     if config.prior == "cut3r":
-        if cut3r_dir is None:
-            raise Loc3rError("this checkpoint uses the cut3r prior: pass --cut3r DIR (a converted CUT3R model)")
-        from loc3r.priors.cut3r import Cut3rPrior
-
-        prior = Cut3rPrior(cut3r_dir, input_mode=config.cut3r_input, vlm_size=config.image_size)
-        if prior.dim != config.cut3r_dim:
-            raise Loc3rError(f"{cut3r_dir}: CUT3R camera tokens of width {prior.dim}, the checkpoint was trained on "
-                             f"{config.cut3r_dim}")
+        prior = load_cut3r_prior(config, cut3r_dir)
         tokens = lambda frames: prior.tokens_for_frames(frames).cpu().numpy()  # noqa: E731
     return VideoQADataset(Path(root) / "vsibench", records, config.num_frames, config.image_size, config.frame_grid,
                           tokens)
