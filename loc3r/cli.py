@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "convert-cut3r": "convert an official CUT3R .pth into a safe config.json + model.safetensors",
     "convert-llava-video": "convert the official LLaVA-Video release into the transformers layout --base loads",
     "extract-priors": "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)",
+    "pretrain-base": "pretrain the tiny preset's base on synthetic rooms: seeing and naming objects, no poses",
     "train": "train Loc3R-VLM (one process, or torchrun -m loc3r.train for DDP / FSDP)",
     "eval": "evaluate a checkpoint: localization and QA metrics, report, bird's-eye plots",
     "infer": "answer a situated question about a video and locate the speaker",
@@ -39,6 +40,8 @@ def command_module(name: str) -> ModuleType:
         from loc3r.model import convert_llava_video as module
     elif name == "extract-priors":
         from loc3r import extract_priors as module
+    elif name == "pretrain-base":
+        from loc3r import pretrain as module
     elif name == "train":
         from loc3r import train as module
     elif name == "eval":

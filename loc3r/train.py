@@ -40,7 +40,7 @@ from loc3r.io import atomic_path, write_json
 from loc3r.model.config import PRIORS, Loc3RConfig
 from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Batch, Collator, MixtureDataset, Source, make_training_set
-from loc3r.model.tokenizer import build_tiny_tokenizer
+from loc3r.model.tokenizer import build_tiny_tokenizer, load_tokenizer
 from loc3r.parallel import print0
 from loc3r.priors.cut3r import CUT3R_INPUTS
 
@@ -58,6 +58,7 @@ class TrainConfig:
     out: Path  # run directory (checkpoints, log.jsonl)
     preset: str = "tiny"  # tiny | llava_video_7b
     base: Path | None = None  # local LLaVA-Video-7B-Qwen2 directory (transformers format), for the 7B
+    init: Path | None = None  # start from this pretrained tiny base (`loc3r pretrain-base`): its weights and tokenizer
     steps: int = 1000  # optimizer steps
     batch_size: int = 8  # videos per process and micro-batch
     questions_per_video: int | None = None  # questions of a video sharing its computed prefix (tiny 8; 7B 1)
@@ -133,6 +134,19 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
 
         config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
     return config
+
+
+def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
+    """A fresh model of `config` with the VLM, tokenizer and weights of a pretrained tiny base (--init)."""
+    base_config = Loc3RConfig.load(Path(base) / "config.json")
+    if config.base_model_path is not None:
+        raise Loc3rError(f"{base}: --init starts a tiny model from a pretrained tiny base; the 7B takes --base")
+    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm), load_tokenizer(base))
+    fresh = model.load_base(base)
+    print0(f"initialised from the base {base}" + (f"; {len(fresh)} tensors it lacks start fresh: "
+                                                  f"{', '.join(sorted({n.split('.')[0] + '.' + n.split('.')[1] for n in fresh}))}"
+                                                  if fresh else ""))
+    return model
 
 
 def check_resume_settings(run: TrainConfig, checkpoint: Path, config: Loc3RConfig) -> None:
@@ -264,8 +278,10 @@ class Session:
     step_samples: int
 
 
-def set_up(run: TrainConfig) -> Session:
-    """Model (fresh, or resumed from the newest checkpoint), data, optimizer and schedule of a run."""
+def set_up(run: TrainConfig, dataset=None) -> Session:
+    """Model (fresh, or resumed from the newest checkpoint), data, optimizer and schedule of a run. `dataset`
+    replaces the questions of --data (the base pretraining's grounding questions; given a tokenizer through its
+    `bind` once the model has one)."""
     info = parallel.compute_init(run.device)
     torch.manual_seed(run.seed)
     config = model_config(run)
@@ -283,7 +299,8 @@ def set_up(run: TrainConfig) -> Session:
         model = Loc3R.from_pretrained(resume_dir)
         check_resume_settings(run, resume_dir, model.config)
         config = model.config
-    dataset = make_training_set(config, run.sources, run.cache_dir, run.seed)
+    if dataset is None:
+        dataset = make_training_set(config, run.sources, run.cache_dir, run.seed)
     if len(dataset) == 0:
         raise Loc3rError(f"{', '.join(run.data)}: the train split has no questions")
     if isinstance(dataset, MixtureDataset) and info.is_main:
@@ -296,7 +313,12 @@ def set_up(run: TrainConfig) -> Session:
                   f"{m['situated']} situated (pose supervision), layout supervision on {m['layout_supervision']}")
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
-        model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
+        if run.init is not None and resume_dir is None:
+            model = model_from_base(run.init, config)
+        else:
+            model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
+    if hasattr(dataset, "bind"):
+        dataset.bind(model.tokenizer)
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
         if lora_resume:
@@ -363,9 +385,10 @@ def train_step(s: Session, step: int, batches: list[Batch]) -> dict[str, float]:
     return sums
 
 
-def train(run: TrainConfig) -> Path:
-    """Run (or resume) training; returns the final checkpoint directory."""
-    s = set_up(run)
+def train(run: TrainConfig, dataset=None) -> Path:
+    """Run (or resume) training (on `dataset` instead of --data's questions when given, see set_up); returns the
+    final checkpoint directory."""
+    s = set_up(run, dataset)
     info = s.info
     run.out.mkdir(parents=True, exist_ok=True)
     if info.is_main:
@@ -395,7 +418,7 @@ def train(run: TrainConfig) -> Path:
                 log_file.flush()
             if bar is not None:
                 bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "lm", "layout", "position", "orientation",
-                                                                   "questions_per_s")})
+                                                                   "seeing", "questions_per_s") if k in record})
         if bar is not None:
             bar.update(1)
         if done % run.save_every == 0 or done == run.steps:

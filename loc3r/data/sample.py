@@ -29,6 +29,9 @@ class Sample:
     frame_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [T] source frame indices
     frame_times: np.ndarray | None = None  # [T] seconds of the sampled frames in the video (the time instruction)
     duration_s: float | None = None  # the whole video's length, seconds
+    # [T, G, K] int64 token ids each pooled vision token should read as (its object's colour and category words:
+    # the base pretraining's frame-space supervision, `loc3r pretrain-base`), -100 where none; None otherwise
+    token_words: np.ndarray | None = None
 
     @property
     def answer(self) -> str:

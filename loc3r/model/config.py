@@ -54,6 +54,8 @@ class Loc3RConfig:
     lambda_layout: float = 0.05  # weight of the layout reconstruction loss
     lambda_situation: float = 0.075  # weight of the situation loss L_pos + lambda_orientation * L_ori
     lambda_orientation: float = 3.5  # weight of the orientation KL inside the situation loss
+    # weight of the base pretraining's vision-token word loss (`loc3r pretrain-base`; only batches with token_words)
+    lambda_seeing: float = 1.0
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
     # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
     # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary

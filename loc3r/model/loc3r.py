@@ -170,9 +170,11 @@ class Loc3R(nn.Module):
         gh, gw = c.frame_grid
         return pooled.reshape(B, T, gh, gw, -1)
 
-    def video_block(self, batch: Batch) -> torch.Tensor:
-        """Embeddings of the video block [B, video_placeholder_len, D] (layout in the module docstring)."""
-        vision = self.vision_tokens(batch.pixel_values_videos)  # [B, T, gh, gw, D]
+    def video_block(self, batch: Batch, vision: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of the video block [B, video_placeholder_len, D] (layout in the module docstring), from the
+        batch's frames or from their vision tokens when given."""
+        if vision is None:
+            vision = self.vision_tokens(batch.pixel_values_videos)  # [B, T, gh, gw, D]
         B, T, gh, gw, D = vision.shape
         newline = self.vlm.model.image_newline.to(vision.dtype)
         if self.config.newline_layout == "grid":
@@ -186,11 +188,11 @@ class Loc3R(nn.Module):
             block = torch.cat([block, newline.expand(B, 1, D)], 1)
         return block
 
-    def embed_inputs(self, batch: Batch) -> torch.Tensor:
+    def embed_inputs(self, batch: Batch, vision: torch.Tensor | None = None) -> torch.Tensor:
         """LLM input embeddings [B, L, D]: token embeddings with the video block scattered into the <video> run."""
         ids = batch.input_ids  # [B, L]
         embeds = self.vlm.get_input_embeddings()(ids)
-        video = self.video_block(batch)  # [B, Lv, D]
+        video = self.video_block(batch, vision)  # [B, Lv, D]
         is_video = ids == self.config.video_token_id  # [B, L]
         counts = is_video.sum(1)
         if (counts != video.shape[1]).any():
@@ -222,16 +224,17 @@ class Loc3R(nn.Module):
         """Entries each loss averages over in this batch: answer tokens, valid layout coordinates (x and y),
         situated position coordinates, situated samples. The default denominators of `forward`."""
         situated = batch.has_situation.sum()
+        words = (batch.token_words != IGNORE_INDEX).sum() if batch.token_words is not None else situated.new_zeros(())
         return {"lm": (batch.labels[:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch.layout_valid.sum(),
-                "position": 2 * situated, "orientation": situated}
+                "position": 2 * situated, "orientation": situated, "seeing": words}
 
-    def shared_prefix_pass(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def shared_prefix_pass(self, batch: Batch, vision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM over a grouped batch (Collator.grouped): the video prefixes once [Bv, Lp], then every question's
         suffix [Bq, Ls] against its video's keys / values (gradients flow back into the shared prefix).
         Returns the final hidden states of the prefixes [Bv, Lp, D] and of the suffixes [Bq, Ls, D]. Equal to
         running each question's whole sequence (tests/test_shared_prefix.py)."""
         prefix_mask = batch.attention_mask  # [Bv, Lp]
-        prefix = self.language_model(self.embed_inputs(batch), prefix_mask, position_ids_from_mask(prefix_mask),
+        prefix = self.language_model(self.embed_inputs(batch, vision), prefix_mask, position_ids_from_mask(prefix_mask),
                                      use_cache=True)
         cache = prefix.past_key_values
         cache.batch_select_indices(batch.video_index)  # each question gets its video's keys / values
@@ -249,11 +252,12 @@ class Loc3R(nn.Module):
         scales lambda_situation (the trainer's geometry-first schedule)."""
         c = self.config
         den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+        vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
         if batch.grouped:
-            video_hidden, text_hidden = self.shared_prefix_pass(batch)  # [Bv, Lp, D], [Bq, Ls, D]
+            video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
         else:
             attention_mask = batch.attention_mask
-            text_hidden = video_hidden = self.language_model(self.embed_inputs(batch), attention_mask,
+            text_hidden = video_hidden = self.language_model(self.embed_inputs(batch, vision), attention_mask,
                                                              position_ids_from_mask(attention_mask)).last_hidden_state
 
         # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
@@ -262,7 +266,8 @@ class Loc3R(nn.Module):
         logits = self.vlm.lm_head(text_hidden[:, :-1][supervised])  # [N, V]
         lm = F.cross_entropy(logits.float(), targets[supervised], reduction="sum") / den["lm"]
 
-        layout = self.layout_head(self.vision_states(video_hidden, batch.input_ids))  # [B, T, n, 2] x2
+        vision_states = self.vision_states(video_hidden, batch.input_ids)  # [B, T, n, D]
+        layout = self.layout_head(vision_states)  # [B, T, n, 2] x2
         position, orientation_logits = self.situation_heads(text_hidden, batch)
         situated = batch.has_situation  # [B] bool
         yaw_target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
@@ -275,7 +280,29 @@ class Loc3R(nn.Module):
         lambda_situation = c.lambda_situation * situation_scale  # the trainer's schedule
         loss = (lm + c.lambda_layout * losses["layout"]
                 + lambda_situation * (losses["position"] + c.lambda_orientation * losses["orientation"]))
+        if batch.token_words is not None:  # base pretraining: every vision token reads as its object's words
+            losses["seeing"] = self.seeing_loss(vision.flatten(2, 3), vision_states, batch.token_words,
+                                                den.get("seeing"))
+            loss = loss + c.lambda_seeing * losses["seeing"]
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
+
+    def seeing_loss(self, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,
+                    denominator: torch.Tensor | None) -> torch.Tensor:
+        """The base pretraining's frame-space supervision: each labelled vision token [B, T, n] is read through
+        the (tied) word embeddings as its words [B, T, n, K] (K targets each, -100 none), both where it enters the
+        LLM (vision [B, T, n, D]: the projector's output, aligned with the words' embeddings, as LLaVA's first
+        stage aligns the projector) and where it leaves it (states [B, T, n, D], through the LM head). Cross-entropy
+        summed over both and over the targets, divided by `denominator` (default: the number of targets)."""
+        table = self.vlm.get_input_embeddings().weight  # [V, D]
+        total = vision.new_zeros((), dtype=torch.float32)
+        for k in range(words.shape[-1]):
+            target = words[..., k]
+            keep = target != IGNORE_INDEX
+            if keep.any():
+                total = total + F.cross_entropy((vision[keep] @ table.T).float(), target[keep], reduction="sum")
+                total = total + F.cross_entropy(self.vlm.lm_head(states[keep]).float(), target[keep], reduction="sum")
+        count = (words != IGNORE_INDEX).sum().clamp(min=1) if denominator is None else denominator
+        return total / count
 
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -408,6 +435,29 @@ class Loc3R(nn.Module):
         except SafetensorError as e:
             raise Loc3rError(f"{file}: not a readable safetensors file ({e})") from e
 
+
+    @torch.no_grad()
+    def load_base(self, path: str | Path) -> list[str]:
+        """Start from a pretrained base (a Loc3R checkpoint of the same VLM: `loc3r pretrain-base`'s): copy every
+        tensor of the base that this model has. Returns the names of this model's tensors the base lacks (the
+        camera projector of a base trained without camera tokens); a tensor of another shape is an error."""
+        file = Path(path) / "model.safetensors"
+        if not file.is_file():
+            raise Loc3rError(f"{file}: no such file (not a Loc3R checkpoint)")
+        expected = self.checkpoint_tensors()
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                keys = set(f.keys())
+                for name in sorted(keys & set(expected)):
+                    target = expected[name]
+                    shape = tuple(f.get_slice(name).get_shape())
+                    if shape != tuple(target.shape):
+                        raise Loc3rError(f"{file}: tensor {name} has shape {shape}, expected {tuple(target.shape)} "
+                                         "(a base of another model size?)")
+                    target.copy_(f.get_tensor(name))
+        except SafetensorError as e:
+            raise Loc3rError(f"{file}: not a readable safetensors file ({e})") from e
+        return sorted(set(expected) - keys)
 
 # LoRA targets (peft regex on names inside the LLM): the attention and MLP projections of every decoder layer
 LORA_TARGETS = r"layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"

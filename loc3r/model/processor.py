@@ -66,6 +66,7 @@ class Batch:
     suffix_ids: torch.Tensor | None = None  # [B, Ls] grouped: each question's tokens after its video's prefix
     suffix_mask: torch.Tensor | None = None  # [B, Ls]
     video_index: torch.Tensor | None = None  # [B] grouped: the row of each question's video
+    token_words: torch.Tensor | None = None  # [B or Bv, T, G, K] word ids of the vision tokens (base pretraining)
 
     @property
     def grouped(self) -> bool:
@@ -136,6 +137,8 @@ class Collator:
         if s.layout_xy.shape != (T, G, 2) or s.layout_valid.shape != (T, G):
             raise Loc3rError(f"{where}: layout targets have shape {tuple(s.layout_xy.shape)}, expected {(T, G, 2)} "
                              f"(build them with config.frame_grid={c.frame_grid})")
+        if s.token_words is not None and (s.token_words.ndim != 3 or s.token_words.shape[:2] != (T, G)):
+            raise Loc3rError(f"{where}: token_words have shape {tuple(s.token_words.shape)}, expected ({T}, {G}, K)")
         if s.camera_tokens is not None and (s.camera_tokens.ndim != 2 or s.camera_tokens.shape[0] != T):
             raise Loc3rError(f"{where}: camera_tokens have shape {tuple(s.camera_tokens.shape)}, expected ({T}, d)")
 
@@ -156,6 +159,13 @@ class Collator:
                 raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no cached camera tokens, "
                                  "while other samples of the batch have them")
             out["camera_tokens"] = torch.from_numpy(np.stack([s.camera_tokens for s in samples]).astype(np.float32))
+        with_words = [s.token_words is not None for s in samples]
+        if any(with_words):
+            if not all(with_words):
+                missing = next(s for s in samples if s.token_words is None)
+                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no vision-token words, while "
+                                 "other samples of the batch have them")
+            out["token_words"] = torch.from_numpy(np.stack([s.token_words for s in samples]).astype(np.int64))
         return out
 
     @staticmethod

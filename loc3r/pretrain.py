@@ -1,0 +1,138 @@
+"""`loc3r pretrain-base`: the tiny preset's pretrained base, as the paper starts Loc3R from a pretrained VLM.
+
+LLaVA-Video sees and names objects before Loc3R fine-tunes it; the tiny model's random SigLIP + Qwen2 does not,
+and trained from scratch on Loc3R's objectives it never learns to find the named object in the video (README,
+"Where the tiny model stands"). Its base is pretrained on synthetic *training* rooms with frame-space supervision
+only (loc3r/synth/grounding.py): every vision token that sees an object reads as its colour and category words
+(at the LLM's input and output, through the tied word embeddings), and many questions answered from the video alone
+("What is the red object?" -> "bed") with the LM loss. No BEV or world-coordinate target and no speaker pose: the
+layout and situation objectives stay what the paper's ablation isolates. No camera tokens (prior none): the base
+never sees a pose. `loc3r train --init BASE` starts from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from loc3r.command import add_dataclass_arguments, dataclass_from_args
+from loc3r.constants import NO_SITUATION
+from loc3r.data.benchmarks import QARecord
+from loc3r.data.sample import Sample
+from loc3r.data.sqa3d import read_sqa3d
+from loc3r.errors import Loc3rError
+from loc3r.model.processor import make_dataset
+from loc3r.synth.grounding import grounding_questions, token_objects
+from loc3r.synth.language import tokenize
+from loc3r.synth.scene import Scene
+
+IGNORE = -100
+WORDS_PER_TOKEN = 3  # a colour and a category of up to two words ("trash can")
+
+
+@dataclass
+class PretrainConfig:
+    """The settings of `loc3r pretrain-base` (its flags are generated from these fields and their comments)."""
+
+    data: Path  # synthetic rooms (`loc3r synth`, basic): their train split is the pretraining data
+    out: Path  # the base's run directory (checkpoints/step_*/ is the base `train --init` takes)
+    steps: int = 3000  # optimizer steps
+    batch_size: int = 8  # videos per step
+    questions_per_video: int = 16  # grounding questions of a video sharing its computed prefix
+    lr: float = 2e-3  # peak learning rate (warm-up, cosine decay)
+    seed: int = 0  # model initialisation, question sampling and data order
+    cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
+    save_every: int = 1000  # checkpoint every N steps (and at the end)
+    log_every: int = 20  # steps between log.jsonl records
+    resume: bool = False  # continue from the newest checkpoint in --out
+    quiet: bool = False  # no progress bar
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_dataclass_arguments(p, PretrainConfig)
+
+
+def grounding_records(data: Path, split: str, seed: int) -> tuple[list[QARecord], dict[str, Scene]]:
+    """The grounding questions of a split's synthetic rooms (its SQA3D file names the scenes; each room's truth is
+    synth/<scene>.json), and the rooms."""
+    scene_ids = sorted({r.scene_id for r in read_sqa3d(data, split)})
+    records, scenes = [], {}
+    for k, scene_id in enumerate(scene_ids):
+        path = data / "synth" / f"{scene_id}.json"
+        try:
+            scene = Scene.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise Loc3rError(f"{path}: no such file (pretrain-base needs rooms written by `loc3r synth`)") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise Loc3rError(f"{path}: not a synthetic room description ({e})") from None
+        try:
+            questions = grounding_questions(scene, np.random.default_rng([seed, k]))
+        except ValueError as e:
+            raise Loc3rError(f"{path}: {e}") from None
+        scenes[scene_id] = scene
+        records += [QARecord("grounding", f"{scene_id}_g{i}", scene_id, NO_SITUATION, q, [a], kind)
+                    for i, (q, a, kind) in enumerate(questions)]
+    return records, scenes
+
+
+class GroundingDataset:
+    """The grounding questions of the training rooms, each Sample with `token_words`: the word ids of the colour and
+    category of the object each vision token sees (-100 where it sees none). Wraps SituatedQADataset."""
+
+    def __init__(self, questions, scenes: dict[str, Scene]):
+        self.questions, self.scenes = questions, scenes
+        self.word_ids = None  # {word: id}, set by bind(tokenizer) before samples are read
+        self._words: dict[str, np.ndarray] = {}
+
+    def bind(self, tokenizer) -> None:
+        vocab = tokenizer.get_vocab()
+        self.word_ids = vocab
+        self._words.clear()
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getattr__(self, name):  # records, video_keys, scene_ids, prepare, scene ...
+        return getattr(self.questions, name)
+
+    def token_words(self, scene_id: str) -> np.ndarray:
+        """[T, G, WORDS_PER_TOKEN] word ids of what each vision token of the scene's video sees."""
+        if scene_id not in self._words:
+            if self.word_ids is None:
+                raise RuntimeError("GroundingDataset.bind(tokenizer) first")
+            cache, scene = self.questions.scene(scene_id), self.scenes[scene_id]
+            bev_to_world = np.linalg.inv(cache.world_to_bev)
+            xy = cache.layout_xy.astype(np.float64)
+            world = xy @ bev_to_world[:2, :2].T + bev_to_world[:2, 3]  # the ground plane's rotation and shift
+            seen = token_objects(scene, world, cache.layout_valid)  # [T, G]
+            table = np.full((len(scene.objects) + 1, WORDS_PER_TOKEN), IGNORE, np.int64)  # row -1: nothing seen
+            for i, o in enumerate(scene.objects):
+                ids = [self.word_ids[w] for w in tokenize(f"{o.color} {o.category}")]
+                table[i, :len(ids)] = ids
+            self._words[scene_id] = table[seen]
+        return self._words[scene_id]
+
+    def __getitem__(self, index: int) -> Sample:
+        sample = self.questions[index]
+        return dataclasses.replace(sample, token_words=self.token_words(sample.scene_id))
+
+
+def run(args: argparse.Namespace) -> int:
+    args = dataclass_from_args(PretrainConfig, args)
+    from loc3r import train
+
+    run = train.TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
+                            questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed, prior="none",
+                            no_layout=True, no_situation=True, cache_dir=args.cache_dir, save_every=args.save_every,
+                            log_every=args.log_every, resume=args.resume, quiet=args.quiet)
+    records, scenes = grounding_records(args.data, "train", args.seed)
+    dataset = GroundingDataset(make_dataset(train.model_config(run), args.data, "train", args.cache_dir, records),
+                               scenes)
+    final = train.train(run, dataset=dataset)
+    print(f"base: {final} (loc3r train --init {final})")
+    return 0

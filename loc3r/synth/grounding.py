@@ -1,0 +1,61 @@
+"""What the tiny base learns before Loc3R (`loc3r pretrain-base`): seeing and naming the objects of a video.
+
+LLaVA-Video sees and names objects before Loc3R fine-tunes it; the tiny model starts from random weights. Its base
+is pretrained on the synthetic training rooms with frame-space supervision only: no BEV or world coordinates, no
+speaker poses (those are the layout and situation objectives the paper's ablation isolates).
+- `token_objects`: which object each pooled vision token sees (the object whose footprint holds the token's median
+  depth point), so that every such token is supervised to read as its object's colour and category words.
+- `grounding_questions`: questions answered from the video alone, many per room (dense supervision: each
+  answer word is a retrieval from the vision tokens): "What is the red object?" -> "bed", "What color is the
+  bed?" -> "red", existence, how many objects, and the list of the room's objects in random orders.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from loc3r.synth.catalog import CATEGORIES
+from loc3r.synth.language import NUMBER_WORDS
+from loc3r.synth.scene import Scene
+from loc3r.synth.shapes import footprint_distance
+
+FOOTPRINT_MARGIN_M = 0.05  # a token's point this far outside a footprint still sees the object (its faces)
+LIST_ORDERS = 2  # lists of the room's objects per room, each in another random order
+ABSENT_ASKED = 2  # existence questions about categories the room lacks (and as many about ones it has)
+
+
+def token_objects(scene: Scene, world_xy: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """[...] index into scene.objects of the object each token sees, -1 for none: the object whose footprint (grown
+    by FOOTPRINT_MARGIN_M) holds the token's median depth point world_xy [..., 2] (the layout target, in the scan's
+    frame); the nearest such footprint when several do. `valid` [...] masks tokens without a point."""
+    shape = valid.shape
+    if not scene.objects:
+        return np.full(shape, -1, np.int64)
+    d = footprint_distance(np.asarray(world_xy, np.float64).reshape(-1, 2), *scene.footprints())  # [N, B]
+    best = d.argmin(-1)
+    inside = (d.min(-1) <= FOOTPRINT_MARGIN_M) & np.asarray(valid).reshape(-1)
+    return np.where(inside, best, -1).reshape(shape).astype(np.int64)
+
+
+def grounding_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+    """(question, answer, answer_type) of a basic room (every object its own colour and category), answered from
+    the video alone."""
+    objects = scene.objects
+    colors, categories = [o.color for o in objects], [o.category for o in objects]
+    if len(set(colors)) != len(objects) or len(set(categories)) != len(objects):
+        raise ValueError(f"{scene.scene_id}: grounding questions need a basic room (unique colours and categories)")
+    out = []
+    for o in objects:
+        out.append((f"What is the {o.color} object?", o.category, "other"))
+        out.append((f"What color is the {o.category}?", o.color, "other"))
+    absent = sorted(set(CATEGORIES) - set(categories))
+    for c in rng.choice(absent, min(ABSENT_ASKED, len(absent)), replace=False):
+        out.append((f"Is there {'an' if c[0] in 'aeiou' else 'a'} {c} in the room?", "no", "yes/no"))
+    for c in rng.choice(categories, min(ABSENT_ASKED, len(categories)), replace=False):
+        out.append((f"Is there {'an' if c[0] in 'aeiou' else 'a'} {c} in the room?", "yes", "yes/no"))
+    for _ in range(LIST_ORDERS):
+        listed = " ".join(f"{objects[i].color} {objects[i].category}" for i in rng.permutation(len(objects)))
+        out.append(("What objects are in the room?", listed, "other"))
+    out.append(("How many objects are there in the room?", NUMBER_WORDS[len(objects)], "number"))
+    return out
+

@@ -1,0 +1,115 @@
+"""The tiny base's pretraining (`loc3r pretrain-base`) and `train --init`: which object a vision token sees, the
+vision-token word loss against a brute-force reference, grounding questions, and a base that a run starts from."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from loc3r.cli import main
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Collator
+from loc3r.pretrain import GroundingDataset, grounding_records
+from loc3r.synth.grounding import grounding_questions, token_objects
+from loc3r.synth.scene import Scene
+
+
+def room(objects):
+    return Scene.from_json({"scene_id": "scene0000_00", "scene_type": "Bedroom", "style": "basic",
+                            "room": {"outline_xy": [[0, 0], [5, 0], [5, 4], [0, 4]], "height_m": 2.5,
+                                     "floor_rgb": [1, 2, 3], "wall_rgb": [4, 5, 6], "ceiling_rgb": [7, 8, 9],
+                                     "openings": []},
+                            "objects": objects})
+
+
+BED = {"id": 0, "category": "bed", "color": "red", "center": [1.0, 1.0, 0.3], "size": [2.0, 1.0, 0.6],
+       "yaw": np.pi / 2, "on_top_of": None}
+CAN = {"id": 1, "category": "trash can", "color": "blue", "center": [4.0, 3.0, 0.2], "size": [0.3, 0.3, 0.4],
+       "yaw": 0.0, "on_top_of": None}
+
+
+def test_token_objects_are_the_footprints_holding_the_points():
+    scene = room([BED, CAN])
+    # the bed turned 90 degrees: it spans x 0.5..1.5, y 0..2; the can x 3.85..4.15, y 2.85..3.15
+    points = np.array([[1.0, 1.9], [1.45, 0.1], [1.6, 1.0], [1.53, 1.0], [4.0, 3.0], [4.21, 3.0], [3.0, 3.0],
+                       [1.0, 1.0]])
+    valid = np.array([True, True, True, True, True, True, True, False])
+    assert token_objects(scene, points, valid).tolist() == [0, 0, -1, 0, 1, -1, -1, -1]
+    assert token_objects(scene, points.reshape(2, 4, 2), valid.reshape(2, 4)).shape == (2, 4)
+
+
+def test_grounding_questions_are_answered_by_the_room():
+    scene = room([BED, CAN])
+    qa = grounding_questions(scene, np.random.default_rng(0))
+    assert ("What is the red object?", "bed", "other") in qa and ("What color is the trash can?", "blue", "other") in qa
+    lists = [a for q, a, _ in qa if q == "What objects are in the room?"]
+    assert sorted(lists[0].replace("trash can", "trash_can").split()) == ["bed", "blue", "red", "trash_can"]
+    assert ("How many objects are there in the room?", "two", "number") in qa
+    exists = {q: a for q, a, _ in qa if q.startswith("Is there")}
+    assert exists["Is there a bed in the room?"] == "yes" and list(exists.values()).count("no") == 2
+    with pytest.raises(ValueError, match="basic room"):
+        grounding_questions(room([BED, {**CAN, "color": "red"}]), np.random.default_rng(0))
+
+
+def test_seeing_loss_equals_a_brute_force_reference():
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(num_frames=2, prior="none")
+    model = Loc3R(config)
+    T, G, D = 2, config.tokens_per_frame, config.hidden_size
+    vision, states = torch.randn(1, T, G, D), torch.randn(1, T, G, D)
+    words = torch.full((1, T, G, 3), -100)
+    words[0, 0, 3] = torch.tensor([10, 11, 12])
+    words[0, 1, 5, :2] = torch.tensor([13, 14])
+    got = model.seeing_loss(vision, states, words, None)
+    table = model.vlm.get_input_embeddings().weight
+    total, n = 0.0, 0
+    for t in range(T):
+        for g in range(G):
+            for w in words[0, t, g].tolist():
+                if w == -100:
+                    continue
+                total -= torch.log_softmax(table @ vision[0, t, g], 0)[w]
+                total -= torch.log_softmax(model.vlm.lm_head.weight @ states[0, t, g], 0)[w]
+                n += 1
+    assert n == 5 and torch.allclose(got, total / n, atol=1e-5)
+
+
+def test_pretrained_base_starts_a_run(synth_data, tmp_path):
+    base_run = tmp_path / "base"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "2",
+                 "--batch-size", "2", "--questions-per-video", "4", "--quiet"]) == 0
+    log = [json.loads(line) for line in (base_run / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["seeing"] > 0 and log[-1]["position"] == 0 and log[-1]["orientation"] == 0
+    base = base_run / "checkpoints" / "step_0000002"
+    assert Loc3RConfig.load(base / "config.json").prior == "none"  # the base never sees a pose
+
+    # the samples carry the words of what their vision tokens see
+    records, scenes = grounding_records(synth_data, "train", 0)
+    from loc3r.model.processor import make_dataset
+    from loc3r.model.tokenizer import load_tokenizer
+
+    config = Loc3RConfig.tiny(prior="none")
+    data = GroundingDataset(make_dataset(config, synth_data, "train", None, records), scenes)
+    tokenizer = load_tokenizer(base)
+    data.bind(tokenizer)
+    sample = data[0]
+    seen = sample.token_words[sample.token_words[..., 0] != -100]
+    assert len(seen) > 0
+    names = {f"{o.color} {o.category}" for o in scenes[sample.scene_id].objects}
+    assert {tokenizer.decode([w for w in row if w != -100]) for row in seen.tolist()} <= names
+    batch = Collator(tokenizer, config).grouped([[data[0], data[1]]])
+    assert batch.token_words.shape == (1, config.num_frames, config.tokens_per_frame, 3)
+
+    # train --init: the base's tensors and tokenizer, the camera projector (which the base lacks) fresh
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synth_data), "--out", str(run), "--steps", "1", "--batch-size", "2",
+                 "--init", str(base), "--lr", "1e-12", "--quiet"]) == 0
+    start, trained = load_file(str(base / "model.safetensors")), load_file(str(run / "checkpoints" / "step_0000001"
+                                                                                / "model.safetensors"))
+    assert any(k.startswith("camera_projector") for k in set(trained) - set(start))
+    for k in start:
+        assert torch.allclose(start[k], trained[k], atol=1e-6), k
+    assert (run / "checkpoints" / "step_0000001" / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
