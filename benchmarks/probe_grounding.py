@@ -1,0 +1,78 @@
+"""What a checkpoint reads from the video (the tiny base of `loc3r pretrain-base`, or any tiny run): accuracy of the
+grounding questions per family on rooms of a split, and how often a vision token that sees an object is read as
+that object's colour / category word at the LLM's input and output (the base's frame-space supervision).
+
+    python benchmarks/probe_grounding.py --checkpoint BASE/checkpoints/step_0003000 --data demo_out/test_data \
+        --split test
+
+Prints a table; families: "What is the red object?" (colour -> category), "What color is the bed?" (category ->
+colour), existence, the list of the room's objects (exact), how many objects; chance is one over the answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from pathlib import Path
+
+import torch
+
+from loc3r.model.loc3r import Loc3R, position_ids_from_mask
+from loc3r.model.processor import Collator, make_dataset
+from loc3r.pretrain import GroundingDataset, grounding_records
+
+FAMILIES = (("What is the", "colour -> category"), ("What color is the", "category -> colour"),
+            ("Is there", "existence"), ("What objects", "list of objects"), ("How many", "count"))
+
+
+def family(question: str) -> str:
+    return next(name for prefix, name in FAMILIES if question.startswith(prefix))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="synthetic rooms (loc3r synth)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-questions", type=int, default=800)
+    p.add_argument("--batch-size", type=int, default=16)
+    args = p.parse_args()
+    model = Loc3R.from_pretrained(args.checkpoint).eval()
+    config = model.config
+    records, scenes = grounding_records(args.data, args.split, 0)
+    records = records[:args.max_questions]
+    data = GroundingDataset(make_dataset(config, args.data, args.split, None, records), scenes)
+    data.bind(model.tokenizer)
+    collate = Collator(model.tokenizer, config, for_generation=True)
+    right = collections.defaultdict(list)
+    seen = {"input": [0, 0], "output": [0, 0]}
+    table = model.vlm.get_input_embeddings().weight
+    with torch.no_grad():
+        for start in range(0, len(data), args.batch_size):
+            samples = [data[i] for i in range(start, min(len(data), start + args.batch_size))]
+            batch = collate(samples)
+            for s, pred in zip(samples, model.predict(batch, max_new_tokens=16)):
+                right[family(s.question)].append(pred.answer == s.answers[0])
+            # vision tokens read as their words: the argmax over the vocabulary is the colour / first category word
+            vision = model.vision_tokens(batch.pixel_values_videos).flatten(2, 3)  # [B, T, n, D]
+            hidden = model.language_model(model.embed_inputs(batch), batch.attention_mask,
+                                          position_ids_from_mask(batch.attention_mask)).last_hidden_state
+            states = model.vision_states(hidden, batch.input_ids)
+            words = batch.token_words
+            keep = words[..., 0] != -100
+            for name, logits in (("input", vision[keep] @ table.T), ("output", model.vlm.lm_head(states[keep]))):
+                top = logits.argmax(-1)
+                seen[name][0] += int((top == words[keep][:, 0]).sum() + (top == words[keep][:, 1]).sum())
+                seen[name][1] += int(keep.sum())
+    print(f"{args.checkpoint} on {args.data} ({args.split}): {len(data)} questions")
+    print(f"{'family':<22}{'questions':>10}{'accuracy':>10}")
+    for _, name in FAMILIES:
+        if right[name]:
+            print(f"{name:<22}{len(right[name]):>10}{100 * sum(right[name]) / len(right[name]):>10.1f}")
+    for name, (hit, n) in seen.items():
+        print(f"vision tokens read as their colour or category at the LLM's {name}: {100 * hit / max(n, 1):.1f}% "
+              f"of {n}")
+
+
+if __name__ == "__main__":
+    main()
