@@ -152,20 +152,15 @@ class Collator:
             "layout_xy": torch.from_numpy(np.stack([s.layout_xy for s in samples]).astype(np.float32)),
             "layout_valid": torch.from_numpy(np.stack([s.layout_valid for s in samples]).astype(bool)),
         }
-        with_tokens = [s.camera_tokens is not None for s in samples]
-        if any(with_tokens):
-            if not all(with_tokens):
-                missing = next(s for s in samples if s.camera_tokens is None)
-                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no cached camera tokens, "
-                                 "while other samples of the batch have them")
-            out["camera_tokens"] = torch.from_numpy(np.stack([s.camera_tokens for s in samples]).astype(np.float32))
-        with_words = [s.token_words is not None for s in samples]
-        if any(with_words):
-            if not all(with_words):
-                missing = next(s for s in samples if s.token_words is None)
-                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no vision-token words, while "
-                                 "other samples of the batch have them")
-            out["token_words"] = torch.from_numpy(np.stack([s.token_words for s in samples]).astype(np.int64))
+        for name, what, dtype in (("camera_tokens", "cached camera tokens", np.float32),
+                                  ("token_words", "vision-token words", np.int64)):
+            present = [getattr(s, name) is not None for s in samples]  # optional: all samples or none
+            if any(present):
+                if not all(present):
+                    missing = next(s for s in samples if getattr(s, name) is None)
+                    raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no {what}, while other "
+                                     "samples of the batch have them")
+                out[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]).astype(dtype))
         return out
 
     @staticmethod
