@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
-from loc3r.constants import NO_SITUATION
+from loc3r.constants import IGNORE_INDEX, NO_SITUATION
 from loc3r.data.benchmarks import QARecord
 from loc3r.data.sample import Sample
 from loc3r.data.sqa3d import read_sqa3d
@@ -31,7 +31,6 @@ from loc3r.synth.grounding import grounding_questions, token_objects
 from loc3r.synth.language import tokenize
 from loc3r.synth.scene import Scene
 
-IGNORE = -100
 WORDS_PER_TOKEN = 3  # a colour and a category of up to two words ("trash can")
 
 
@@ -90,8 +89,7 @@ class GroundingDataset:
         self._words: dict[str, np.ndarray] = {}
 
     def bind(self, tokenizer) -> None:
-        vocab = tokenizer.get_vocab()
-        self.word_ids = vocab
+        self.word_ids = tokenizer.get_vocab()
         self._words.clear()
 
     def __len__(self) -> int:
@@ -110,7 +108,7 @@ class GroundingDataset:
             xy = cache.layout_xy.astype(np.float64)
             world = xy @ bev_to_world[:2, :2].T + bev_to_world[:2, 3]  # the ground plane's rotation and shift
             seen = token_objects(scene, world, cache.layout_valid)  # [T, G]
-            table = np.full((len(scene.objects) + 1, WORDS_PER_TOKEN), IGNORE, np.int64)  # row -1: nothing seen
+            table = np.full((len(scene.objects) + 1, WORDS_PER_TOKEN), IGNORE_INDEX, np.int64)  # row -1: nothing seen
             for i, o in enumerate(scene.objects):
                 ids = [self.word_ids[w] for w in tokenize(f"{o.color} {o.category}")]
                 table[i, :len(ids)] = ids

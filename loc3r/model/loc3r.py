@@ -416,27 +416,10 @@ class Loc3R(nn.Module):
         model.load_tensors(path / "model.safetensors")
         return model
 
-    @torch.no_grad()
     def load_tensors(self, file: Path) -> None:
         """Copy a checkpoint's tensors in by name, checking that every one is present and of the right shape."""
-        expected = self.checkpoint_tensors()
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                keys = set(f.keys())
-                missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
-                if missing or unexpected:
-                    what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {unexpected[0]}"
-                    raise Loc3rError(f"{file}: {what} ({len(missing)} missing, {len(unexpected)} unexpected)")
-                for name, target in expected.items():
-                    shape = tuple(f.get_slice(name).get_shape())
-                    if shape != tuple(target.shape):
-                        raise Loc3rError(f"{file}: tensor {name} has shape {shape}, expected {tuple(target.shape)}")
-                    target.copy_(f.get_tensor(name))
-        except SafetensorError as e:
-            raise Loc3rError(f"{file}: not a readable safetensors file ({e})") from e
+        self._copy_tensors(Path(file), every=True)
 
-
-    @torch.no_grad()
     def load_base(self, path: str | Path) -> list[str]:
         """Start from a pretrained base (a Loc3R checkpoint of the same VLM: `loc3r pretrain-base`'s): copy every
         tensor of the base that this model has. Returns the names of this model's tensors the base lacks (the
@@ -444,20 +427,31 @@ class Loc3R(nn.Module):
         file = Path(path) / "model.safetensors"
         if not file.is_file():
             raise Loc3rError(f"{file}: no such file (not a Loc3R checkpoint)")
+        return self._copy_tensors(file, every=False)
+
+    @torch.no_grad()
+    def _copy_tensors(self, file: Path, every: bool) -> list[str]:
+        """Copy the tensors of safetensors `file` into this model by name, each checked for its shape. `every`:
+        the file must hold exactly this model's tensors; else the ones both have are copied. Returns the names of
+        this model's tensors the file lacks."""
         expected = self.checkpoint_tensors()
         try:
             with safe_open(str(file), framework="pt") as f:
                 keys = set(f.keys())
+                missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
+                if every and (missing or unexpected):
+                    what = f"missing tensor {missing[0]}" if missing else f"unexpected tensor {unexpected[0]}"
+                    raise Loc3rError(f"{file}: {what} ({len(missing)} missing, {len(unexpected)} unexpected)")
                 for name in sorted(keys & set(expected)):
                     target = expected[name]
                     shape = tuple(f.get_slice(name).get_shape())
                     if shape != tuple(target.shape):
-                        raise Loc3rError(f"{file}: tensor {name} has shape {shape}, expected {tuple(target.shape)} "
-                                         "(a base of another model size?)")
+                        raise Loc3rError(f"{file}: tensor {name} has shape {shape}, expected {tuple(target.shape)}")
                     target.copy_(f.get_tensor(name))
         except SafetensorError as e:
             raise Loc3rError(f"{file}: not a readable safetensors file ({e})") from e
-        return sorted(set(expected) - keys)
+        return missing
+
 
 # LoRA targets (peft regex on names inside the LLM): the attention and MLP projections of every decoder layer
 LORA_TARGETS = r"layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
