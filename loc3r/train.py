@@ -418,7 +418,8 @@ def train(run: TrainConfig, dataset=None) -> Path:
                 log_file.flush()
             if bar is not None:
                 bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "lm", "layout", "position", "orientation",
-                                                                   "seeing", "questions_per_s") if k in record})
+                                                                   "seeing", "grounding", "questions_per_s")
+                                   if k in record})
         if bar is not None:
             bar.update(1)
         if done % run.save_every == 0 or done == run.steps:

@@ -113,3 +113,44 @@ def test_pretrained_base_starts_a_run(synth_data, tmp_path):
     for k in start:
         assert torch.allclose(start[k], trained[k], atol=1e-6), k
     assert (run / "checkpoints" / "step_0000001" / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+
+
+def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
+    """The grounding loss of a grouped batch (shared prefix) and of the same questions as whole sequences equals
+    -log(attention mass on the named object's vision tokens), read from the layer's eager attention weights."""
+    from loc3r.model.processor import make_dataset
+
+    from loc3r.train import tiny_tokenizer
+
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(prior="none", lambda_seeing=0.0)
+    records, scenes = grounding_records(synth_data, "train", 0)
+    data = GroundingDataset(make_dataset(config, synth_data, "train", None, records), scenes)
+    model = Loc3R(config, tiny_tokenizer(data)).eval()
+    data.bind(model.tokenizer)
+    samples = [data[i] for i in range(6)]  # one room's questions: which object, which colour, ...
+    assert len({s.scene_id for s in samples}) == 1
+    collate = Collator(model.tokenizer, config)
+    with torch.no_grad():
+        grouped = model(collate.grouped([samples])).losses["grounding"]
+        flat_batch = collate(samples)
+        flat = model(flat_batch).losses["grounding"]
+        lm = model.vlm.model.language_model
+        lm.config._attn_implementation = "eager"
+        out = lm(inputs_embeds=model.embed_inputs(flat_batch), attention_mask=flat_batch.attention_mask,
+                 output_attentions=True)
+    probs = out.attentions[config.grounding_layer][:, config.grounding_head]  # [B, L, L]
+    ids, words = flat_batch.input_ids, flat_batch.token_words.flatten(1, 2)  # [B, L], [B, T * n, 3]
+    video = (ids[0] == config.video_token_id).nonzero().squeeze(1)
+    vision_positions = video[torch.from_numpy(config.vision_token_slots().reshape(-1))]
+    losses = []
+    for b in range(len(samples)):
+        for i in range(ids.shape[1]):
+            if not flat_batch.attention_mask[b, i] or ids[b, i] == config.video_token_id:
+                continue
+            sees = (words[b] == ids[b, i]).any(-1)  # vision tokens seeing an object of this word
+            if sees.any():
+                losses.append(-torch.log(probs[b, i, vision_positions[sees]].sum()))
+    assert len(losses) >= 6  # every question names an object of the room
+    reference = torch.stack(losses).mean()
+    assert torch.allclose(flat, reference, atol=1e-4) and torch.allclose(grouped, reference, atol=1e-4)

@@ -56,6 +56,12 @@ class Loc3RConfig:
     lambda_orientation: float = 3.5  # weight of the orientation KL inside the situation loss
     # weight of the base pretraining's vision-token word loss (`loc3r pretrain-base`; only batches with token_words)
     lambda_seeing: float = 1.0
+    # weight of the base pretraining's grounding-attention loss: one attention head (`grounding_head` of layer
+    # `grounding_layer`, counted from the end when negative) of every text token naming a colour or a category puts
+    # its attention on the vision tokens that see such an object (`loc3r pretrain-base`; batches with token_words)
+    lambda_grounding: float = 1.0
+    grounding_layer: int = -2
+    grounding_head: int = 0
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
     # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
     # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary

@@ -19,6 +19,7 @@ grad), and the LM loss applies `lm_head` to the answer positions only, not to th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,12 +254,15 @@ class Loc3R(nn.Module):
         c = self.config
         den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
         vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
-        if batch.grouped:
-            video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
-        else:
-            attention_mask = batch.attention_mask
-            text_hidden = video_hidden = self.language_model(self.embed_inputs(batch, vision), attention_mask,
-                                                             position_ids_from_mask(attention_mask)).last_hidden_state
+        grounding = batch.token_words is not None and c.lambda_grounding > 0
+        with self._attention_inputs(c.grounding_layer if grounding else None) as attention_inputs:
+            if batch.grouped:
+                video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
+            else:
+                attention_mask = batch.attention_mask
+                text_hidden = video_hidden = self.language_model(
+                    self.embed_inputs(batch, vision), attention_mask,
+                    position_ids_from_mask(attention_mask)).last_hidden_state
 
         # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
         targets = batch.labels[:, 1:]  # [B, L-1]
@@ -284,7 +288,86 @@ class Loc3R(nn.Module):
             losses["seeing"] = self.seeing_loss(vision.flatten(2, 3), vision_states, batch.token_words,
                                                 den.get("seeing"))
             loss = loss + c.lambda_seeing * losses["seeing"]
+        if grounding:
+            losses["grounding"] = self.grounding_attention_loss(batch, attention_inputs)
+            loss = loss + c.lambda_grounding * losses["grounding"]
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
+
+    @contextlib.contextmanager
+    def _attention_inputs(self, layer: int | None):
+        """Records the (hidden_states, position_embeddings) every call of layer `layer`'s self-attention receives
+        (the prefix pass, then the suffix pass of a grouped batch); records nothing for None."""
+        calls = []
+        if layer is None:
+            yield calls
+            return
+        attention = self.vlm.model.language_model.layers[layer].self_attn
+
+        def record(module, args, kwargs):
+            calls.append((kwargs["hidden_states"], kwargs["position_embeddings"]))
+
+        handle = attention.register_forward_pre_hook(record, with_kwargs=True)
+        try:
+            yield calls
+        finally:
+            handle.remove()
+
+    def grounding_attention_loss(self, batch: Batch, calls: list) -> torch.Tensor:
+        """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
+        `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
+        see (`batch.token_words`) attends to those tokens. The attention logits are the layer's own (its q / k
+        projections and rotary embedding of the recorded inputs, over every key the token attends to: padding and
+        the causal mask respected); the loss is -log(the attention mass on those vision tokens), averaged over
+        the text tokens with at least one such vision token."""
+        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+        c = self.config
+        attention = self.vlm.model.language_model.layers[c.grounding_layer].self_attn
+        d, head = attention.head_dim, c.grounding_head
+        kv_head = head // (attention.config.num_attention_heads // attention.config.num_key_value_heads)
+
+        def q_k(hidden, rope):
+            q = attention.q_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, H, L, d]
+            k = attention.k_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, KV, L, d]
+            q, k = apply_rotary_pos_emb(q, k, *rope)
+            return q[:, head], k[:, kv_head]  # [B, L, d] each
+
+        # the words each position of the video sequence sees: [Bv, Lp, K], -100 off the vision tokens
+        ids = batch.input_ids
+        is_video = ids == c.video_token_id
+        words = batch.token_words.flatten(1, 2)  # [Bv, T * n, K]
+        slots = torch.from_numpy(c.vision_token_slots().reshape(-1)).to(ids.device)
+        video_words = words.new_full((ids.shape[0], c.video_placeholder_len, words.shape[-1]), IGNORE_INDEX)
+        video_words[:, slots] = words
+        seen = words.new_full((*ids.shape, words.shape[-1]), IGNORE_INDEX)
+        seen[is_video] = video_words.flatten(0, 1)
+        if batch.grouped:
+            (prefix_hidden, prefix_rope), (text_hidden, text_rope) = calls
+            _, k_prefix = q_k(prefix_hidden, prefix_rope)
+            q, k_text = q_k(text_hidden, text_rope)
+            v = batch.video_index
+            keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
+            Ls = batch.suffix_ids.shape[1]
+            allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
+                                 torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
+                                 & batch.suffix_mask[:, None].bool()], 2)  # [Bq, Ls, Lp + Ls]
+            key_words = torch.cat([seen[v], seen.new_full((len(v), Ls, seen.shape[-1]), IGNORE_INDEX)], 1)
+            query_ids, query_mask = batch.suffix_ids, batch.suffix_mask.bool()
+        else:
+            ((hidden, rope),) = calls
+            q, keys = q_k(hidden, rope)
+            L = ids.shape[1]
+            allowed = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril() & batch.attention_mask[:, None].bool()
+            key_words, query_ids, query_mask = seen, ids, batch.attention_mask.bool() & ~is_video
+        logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
+        logits = logits.masked_fill(~allowed, float("-inf"))
+        target = (key_words[:, None] == query_ids[:, :, None, None]).any(-1) & allowed  # [B, Lq, Lk]
+        queries = target.any(-1) & query_mask
+        if not queries.any():
+            return logits.new_zeros(())
+        logits = logits[queries]
+        mass = torch.logsumexp(logits.masked_fill(~target[queries], float("-inf")), -1)
+        return (torch.logsumexp(logits, -1) - mass).mean()
 
     def seeing_loss(self, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,
                     denominator: torch.Tensor | None) -> torch.Tensor:
