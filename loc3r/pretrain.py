@@ -5,7 +5,8 @@ and trained from scratch on Loc3R's objectives it never learns to find the named
 "Where the tiny model stands"). Its base is pretrained on synthetic *training* rooms with frame-space supervision
 only (loc3r/synth/grounding.py): every vision token that sees an object reads as its colour and category words
 (at the LLM's input and output, through the tied word embeddings), and many questions answered from the video alone
-("What is the red object?" -> "bed") with the LM loss. No BEV or world-coordinate target and no speaker pose: the
+("What is the red object?" -> "bed") with the LM loss, each after a situation text naming two of the room's objects
+whose vision tokens the <Pos> / <Ori> tokens learn to attend to (the grounding-attention loss; no pose). No BEV or world-coordinate target and no speaker pose: the
 layout and situation objectives stay what the paper's ablation isolates. No camera tokens (prior none): the base
 never sees a pose. `loc3r train --init BASE` starts from it.
 """
@@ -27,7 +28,7 @@ from loc3r.data.sample import Sample
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.errors import Loc3rError
 from loc3r.model.processor import make_dataset
-from loc3r.synth.grounding import grounding_questions, token_objects
+from loc3r.synth.grounding import grounding_questions, grounding_situation, token_objects
 from loc3r.synth.language import tokenize
 from loc3r.synth.scene import Scene
 
@@ -74,8 +75,11 @@ def grounding_records(data: Path, split: str, seed: int) -> tuple[list[QARecord]
         except ValueError as e:
             raise Loc3rError(f"{path}: {e}") from None
         scenes[scene_id] = scene
-        records += [QARecord("grounding", f"{scene_id}_g{i}", scene_id, NO_SITUATION, q, [a], kind)
-                    for i, (q, a, kind) in enumerate(questions)]
+        rng = np.random.default_rng([seed, k, 1])
+        for i, (q, a, kind) in enumerate(questions):
+            text, near, faced = grounding_situation(scene, rng)
+            records.append(QARecord("grounding", f"{scene_id}_g{i}", scene_id, NO_SITUATION, q, [a], kind,
+                                    extra={"situation": text, "situation_objects": (near, faced)}))
     return records, scenes
 
 
@@ -116,8 +120,13 @@ class GroundingDataset:
         return self._words[scene_id]
 
     def __getitem__(self, index: int) -> Sample:
-        sample = self.questions[index]
-        return dataclasses.replace(sample, token_words=self.token_words(sample.scene_id))
+        """The question's sample with its situation text (no pose: has_situation stays False), the words of what
+        each vision token sees, and the colours of the objects the situation names (what <Pos> / <Ori> ground to)."""
+        sample, record = self.questions[index], self.questions.records[index]
+        objects = self.scenes[sample.scene_id].objects
+        words = np.array([self.word_ids[objects[i].color] for i in record.extra["situation_objects"]], np.int64)
+        return dataclasses.replace(sample, situation=record.extra["situation"],
+                                   token_words=self.token_words(sample.scene_id), situation_words=words)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from loc3r import train
 
     run = train.TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                            questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed, prior="none",
+                            questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed, init=train.SCRATCH, prior="none",
                             no_layout=True, no_situation=True, cache_dir=args.cache_dir, save_every=args.save_every,
                             log_every=args.log_every, resume=args.resume, quiet=args.quiet)
     records, scenes = grounding_records(args.data, "train", args.seed)

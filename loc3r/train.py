@@ -32,6 +32,7 @@ import torch.distributed as dist
 from transformers import get_cosine_schedule_with_warmup
 
 from loc3r import parallel
+from loc3r.assets import TINY_BASE
 from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
                               save_checkpoint)
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
@@ -43,6 +44,8 @@ from loc3r.model.processor import Batch, Collator, MixtureDataset, Source, make_
 from loc3r.model.tokenizer import build_tiny_tokenizer, load_tokenizer
 from loc3r.parallel import print0
 from loc3r.priors.cut3r import CUT3R_INPUTS
+
+SCRATCH = "scratch"  # --init value: no base
 
 # ---------------------------------------------------------------------------------------------------------
 # Settings
@@ -58,7 +61,9 @@ class TrainConfig:
     out: Path  # run directory (checkpoints, log.jsonl)
     preset: str = "tiny"  # tiny | llava_video_7b
     base: Path | None = None  # local LLaVA-Video-7B-Qwen2 directory (transformers format), for the 7B
-    init: Path | None = None  # start from this pretrained tiny base (`loc3r pretrain-base`): its weights and tokenizer
+    # tiny: the pretrained base to start from (`loc3r pretrain-base`: its weights and tokenizer); default: the base
+    # shipped in loc3r/assets/tiny_base; "scratch": random weights and a tokenizer of the training data's words
+    init: str | None = None
     steps: int = 1000  # optimizer steps
     batch_size: int = 8  # videos per process and micro-batch
     questions_per_video: int | None = None  # questions of a video sharing its computed prefix (tiny 8; 7B 1)
@@ -105,6 +110,18 @@ class TrainConfig:
     @property
     def is_7b(self) -> bool:
         return self.preset == "llava_video_7b"
+
+    @property
+    def init_base(self) -> Path | None:
+        """The base directory the run starts from (None: random weights, or the 7B's --base)."""
+        if self.init == SCRATCH or self.is_7b:
+            if self.is_7b and self.init not in (None, SCRATCH):
+                raise Loc3rError(f"{self.init}: --init starts a tiny model from a pretrained tiny base; the 7B "
+                                 "takes --base")
+            return None
+        if self.init is None:
+            return TINY_BASE if (TINY_BASE / "config.json").is_file() else None
+        return Path(self.init)
 
     def model_overrides(self) -> dict:
         """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""
@@ -313,8 +330,8 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
                   f"{m['situated']} situated (pose supervision), layout supervision on {m['layout_supervision']}")
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
-        if run.init is not None and resume_dir is None:
-            model = model_from_base(run.init, config)
+        if run.init_base is not None and resume_dir is None:
+            model = model_from_base(run.init_base, config)
         else:
             model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
     if hasattr(dataset, "bind"):

@@ -117,7 +117,8 @@ def test_pretrained_base_starts_a_run(synth_data, tmp_path):
 
 def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     """The grounding loss of a grouped batch (shared prefix) and of the same questions as whole sequences equals
-    -log(attention mass on the named object's vision tokens), read from the layer's eager attention weights."""
+    -log(attention mass on the named object's vision tokens), read from the layer's eager attention weights; the
+    <Pos> / <Ori> tokens ground to the objects their situation names."""
     from loc3r.model.processor import make_dataset
 
     from loc3r.train import tiny_tokenizer
@@ -129,7 +130,7 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     model = Loc3R(config, tiny_tokenizer(data)).eval()
     data.bind(model.tokenizer)
     samples = [data[i] for i in range(6)]  # one room's questions: which object, which colour, ...
-    assert len({s.scene_id for s in samples}) == 1
+    assert len({s.scene_id for s in samples}) == 1 and all(s.situation.startswith("I am") for s in samples)
     collate = Collator(model.tokenizer, config)
     with torch.no_grad():
         grouped = model(collate.grouped([samples])).losses["grounding"]
@@ -143,14 +144,19 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     ids, words = flat_batch.input_ids, flat_batch.token_words.flatten(1, 2)  # [B, L], [B, T * n, 3]
     video = (ids[0] == config.video_token_id).nonzero().squeeze(1)
     vision_positions = video[torch.from_numpy(config.vision_token_slots().reshape(-1))]
-    losses = []
+    losses, grounded_situation_tokens = [], 0
     for b in range(len(samples)):
         for i in range(ids.shape[1]):
             if not flat_batch.attention_mask[b, i] or ids[b, i] == config.video_token_id:
                 continue
-            sees = (words[b] == ids[b, i]).any(-1)  # vision tokens seeing an object of this word
+            word = ids[b, i]  # <Pos> / <Ori>: the colour of the object the situation names
+            situation_token = i == flat_batch.pos_index[b] or i == flat_batch.ori_index[b]
+            if situation_token:
+                word = flat_batch.situation_words[b, int(i == flat_batch.ori_index[b])]
+            sees = (words[b] == word).any(-1)  # vision tokens seeing an object of this word
             if sees.any():
                 losses.append(-torch.log(probs[b, i, vision_positions[sees]].sum()))
-    assert len(losses) >= 6  # every question names an object of the room
+                grounded_situation_tokens += situation_token
+    assert len(losses) >= 6 and grounded_situation_tokens >= 6  # the questions and situations name objects
     reference = torch.stack(losses).mean()
     assert torch.allclose(flat, reference, atol=1e-4) and torch.allclose(grouped, reference, atol=1e-4)

@@ -32,6 +32,9 @@ class Sample:
     # [T, G, K] int64 token ids each pooled vision token should read as (its object's colour and category words:
     # the base pretraining's frame-space supervision, `loc3r pretrain-base`), -100 where none; None otherwise
     token_words: np.ndarray | None = None
+    # [2] int64 the words the <Pos> and <Ori> tokens ground to (the colours of the objects a situation names: the
+    # one the speaker is next to, the one faced; base pretraining only), -100 for none; None otherwise
+    situation_words: np.ndarray | None = None
 
     @property
     def answer(self) -> str:

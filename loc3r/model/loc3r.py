@@ -255,7 +255,7 @@ class Loc3R(nn.Module):
         den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
         vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
         grounding = batch.token_words is not None and c.lambda_grounding > 0
-        with self._attention_inputs(c.grounding_layer if grounding else None) as attention_inputs:
+        with self.attention_inputs(c.grounding_layer if grounding else None) as recorded:
             if batch.grouped:
                 video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
             else:
@@ -289,12 +289,12 @@ class Loc3R(nn.Module):
                                                 den.get("seeing"))
             loss = loss + c.lambda_seeing * losses["seeing"]
         if grounding:
-            losses["grounding"] = self.grounding_attention_loss(batch, attention_inputs)
+            losses["grounding"] = self.grounding_attention_loss(batch, recorded)
             loss = loss + c.lambda_grounding * losses["grounding"]
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     @contextlib.contextmanager
-    def _attention_inputs(self, layer: int | None):
+    def attention_inputs(self, layer: int | None):
         """Records the (hidden_states, position_embeddings) every call of layer `layer`'s self-attention receives
         (the prefix pass, then the suffix pass of a grouped batch); records nothing for None."""
         calls = []
@@ -315,7 +315,8 @@ class Loc3R(nn.Module):
     def grounding_attention_loss(self, batch: Batch, calls: list) -> torch.Tensor:
         """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
         `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
-        see (`batch.token_words`) attends to those tokens. The attention logits are the layer's own (its q / k
+        see (`batch.token_words`) attends to those tokens, and so do the <Pos> / <Ori> tokens for the words of
+        `batch.situation_words` (the objects a situation names). The attention logits are the layer's own (its q / k
         projections and rotary embedding of the recorded inputs, over every key the token attends to: padding and
         the causal mask respected); the loss is -log(the attention mass on those vision tokens), averaged over
         the text tokens with at least one such vision token."""
@@ -359,9 +360,15 @@ class Loc3R(nn.Module):
             L = ids.shape[1]
             allowed = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril() & batch.attention_mask[:, None].bool()
             key_words, query_ids, query_mask = seen, ids, batch.attention_mask.bool() & ~is_video
+        if batch.situation_words is not None:  # <Pos> / <Ori> ground to the objects the situation names
+            rows = torch.arange(len(query_ids), device=ids.device)
+            query_ids = query_ids.clone()
+            query_ids[rows, batch.pos_index] = batch.situation_words[:, 0]
+            query_ids[rows, batch.ori_index] = batch.situation_words[:, 1]
         logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
         logits = logits.masked_fill(~allowed, float("-inf"))
-        target = (key_words[:, None] == query_ids[:, :, None, None]).any(-1) & allowed  # [B, Lq, Lk]
+        matches = (key_words[:, None] == query_ids[:, :, None, None]) & (key_words[:, None] != IGNORE_INDEX)
+        target = matches.any(-1) & allowed  # [B, Lq, Lk]
         queries = target.any(-1) & query_mask
         if not queries.any():
             return logits.new_zeros(())

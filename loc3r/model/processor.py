@@ -67,6 +67,7 @@ class Batch:
     suffix_mask: torch.Tensor | None = None  # [B, Ls]
     video_index: torch.Tensor | None = None  # [B] grouped: the row of each question's video
     token_words: torch.Tensor | None = None  # [B or Bv, T, G, K] word ids of the vision tokens (base pretraining)
+    situation_words: torch.Tensor | None = None  # [B, 2] words <Pos> / <Ori> ground to (base pretraining)
 
     @property
     def grouped(self) -> bool:
@@ -152,15 +153,8 @@ class Collator:
             "layout_xy": torch.from_numpy(np.stack([s.layout_xy for s in samples]).astype(np.float32)),
             "layout_valid": torch.from_numpy(np.stack([s.layout_valid for s in samples]).astype(bool)),
         }
-        for name, what, dtype in (("camera_tokens", "cached camera tokens", np.float32),
-                                  ("token_words", "vision-token words", np.int64)):
-            present = [getattr(s, name) is not None for s in samples]  # optional: all samples or none
-            if any(present):
-                if not all(present):
-                    missing = next(s for s in samples if getattr(s, name) is None)
-                    raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no {what}, while other "
-                                     "samples of the batch have them")
-                out[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]).astype(dtype))
+        out.update(optional_tensors(samples, (("camera_tokens", "cached camera tokens", np.float32),
+                                              ("token_words", "vision-token words", np.int64))))
         return out
 
     @staticmethod
@@ -171,6 +165,7 @@ class Collator:
             "yaw_rad": torch.tensor([float(s.yaw_rad) for s in samples], dtype=torch.float32),
             "has_situation": torch.tensor([bool(s.has_situation) for s in samples]),
             "question_id": torch.tensor([int(s.question_id) for s in samples], dtype=torch.long),
+            **optional_tensors(samples, (("situation_words", "situation words", np.int64),)),
         }
 
     def grouped(self, groups: list[list[Sample]]) -> Batch:
@@ -237,6 +232,20 @@ class Collator:
             **self.question_tensors(samples),
             labels=None if self.for_generation else labels,
         )
+
+
+def optional_tensors(samples: list[Sample], names) -> dict[str, torch.Tensor]:
+    """Stacked optional fields (name, what, dtype) of samples: present in all samples or in none."""
+    out = {}
+    for name, what, dtype in names:
+        present = [getattr(s, name) is not None for s in samples]
+        if any(present):
+            if not all(present):
+                missing = next(s for s in samples if getattr(s, name) is None)
+                raise Loc3rError(f"{missing.scene_id} question {missing.question_id}: no {what}, while other "
+                                 "samples of the batch have them")
+            out[name] = torch.from_numpy(np.stack([getattr(s, name) for s in samples]).astype(dtype))
+    return out
 
 
 def camera_token_source(config: Loc3RConfig, data_root: Path):

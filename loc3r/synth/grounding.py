@@ -8,6 +8,9 @@ speaker poses (those are the layout and situation objectives the paper's ablatio
 - `grounding_questions`: questions answered from the video alone, many per room (dense supervision: each
   answer word is a retrieval from the vision tokens): "What is the red object?" -> "bed", "What color is the
   bed?" -> "red", existence, how many objects, and the list of the room's objects in random orders.
+- `grounding_situation`: a situation text of the Loc3R phrasings naming two of the room's objects ("I am standing
+  next to the red bed, facing the blue sofa."), and which two: the base learns to find in the video the objects a
+  situation names (its <Pos> token the first, its <Ori> token the second), never where the speaker stands.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from loc3r.synth.catalog import CATEGORIES
-from loc3r.synth.language import NUMBER_WORDS
+from loc3r.synth.language import NUMBER_WORDS, situation_text
 from loc3r.synth.scene import Scene
 from loc3r.synth.shapes import footprint_distance
 
@@ -59,3 +62,13 @@ def grounding_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[st
     out.append(("How many objects are there in the room?", NUMBER_WORDS[len(objects)], "number"))
     return out
 
+
+
+def grounding_situation(scene: Scene, rng: np.random.Generator) -> tuple[str, int, int]:
+    """(text, a, b) a situation of a basic room's phrasings (BASIC_TEMPLATES) naming object a (the one the speaker
+    stands next to) and object b (the one faced), indices into scene.objects; no pose."""
+    from loc3r.synth.situations import BASIC_TEMPLATES
+
+    a, b = (int(i) for i in rng.choice(len(scene.objects), 2, replace=False))
+    names = {k: f"{scene.objects[i].color} {scene.objects[i].category}" for k, i in (("a", a), ("b", b))}
+    return situation_text(str(rng.choice(BASIC_TEMPLATES)), names), a, b
