@@ -184,7 +184,7 @@ def attention_probe(model, data: Path, config, scenes: int) -> dict:
                 share = hit.mean()
                 row = []
                 for layer in attentions:  # [B, heads, L, L]
-                    a = layer[q, :, batch[token][q], vision_pos.reshape(-1)]  # [heads, n_vision]
+                    a = layer[q, :, getattr(batch, token)[q], vision_pos.reshape(-1)]  # [heads, n_vision]
                     a = a / a.sum(-1, keepdim=True).clamp(min=1e-12)
                     row.append(float(a[:, torch.as_tensor(hit)].sum(-1).max()) / share)  # best head
                 ratios[key].append(row)

@@ -20,7 +20,7 @@ COMMANDS: dict[str, str] = {
     "convert-cut3r": "convert an official CUT3R .pth into a safe config.json + model.safetensors",
     "convert-llava-video": "convert the official LLaVA-Video release into the transformers layout --base loads",
     "extract-priors": "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)",
-    "pretrain-base": "pretrain the tiny preset's base on synthetic rooms: seeing and naming objects, no poses",
+    "pretrain-base": "pretrain the tiny preset's base on synthetic rooms: seeing, naming and finding objects, no poses",
     "train": "train Loc3R-VLM (one process, or torchrun -m loc3r.train for DDP / FSDP)",
     "eval": "evaluate a checkpoint: localization and QA metrics, report, bird's-eye plots",
     "infer": "answer a situated question about a video and locate the speaker",

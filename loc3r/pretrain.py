@@ -3,12 +3,16 @@
 LLaVA-Video sees and names objects before Loc3R fine-tunes it; the tiny model's random SigLIP + Qwen2 does not,
 and trained from scratch on Loc3R's objectives it never learns to find the named object in the video (README,
 "Where the tiny model stands"). Its base is pretrained on synthetic *training* rooms with frame-space supervision
-only (loc3r/synth/grounding.py): every vision token that sees an object reads as its colour and category words
-(at the LLM's input and output, through the tied word embeddings), and many questions answered from the video alone
-("What is the red object?" -> "bed") with the LM loss, each after a situation text naming two of the room's objects
-whose vision tokens the <Pos> / <Ori> tokens learn to attend to (the grounding-attention loss; no pose). No BEV or world-coordinate target and no speaker pose: the
-layout and situation objectives stay what the paper's ablation isolates. No camera tokens (prior none): the base
-never sees a pose. `loc3r train --init BASE` starts from it.
+only (loc3r/synth/grounding.py):
+- every vision token that sees an object reads as its colour and category words (at the LLM's input and output,
+  through the tied word embeddings);
+- many questions answered from the video alone ("What is the red object?" -> "bed") with the LM loss, each after a
+  situation text naming two of the room's objects ("I am standing next to the red bed, facing the blue sofa.");
+- one attention head (Loc3R.grounding_attention_loss) of every word naming an object's colour or category attends
+  to the vision tokens that see it, and so do the <Pos> / <Ori> tokens to the objects their situation names.
+No BEV or world-coordinate target and no speaker pose: the layout and situation objectives stay what the paper's
+ablation isolates. No camera tokens (prior none): the base never sees a pose. `loc3r train` starts tiny runs from
+it (`--init BASE`; the shipped one by default).
 """
 
 from __future__ import annotations
@@ -134,9 +138,10 @@ def run(args: argparse.Namespace) -> int:
     from loc3r import train
 
     run = train.TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
-                            questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed, init=train.SCRATCH, prior="none",
-                            no_layout=True, no_situation=True, cache_dir=args.cache_dir, save_every=args.save_every,
-                            log_every=args.log_every, resume=args.resume, quiet=args.quiet)
+                            questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed,
+                            init=train.SCRATCH, prior="none", no_layout=True, no_situation=True,
+                            cache_dir=args.cache_dir, save_every=args.save_every, log_every=args.log_every,
+                            resume=args.resume, quiet=args.quiet)
     records, scenes = grounding_records(args.data, "train", args.seed)
     dataset = GroundingDataset(make_dataset(train.model_config(run), args.data, "train", args.cache_dir, records),
                                scenes)

@@ -33,8 +33,14 @@ from transformers import get_cosine_schedule_with_warmup
 
 from loc3r import parallel
 from loc3r.assets import TINY_BASE
-from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
-                              save_checkpoint)
+from loc3r.checkpoint import (
+    LORA_STATE,
+    latest_checkpoint,
+    load_lora_run,
+    load_trainer_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json
@@ -64,6 +70,7 @@ class TrainConfig:
     # tiny: the pretrained base to start from (`loc3r pretrain-base`: its weights and tokenizer); default: the base
     # shipped in loc3r/assets/tiny_base; "scratch": random weights and a tokenizer of the training data's words
     init: str | None = None
+    init_lr: float | None = None  # peak lr of a base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     steps: int = 1000  # optimizer steps
     batch_size: int = 8  # videos per process and micro-batch
     questions_per_video: int | None = None  # questions of a video sharing its computed prefix (tiny 8; 7B 1)
@@ -154,16 +161,38 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
 
 
 def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
-    """A fresh model of `config` with the VLM, tokenizer and weights of a pretrained tiny base (--init)."""
+    """A fresh model of `config` with the VLM, tokenizer and weights of a pretrained tiny base (--init). The base's
+    vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
     base_config = Loc3RConfig.load(Path(base) / "config.json")
     if config.base_model_path is not None:
         raise Loc3rError(f"{base}: --init starts a tiny model from a pretrained tiny base; the 7B takes --base")
-    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm), load_tokenizer(base))
+    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False), load_tokenizer(base))
     fresh = model.load_base(base)
     print0(f"initialised from the base {base}" + (f"; {len(fresh)} tensors it lacks start fresh: "
                                                   f"{', '.join(sorted({n.split('.')[0] + '.' + n.split('.')[1] for n in fresh}))}"
                                                   if fresh else ""))
     return model
+
+
+NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orientation_head.")  # untrained in a base
+# A base's weights at 0.3 x the run's lr. Measured on the demo's recipe (README): at 0.1 x the base's grounding
+# survives but the layout is barely learned in 600 steps; at 1 x (and a trainable vision tower) the grounding is
+# gone by step 300; 0.3 x keeps half of it and learns the layout.
+INIT_LR_SCALE = 0.3
+
+
+def parameter_groups(model: Loc3R, lr: float, run: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups: one at `lr`; for a run started from a pretrained base, the base's trained
+    weights at --init-lr (INIT_LR_SCALE x lr) and what the base never trained (camera projector, heads, LoRA) at
+    `lr`, as a pretrained VLM is fine-tuned gently while its new parts learn fast."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if run.init_base is None:
+        return [{"params": [p for _, p in named]}]
+    fresh = [n.startswith(NEW_ON_A_BASE) or "lora_" in n for n, _ in named]  # LoRA adapters are new too
+    new = [p for (_, p), f in zip(named, fresh) if f]
+    pretrained = [p for (_, p), f in zip(named, fresh) if not f]
+    return [{"params": pretrained, "lr": run.init_lr if run.init_lr is not None else INIT_LR_SCALE * lr},
+            {"params": new}]
 
 
 def check_resume_settings(run: TrainConfig, checkpoint: Path, config: Loc3RConfig) -> None:
@@ -182,12 +211,19 @@ def check_resume_settings(run: TrainConfig, checkpoint: Path, config: Loc3RConfi
 def tiny_tokenizer(dataset):
     """The tiny preset's word-level tokenizer: the synthetic rooms' vocabulary and every word of the training set's
     situations, questions and answers (so that real data trains the tiny model too)."""
-    from loc3r.synth.language import tokenize, vocabulary
+    from loc3r.synth.language import vocabulary
 
-    words = set(vocabulary())
-    for r in dataset.records:  # every source's texts (a mixture's too)
+    return build_tiny_tokenizer(sorted(set(vocabulary()) | data_words(dataset)))
+
+
+def data_words(dataset) -> set[str]:
+    """Every word of a training set's situations, questions and answers (a mixture's too)."""
+    from loc3r.synth.language import tokenize
+
+    words = set()
+    for r in dataset.records:
         words.update(tokenize(" ".join([r.situation, r.question, *r.answers])))
-    return build_tiny_tokenizer(sorted(words))
+    return words
 
 
 def sample_index(position: int, n: int, seed: int) -> int:
@@ -330,8 +366,13 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
                   f"{m['situated']} situated (pose supervision), layout supervision on {m['layout_supervision']}")
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
-        if run.init_base is not None and resume_dir is None:
+        if run.init_base is not None:
             model = model_from_base(run.init_base, config)
+            unknown = sorted(data_words(dataset) - set(model.tokenizer.get_vocab()))
+            if unknown and not lora_resume:
+                print0(f"{len(unknown)} words of the training data are not in the base's vocabulary and read as "
+                       f"unknown ({', '.join(unknown[:8])}{', ...' if len(unknown) > 8 else ''}); --init scratch "
+                       "trains from random weights with a vocabulary of the data")
         else:
             model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
     if hasattr(dataset, "bind"):
@@ -356,8 +397,9 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
 
     tensor_names = list(model.checkpoint_tensors())
     wrapped = parallel.wrap_model(model, info, strategy, checkpointing)
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
+    groups = parameter_groups(model, lr, run)
+    params = [p for g in groups for p in g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
     warmup = int(run.warmup * run.steps) if run.warmup < 1 else int(run.warmup)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     if resume_dir is not None:

@@ -120,7 +120,6 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     -log(attention mass on the named object's vision tokens), read from the layer's eager attention weights; the
     <Pos> / <Ori> tokens ground to the objects their situation names."""
     from loc3r.model.processor import make_dataset
-
     from loc3r.train import tiny_tokenizer
 
     torch.manual_seed(0)
@@ -160,3 +159,26 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     assert len(losses) >= 6 and grounded_situation_tokens >= 6  # the questions and situations name objects
     reference = torch.stack(losses).mean()
     assert torch.allclose(flat, reference, atol=1e-4) and torch.allclose(grouped, reference, atol=1e-4)
+
+
+def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
+    """From a base: the vision tower frozen (as the paper's SigLIP), the base's weights at --init-lr (default
+    0.3 x --lr), what the base never trained (camera projector, heads) at --lr; from scratch: one group."""
+    from loc3r.train import NEW_ON_A_BASE, TrainConfig, model_config, model_from_base, parameter_groups
+
+    base_run = tmp_path / "base"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
+                 "--batch-size", "1", "--questions-per-video", "2", "--quiet"]) == 0
+    base = base_run / "checkpoints" / "step_0000001"
+    run = TrainConfig(data=str(synth_data), out=tmp_path / "run", init=str(base))
+    model = model_from_base(run.init_base, model_config(run))
+    assert not any(p.requires_grad for p in model.vlm.model.vision_tower.parameters())
+    pretrained, new = parameter_groups(model, 1e-3, run)
+    assert pretrained["lr"] == pytest.approx(3e-4) and "lr" not in new
+    fresh = {id(p) for p in new["params"]}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(pretrained["params"]) + len(new["params"]) == len(named)
+    assert all((id(p) in fresh) == n.startswith(NEW_ON_A_BASE) for n, p in named)  # no LoRA here
+    assert any(n.startswith("camera_projector.") for n, p in named if id(p) in fresh)
+    scratch = TrainConfig(data=str(synth_data), out=tmp_path / "run", init="scratch")
+    assert scratch.init_base is None and len(parameter_groups(model, 1e-3, scratch)) == 1

@@ -357,8 +357,8 @@ class Loc3R(nn.Module):
         else:
             ((hidden, rope),) = calls
             q, keys = q_k(hidden, rope)
-            L = ids.shape[1]
-            allowed = torch.ones(L, L, dtype=torch.bool, device=ids.device).tril() & batch.attention_mask[:, None].bool()
+            causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
+            allowed = causal & batch.attention_mask[:, None].bool()
             key_words, query_ids, query_mask = seen, ids, batch.attention_mask.bool() & ~is_video
         if batch.situation_words is not None:  # <Pos> / <Ori> ground to the objects the situation names
             rows = torch.arange(len(query_ids), device=ids.device)
