@@ -3,7 +3,8 @@
 1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms): training rooms from
    --seed, and held-out test rooms from a seed the model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye
    view of two test rooms;
-2. the tiny Loc3R-VLM trained on the training rooms (`loc3r train`; DEMO_TRAINING);
+2. the tiny Loc3R-VLM trained on the training rooms (`loc3r train`; DEMO_TRAINING), from the pretrained tiny base
+   shipped in loc3r/assets/tiny_base (pretrained on the training rooms of seed 0, never on held-out rooms);
 3. evaluated on the held-out rooms with the official metrics, report and plots (`loc3r eval`);
 4. one example inference on a held-out room's frames and poses (`loc3r infer`).
 """
