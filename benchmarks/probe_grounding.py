@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 from pathlib import Path
 
 import torch
@@ -56,10 +57,11 @@ def main() -> None:
             for s, pred in zip(samples, model.predict(batch, max_new_tokens=16)):
                 right[family(s.question)].append(pred.answer == s.answers[0])
             # vision tokens read as their words: the argmax over the vocabulary is the colour / first category word
-            vision = model.vision_tokens(batch.pixel_values_videos).flatten(2, 3)  # [B, T, n, D]
+            vision = model.vision_tokens(batch.pixel_values_videos)  # [B, T, gh, gw, D]
             with model.attention_inputs(config.grounding_layer) as calls:
-                hidden = model.language_model(model.embed_inputs(batch), batch.attention_mask,
+                hidden = model.language_model(model.embed_inputs(batch, vision), batch.attention_mask,
                                               position_ids_from_mask(batch.attention_mask)).last_hidden_state
+            vision = vision.flatten(2, 3)  # [B, T, n, D]
             grounding.append(float(model.grounding_attention_loss(batch, calls)))
             states = model.vision_states(hidden, batch.input_ids)
             words = batch.token_words
@@ -78,7 +80,7 @@ def main() -> None:
               f"of {n}")
     nll = sum(grounding) / max(len(grounding), 1)
     print(f"grounding head (layer {config.grounding_layer}, head {config.grounding_head}): -log(attention mass on the "
-          f"named object's vision tokens) {nll:.2f}, i.e. a geometric-mean mass of {100 * 2.718281828 ** -nll:.1f}%")
+          f"named object's vision tokens) {nll:.2f}, i.e. a geometric-mean mass of {100 * math.exp(-nll):.1f}%")
 
 
 if __name__ == "__main__":

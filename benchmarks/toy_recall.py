@@ -9,8 +9,9 @@ distractor tokens, then a key of the pairs; it must answer that key's value. Pri
     python benchmarks/toy_recall.py [--steps 3000] [--filler 128] [--lr 2e-3] [--layers 4] [--kv-heads 2] [--dense]
 
 Measured (2 cores, batch 64, 2 layers, lr 1e-3): one supervised answer per sequence stays at chance (0.17) for 5,500
-steps (with a 100-step warm-up); with --dense (every key asked again, all answers supervised) the first query is recalled at 0.61 after 500
-steps and 0.73 after 750: how densely retrieval is supervised decides whether a from-scratch tiny LLM learns it.
+steps (with a 100-step warm-up); with --dense (every key asked again, all answers supervised) the first query is
+recalled at 0.61 after 500 steps and 0.73 after 750: how densely retrieval is supervised decides whether a
+from-scratch tiny LLM learns it.
 """
 
 from __future__ import annotations

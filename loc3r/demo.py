@@ -25,8 +25,9 @@ from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 
-# The demo's recipe (measured on 2 CPU cores: README; benchmarks/bench_accuracy.py uses the same): 1,200 steps from
-# the shipped base, the fewest measured after which the model localizes (600 steps, or 6 videos a step, were not enough).
+# The demo's recipe (measured on 2 CPU cores: README; benchmarks/bench_accuracy.py uses the same): 1,200 steps of 8
+# videos from the shipped base, the one measured recipe after which the model localizes (600 steps, or 1,200 steps of
+# 6 videos, did not).
 DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 1200, "batch_size": 8}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 

@@ -127,10 +127,11 @@ class GroundingDataset:
         """The question's sample with its situation text (no pose: has_situation stays False), the words of what
         each vision token sees, and the colours of the objects the situation names (what <Pos> / <Ori> ground to)."""
         sample, record = self.questions[index], self.questions.records[index]
+        token_words = self.token_words(sample.scene_id)  # checks that a tokenizer is bound
         objects = self.scenes[sample.scene_id].objects
         words = np.array([self.word_ids[objects[i].color] for i in record.extra["situation_objects"]], np.int64)
-        return dataclasses.replace(sample, situation=record.extra["situation"],
-                                   token_words=self.token_words(sample.scene_id), situation_words=words)
+        return dataclasses.replace(sample, situation=record.extra["situation"], token_words=token_words,
+                                   situation_words=words)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -33,14 +33,8 @@ from transformers import get_cosine_schedule_with_warmup
 
 from loc3r import parallel
 from loc3r.assets import TINY_BASE
-from loc3r.checkpoint import (
-    LORA_STATE,
-    latest_checkpoint,
-    load_lora_run,
-    load_trainer_state,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
+                              save_checkpoint)
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json
@@ -164,13 +158,11 @@ def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
     """A fresh model of `config` with the VLM, tokenizer and weights of a pretrained tiny base (--init). The base's
     vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
     base_config = Loc3RConfig.load(Path(base) / "config.json")
-    if config.base_model_path is not None:
-        raise Loc3rError(f"{base}: --init starts a tiny model from a pretrained tiny base; the 7B takes --base")
     model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False), load_tokenizer(base))
     fresh = model.load_base(base)
-    print0(f"initialised from the base {base}" + (f"; {len(fresh)} tensors it lacks start fresh: "
-                                                  f"{', '.join(sorted({n.split('.')[0] + '.' + n.split('.')[1] for n in fresh}))}"
-                                                  if fresh else ""))
+    modules = sorted({".".join(n.split(".")[:2]) for n in fresh})
+    print0(f"initialised from the base {base}"
+           + (f"; {len(fresh)} tensors it lacks start fresh: {', '.join(modules)}" if fresh else ""))
     return model
 
 

@@ -63,7 +63,6 @@ def grounding_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[st
     return out
 
 
-
 def grounding_situation(scene: Scene, rng: np.random.Generator) -> tuple[str, int, int]:
     """(text, a, b) a situation of a basic room's phrasings (BASIC_TEMPLATES) naming object a (the one the speaker
     stands next to) and object b (the one faced), indices into scene.objects; no pose."""
