@@ -1,7 +1,8 @@
 """What a checkpoint reads from the video (the tiny base of `loc3r pretrain-base`, or any tiny run): accuracy of the
 grounding questions per family on rooms of a split, and how often a vision token that sees an object is read as
 that object's colour / category word at the LLM's input and output (the base's frame-space supervision), and how
-much attention the grounding head puts on the vision tokens of the object a word names.
+much attention the grounding head puts on the vision tokens of the object a word names (and the anchor head,
+<Ori> on the tokens of the object the speaker stands by).
 
     python benchmarks/probe_grounding.py --checkpoint BASE/checkpoints/step_0003000 --data demo_out/test_data \
         --split test
@@ -49,6 +50,7 @@ def main() -> None:
     right = collections.defaultdict(list)
     seen = {"input": [0, 0], "output": [0, 0]}
     grounding = []  # per batch: mean -log(attention mass of the grounding head on the named object's tokens)
+    anchor = []  # the same for the anchor head (<Ori> on the speaker's anchor)
     table = model.vlm.get_input_embeddings().weight
     with torch.no_grad():
         for start in range(0, len(data), args.batch_size):
@@ -58,11 +60,14 @@ def main() -> None:
                 right[family(s.question)].append(pred.answer == s.answers[0])
             # vision tokens read as their words: the argmax over the vocabulary is the colour / first category word
             vision = model.vision_tokens(batch.pixel_values_videos)  # [B, T, gh, gw, D]
-            with model.attention_inputs(config.grounding_layer) as calls:
+            with (model.attention_inputs(config.grounding_layer) as calls,
+                  model.attention_inputs(config.anchor_layer) as anchor_calls):
                 hidden = model.language_model(model.embed_inputs(batch, vision), batch.attention_mask,
                                               position_ids_from_mask(batch.attention_mask)).last_hidden_state
             vision = vision.flatten(2, 3)  # [B, T, n, D]
             grounding.append(float(model.grounding_attention_loss(batch, calls)))
+            if config.anchor_layer is not None:
+                anchor.append(float(model.grounding_attention_loss(batch, anchor_calls, anchor=True)))
             states = model.vision_states(hidden, batch.input_ids)
             words = batch.token_words
             keep = words[..., 0] != -100
@@ -78,9 +83,13 @@ def main() -> None:
     for name, (hit, n) in seen.items():
         print(f"vision tokens read as their colour or category at the LLM's {name}: {100 * hit / max(n, 1):.1f}% "
               f"of {n}")
-    nll = sum(grounding) / max(len(grounding), 1)
-    print(f"grounding head (layer {config.grounding_layer}, head {config.grounding_head}): -log(attention mass on the "
-          f"named object's vision tokens) {nll:.2f}, i.e. a geometric-mean mass of {100 * math.exp(-nll):.1f}%")
+    for name, layer, head, losses, what in (
+            ("grounding", config.grounding_layer, config.grounding_head, grounding, "the named object's"),
+            ("anchor", config.anchor_layer, config.anchor_head, anchor, "<Ori> on the speaker's anchor's")):
+        if losses:
+            nll = sum(losses) / len(losses)
+            print(f"{name} head (layer {layer}, head {head}): -log(attention mass of {what} vision tokens) {nll:.2f}, "
+                  f"i.e. a geometric-mean mass of {100 * math.exp(-nll):.1f}%")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,13 @@ Prints one table per probe:
                  logistic regression on the LLM input (after the projector) and on the final states of the vision
                  tokens, fitted on train scenes, scored on test scenes, against the majority class and the same
                  probe on the token's mean pixel colour.
-3. attention   - does the <Pos> token attend to its anchor's tokens and <Ori> to its target's: per LLM layer, the
+3. attention   - does the <Pos> token attend to its anchor's tokens and <Ori> to its target's (and to the anchor,
+                 where the speaker stands, as a facing direction is relative to it): per LLM layer, the
                  attention mass on those tokens divided by their share of the vision tokens (1 = no preference),
                  for the head that prefers them most; the control is the same for an object of the room that the
                  situation does not name.
+4. readout     - where the geometry is: ridge R^2 per LLM layer of each vision token's BEV position, the speaker's
+                 position from <Pos>, the facing direction and the anchor's and target's positions from <Ori>.
 
     python benchmarks/probe_learning.py --data DIR --checkpoint RUN [--scenes 40]
 """
@@ -20,6 +23,7 @@ Prints one table per probe:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 from pathlib import Path
@@ -92,9 +96,9 @@ def visibility(data: Path, split: str, config, scenes: int) -> dict:
 
 
 @torch.no_grad()
-def states(model: Loc3R, ds, scene_ids, output_attentions=False):
-    """Per scene: one grouped forward of its situated questions -> (labels [T, n], inputs [T, n, D], finals
-    [T, n, D], per-question attentions, the questions' anchor/target ids)."""
+def states(model: Loc3R, ds, scene_ids, output_attentions=False, hidden=False):
+    """Per scene: one forward of its first 16 questions -> (labels [T, n], inputs [T, n, D], finals [T, n, D],
+    per-question attentions, the batch, its samples, the questions' anchor/target ids, every layer's states)."""
     collate = Collator(model.tokenizer, model.config)
     c = model.config
     for scene_id in scene_ids:
@@ -106,9 +110,9 @@ def states(model: Loc3R, ds, scene_ids, output_attentions=False):
         mask = batch.attention_mask
         out = model.vlm.model.language_model(inputs_embeds=embeds, attention_mask=mask,
                                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                                             output_attentions=output_attentions)
+                                             output_attentions=output_attentions, output_hidden_states=hidden)
         yield (labels, model.vision_states(embeds, batch.input_ids)[0], model.vision_states(out.last_hidden_state,
-               batch.input_ids)[0], out.attentions, batch, samples, situation_objects(desc))
+               batch.input_ids)[0], out.attentions, batch, samples, situation_objects(desc), out.hidden_states)
 
 
 def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
@@ -135,7 +139,7 @@ def linear_probe(model, data: Path, config, scenes: int) -> dict:
     for split in ("train", "test"):
         ds = make_dataset(config, data, split)
         xs_in, xs_out, ys = [], [], []
-        for labels, inp, fin, _, _, samples, _ in states(model, ds, ds.scene_ids[:scenes]):
+        for labels, inp, fin, _, _, samples, _, _ in states(model, ds, ds.scene_ids[:scenes]):
             rgb.setdefault(split, []).append(token_colors(samples[0].frames, config.frame_grid,
                                                           config.frame_grid_extent).reshape(-1, 3))
             xs_in.append(inp.reshape(-1, inp.shape[-1]).numpy())
@@ -164,8 +168,9 @@ def attention_probe(model, data: Path, config, scenes: int) -> dict:
     ds = make_dataset(config, data, "test")
     model.vlm.set_attn_implementation("eager")
     c = model.config
-    ratios = {"Pos->anchor": [], "Ori->target": [], "Pos->unnamed (control)": [], "Ori->unnamed (control)": []}
-    for labels, _, _, attentions, batch, samples, objects in states(model, ds, ds.scene_ids[:scenes], True):
+    ratios = {"Pos->anchor": [], "Ori->target": [], "Ori->anchor": [], "Pos->unnamed (control)": [],
+              "Ori->unnamed (control)": []}
+    for labels, _, _, attentions, batch, samples, objects, _ in states(model, ds, ds.scene_ids[:scenes], True):
         video_pos = (batch.input_ids[0] == c.video_token_id).nonzero()[:, 0]
         vision_pos = video_pos[torch.from_numpy(c.vision_token_slots())]  # [T, n]
         flat_labels = labels.reshape(-1)
@@ -176,6 +181,7 @@ def attention_probe(model, data: Path, config, scenes: int) -> dict:
             others = [int(o) for o in np.unique(flat_labels) if o >= 0 and o not in (a, b)]
             other = others[q % len(others)] if others else -2
             for key, token, obj in (("Pos->anchor", "pos_index", a), ("Ori->target", "ori_index", b),
+                                    ("Ori->anchor", "ori_index", a),
                                     ("Pos->unnamed (control)", "pos_index", other),
                                     ("Ori->unnamed (control)", "ori_index", other)):
                 hit = flat_labels == obj
@@ -189,6 +195,57 @@ def attention_probe(model, data: Path, config, scenes: int) -> dict:
                     row.append(float(a[:, torch.as_tensor(hit)].sum(-1).max()) / share)  # best head
                 ratios[key].append(row)
     return {k: np.mean(v, 0).round(2).tolist() for k, v in ratios.items() if v}
+
+
+def ridge_r2(x_train, y_train, x_test, y_test, alpha: float = 1.0) -> float:
+    """Held-out R^2 (mean over the target's columns) of a ridge regression on standardised features."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = ((x - mu) / sd for x in (x_train, x_test))
+    x_train, x_test = (torch.cat([x, torch.ones(len(x), 1)], 1) for x in (x_train, x_test))
+    w = torch.linalg.solve(x_train.T @ x_train + alpha * torch.eye(x_train.shape[1]), x_train.T @ y_train)
+    residual = ((x_test @ w - y_test) ** 2).sum(0)
+    return float((1 - residual / ((y_test - y_train.mean(0)) ** 2).sum(0)).mean())
+
+
+@torch.no_grad()
+def readout_probe(model, data: Path, config, scenes: int) -> dict:
+    """Where in the LLM the geometry is: ridge R^2 (fitted on train scenes, scored on test scenes) of each vision
+    token's BEV position (the layout target), the speaker's position from the <Pos> state, the facing direction
+    (cos, sin of the yaw) from the <Ori> state, and the BEV positions of the anchor and the target from the <Ori>
+    state, per layer's input (index 0: the LLM's input embeddings; the last: the final states)."""
+    sets = {}
+    for split, n in (("train", 4 * scenes), ("test", scenes)):
+        ds = make_dataset(config, data, split)
+        rows = collections.defaultdict(list)
+        for _, _, _, _, batch, samples, objects, hidden in states(model, ds, ds.scene_ids[:n], hidden=True):
+            hidden = torch.stack(hidden)  # [layers + 1, B, L, D]
+            valid = batch.layout_valid[0].reshape(-1)
+            vision = torch.stack([model.vision_states(h, batch.input_ids)[0] for h in hidden])  # [layers+1, T, n, D]
+            rows["vision"].append(vision.flatten(1, 2)[:, valid])
+            rows["layout"].append(batch.layout_xy[0].reshape(-1, 2)[valid])
+            desc = json.loads((data / "synth" / f"{samples[0].scene_id}.json").read_text())
+            world_to_bev = ds.scene(samples[0].scene_id).world_to_bev
+            centre = {o["id"]: geometry.world_to_bev_points(world_to_bev, np.array([o["center"]]))[0, :2]
+                      for o in desc["objects"]}
+            for q, s in enumerate(samples):
+                if not s.has_situation or s.situation not in objects:
+                    continue
+                a, b = (centre[i] for i in objects[s.situation])
+                rows["pos"].append(hidden[:, q, batch.pos_index[q]])
+                rows["ori"].append(hidden[:, q, batch.ori_index[q]])
+                rows["position"].append(batch.position_xy[q])
+                rows["yaw"].append(torch.stack([torch.cos(batch.yaw_rad[q]), torch.sin(batch.yaw_rad[q])]))
+                rows["anchor"].append(torch.as_tensor(a, dtype=torch.float32))
+                rows["target"].append(torch.as_tensor(b, dtype=torch.float32))
+        sets[split] = {k: torch.cat(v, 1) if k == "vision" else torch.stack(v, 1 if k in ("pos", "ori") else 0)
+                       for k, v in rows.items()}
+    tr, te = sets["train"], sets["test"]
+    out = {}
+    for name, x, y in (("vision token -> its BEV xy", "vision", "layout"), ("<Pos> -> position", "pos", "position"),
+                       ("<Ori> -> cos, sin yaw", "ori", "yaw"), ("<Ori> -> anchor xy", "ori", "anchor"),
+                       ("<Ori> -> target xy", "ori", "target")):
+        out[name] = [round(ridge_r2(tr[x][k], tr[y], te[x][k], te[y]), 2) for k in range(len(tr[x]))]
+    return out
 
 
 def main() -> int:
@@ -207,6 +264,9 @@ def main() -> int:
         print(f"   {k:<28} {v:.3g}")
     print("3. attention to the named object's tokens / its share of the vision tokens, per LLM layer (best head)")
     for k, v in attention_probe(model, args.data, config, args.scenes).items():
+        print(f"   {k:<28} {v}")
+    print("4. linear readout (ridge R^2 on test scenes) per LLM layer input, the last the final states")
+    for k, v in readout_probe(model, args.data, config, args.scenes).items():
         print(f"   {k:<28} {v}")
     return 0
 

@@ -9,7 +9,9 @@ only (loc3r/synth/grounding.py):
 - many questions answered from the video alone ("What is the red object?" -> "bed") with the LM loss, each after a
   situation text naming two of the room's objects ("I am standing next to the red bed, facing the blue sofa.");
 - one attention head (Loc3R.grounding_attention_loss) of every word naming an object's colour or category attends
-  to the vision tokens that see it, and so do the <Pos> / <Ori> tokens to the objects their situation names.
+  to the vision tokens that see it, and so do the <Pos> / <Ori> tokens to the objects their situation names; in a
+  head of the next layer <Ori> attends to the object the speaker stands by (a facing direction is relative to where
+  one stands: from the two, the Loc3R stage can compose the direction).
 No BEV or world-coordinate target and no speaker pose: the layout and situation objectives stay what the paper's
 ablation isolates. No camera tokens (prior none): the base never sees a pose. `loc3r train` starts tiny runs from
 it (`--init BASE`; the shipped one by default).

@@ -173,6 +173,31 @@ NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orienta
 INIT_LR_SCALE = 0.3
 
 
+def keep_grounding_heads(model: Loc3R) -> list[str]:
+    """Freeze the queries and keys of the base's grounding heads (Loc3R.grounding_attention_loss: head
+    `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`): their q_proj rows and
+    the k_proj rows of their key/value head get a zero gradient, so where the situation tokens look stays what the
+    base learned while their values, every other head and the MLPs fine-tune. Returns the names of the masked
+    tensors."""
+    c = model.config
+    text = model.vlm.config.text_config
+    group = text.num_attention_heads // text.num_key_value_heads
+    masked = []
+    for layer, head in ((c.grounding_layer, c.grounding_head), (c.anchor_layer, c.anchor_head)):
+        if layer is None:
+            continue
+        attention = model.vlm.model.language_model.layers[layer].self_attn
+        d = attention.head_dim
+        for proj, h in ((attention.q_proj, head), (attention.k_proj, head // group)):
+            keep = torch.ones(proj.out_features, 1, device=proj.weight.device)
+            keep[h * d:(h + 1) * d] = 0
+            proj.weight.register_hook(lambda g, keep=keep: g * keep)
+            if proj.bias is not None:
+                proj.bias.register_hook(lambda g, keep=keep[:, 0]: g * keep)
+            masked.append(f"layer {layer % text.num_hidden_layers} head {h} {'query' if proj is attention.q_proj else 'key'}")
+    return masked
+
+
 def parameter_groups(model: Loc3R, lr: float, run: TrainConfig) -> list[dict]:
     """The optimizer's parameter groups: one at `lr`; for a run started from a pretrained base, the base's trained
     weights at --init-lr (INIT_LR_SCALE x lr) and what the base never trained (camera projector, heads, LoRA) at
@@ -369,6 +394,8 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
             model = Loc3R(config, tiny_tokenizer(dataset) if config.base_model_path is None else None)
     if hasattr(dataset, "bind"):
         dataset.bind(model.tokenizer)
+    if run.init_base is not None and not run.lora:
+        keep_grounding_heads(model)
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
         if lora_resume:

@@ -132,9 +132,9 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     assert len({s.scene_id for s in samples}) == 1 and all(s.situation.startswith("I am") for s in samples)
     collate = Collator(model.tokenizer, config)
     with torch.no_grad():
-        grouped = model(collate.grouped([samples])).losses["grounding"]
+        grouped = model(collate.grouped([samples])).losses
         flat_batch = collate(samples)
-        flat = model(flat_batch).losses["grounding"]
+        flat = model(flat_batch).losses
         lm = model.vlm.model.language_model
         lm.config._attn_implementation = "eager"
         out = lm(inputs_embeds=model.embed_inputs(flat_batch), attention_mask=flat_batch.attention_mask,
@@ -158,7 +158,15 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
                 grounded_situation_tokens += situation_token
     assert len(losses) >= 6 and grounded_situation_tokens >= 6  # the questions and situations name objects
     reference = torch.stack(losses).mean()
-    assert torch.allclose(flat, reference, atol=1e-4) and torch.allclose(grouped, reference, atol=1e-4)
+    assert torch.allclose(flat["grounding"], reference, atol=1e-4)
+    assert torch.allclose(grouped["grounding"], reference, atol=1e-4)
+    # the anchor head: only <Ori>, to the tokens of the object the speaker stands by
+    probs = out.attentions[config.anchor_layer][:, config.anchor_head]
+    anchor = [-torch.log(probs[b, flat_batch.ori_index[b], vision_positions[sees]].sum())
+              for b in range(len(samples)) if (sees := (words[b] == flat_batch.situation_words[b, 0]).any(-1)).any()]
+    assert len(anchor) >= 3
+    reference = torch.stack(anchor).mean()
+    assert torch.allclose(flat["anchor"], reference, atol=1e-4) and torch.allclose(grouped["anchor"], reference, atol=1e-4)
 
 
 def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
@@ -182,3 +190,29 @@ def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
     assert any(n.startswith("camera_projector.") for n, p in named if id(p) in fresh)
     scratch = TrainConfig(data=str(synth_data), out=tmp_path / "run", init="scratch")
     assert scratch.init_base is None and len(parameter_groups(model, 1e-3, scratch)) == 1
+
+
+def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path):
+    """Two training steps from a base change no query row of its grounding heads (layer 2 head 0, layer 3 head 1)
+    nor the key rows of their key/value head, and do change the other heads' rows of the same projections."""
+    base_run, run = tmp_path / "base", tmp_path / "run"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
+                 "--batch-size", "1", "--questions-per-video", "2", "--quiet"]) == 0
+    base = base_run / "checkpoints" / "step_0000001"
+    assert main(["train", "--data", str(synth_data), "--out", str(run), "--init", str(base), "--steps", "2",
+                 "--batch-size", "2", "--situation-start", "0", "--quiet"]) == 0
+    config = Loc3RConfig.load(base / "config.json")
+    start = load_file(str(base / "model.safetensors"))
+    trained = load_file(str(run / "checkpoints" / "step_0000002" / "model.safetensors"))
+    text = config.vlm["text_config"]
+    d = text["hidden_size"] // text["num_attention_heads"]
+    group = text["num_attention_heads"] // text["num_key_value_heads"]
+    for layer, head in ((config.grounding_layer, config.grounding_head), (config.anchor_layer, config.anchor_head)):
+        layer %= text["num_hidden_layers"]
+        for proj, h in (("q_proj", head), ("k_proj", head // group)):
+            for kind in ("weight", "bias"):
+                key = next(k for k in start if k.endswith(f"layers.{layer}.self_attn.{proj}.{kind}"))
+                rows = torch.zeros(len(start[key]), dtype=torch.bool)
+                rows[h * d:(h + 1) * d] = True
+                assert torch.equal(start[key][rows], trained[key][rows]), key
+                assert not torch.allclose(start[key][~rows], trained[key][~rows]), key

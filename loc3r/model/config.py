@@ -62,6 +62,11 @@ class Loc3RConfig:
     lambda_grounding: float = 1.0
     grounding_layer: int = -2
     grounding_head: int = 0
+    # ... and, as a facing direction is relative to where the speaker stands, in head `anchor_head` of layer
+    # `anchor_layer` (after the grounding layer) the <Ori> token attends to the tokens of the object the speaker
+    # stands by (the situation's first object); None: off
+    anchor_layer: int | None = -1
+    anchor_head: int = 1
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
     # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
     # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary

@@ -255,7 +255,9 @@ class Loc3R(nn.Module):
         den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
         vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
         grounding = batch.token_words is not None and c.lambda_grounding > 0
-        with self.attention_inputs(c.grounding_layer if grounding else None) as recorded:
+        anchor = grounding and batch.situation_words is not None and c.anchor_layer is not None
+        with (self.attention_inputs(c.grounding_layer if grounding else None) as recorded,
+              self.attention_inputs(c.anchor_layer if anchor else None) as recorded_anchor):
             if batch.grouped:
                 video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
             else:
@@ -291,6 +293,9 @@ class Loc3R(nn.Module):
         if grounding:
             losses["grounding"] = self.grounding_attention_loss(batch, recorded)
             loss = loss + c.lambda_grounding * losses["grounding"]
+        if anchor:
+            losses["anchor"] = self.grounding_attention_loss(batch, recorded_anchor, anchor=True)
+            loss = loss + c.lambda_grounding * losses["anchor"]
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     @contextlib.contextmanager
@@ -312,19 +317,22 @@ class Loc3R(nn.Module):
         finally:
             handle.remove()
 
-    def grounding_attention_loss(self, batch: Batch, calls: list) -> torch.Tensor:
+    def grounding_attention_loss(self, batch: Batch, calls: list, anchor: bool = False) -> torch.Tensor:
         """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
         `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
         see (`batch.token_words`) attends to those tokens, and so do the <Pos> / <Ori> tokens for the words of
-        `batch.situation_words` (the objects a situation names). The attention logits are the layer's own (its q / k
-        projections and rotary embedding of the recorded inputs, over every key the token attends to: padding and
-        the causal mask respected); the loss is -log(the attention mass on those vision tokens), averaged over
-        the text tokens with at least one such vision token."""
+        `batch.situation_words` (the objects a situation names). `anchor`: instead, in head `anchor_head` of layer
+        `anchor_layer`, only the <Ori> token, to the tokens of the object the speaker stands by (calls: that layer's
+        recorded inputs). The attention logits are the layer's own (its q / k projections and rotary embedding of
+        the recorded inputs, over every key the token attends to: padding and the causal mask respected); the loss
+        is -log(the attention mass on those vision tokens), averaged over the text tokens with at least one such
+        vision token."""
         from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
         c = self.config
-        attention = self.vlm.model.language_model.layers[c.grounding_layer].self_attn
-        d, head = attention.head_dim, c.grounding_head
+        layer, head = (c.anchor_layer, c.anchor_head) if anchor else (c.grounding_layer, c.grounding_head)
+        attention = self.vlm.model.language_model.layers[layer].self_attn
+        d = attention.head_dim
         kv_head = head // (attention.config.num_attention_heads // attention.config.num_key_value_heads)
 
         def q_k(hidden, rope):
@@ -360,8 +368,11 @@ class Loc3R(nn.Module):
             causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
             allowed = causal & batch.attention_mask[:, None].bool()
             key_words, query_ids, query_mask = seen, ids, batch.attention_mask.bool() & ~is_video
-        if batch.situation_words is not None:  # <Pos> / <Ori> ground to the objects the situation names
-            rows = torch.arange(len(query_ids), device=ids.device)
+        rows = torch.arange(len(query_ids), device=ids.device)
+        if anchor:  # only <Ori>, to the speaker's anchor
+            query_ids = torch.full_like(query_ids, IGNORE_INDEX)
+            query_ids[rows, batch.ori_index] = batch.situation_words[:, 0]
+        elif batch.situation_words is not None:  # <Pos> / <Ori> ground to the objects the situation names
             query_ids = query_ids.clone()
             query_ids[rows, batch.pos_index] = batch.situation_words[:, 0]
             query_ids[rows, batch.ori_index] = batch.situation_words[:, 1]
