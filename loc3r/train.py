@@ -82,7 +82,7 @@ class TrainConfig:
     orientation_sigma: float | None = None  # sigma of the wrapped-Gaussian yaw target, radians
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
-    situation_start: float | None = None  # situation losses off for this many steps, or fraction (tiny 0.2, 7B 0)
+    situation_start: float | None = None  # situation losses off for N steps, or a fraction (0; tiny --init scratch 0.2)
     head_input_norm: str | None = None  # none (the paper's heads) | batch (standardise the heads' inputs)
     lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
     lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
@@ -177,8 +177,8 @@ def keep_grounding_heads(model: Loc3R) -> list[str]:
     """Freeze the queries and keys of the base's grounding heads (Loc3R.grounding_attention_loss: head
     `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`): their q_proj rows and
     the k_proj rows of their key/value head get a zero gradient, so where the situation tokens look stays what the
-    base learned while their values, every other head and the MLPs fine-tune. Returns the names of the masked
-    tensors."""
+    base learned while their values, every other head and the MLPs fine-tune (a --weight-decay above 0 still decays
+    them). Returns what it keeps, in words."""
     c = model.config
     text = model.vlm.config.text_config
     group = text.num_attention_heads // text.num_key_value_heads
@@ -188,13 +188,13 @@ def keep_grounding_heads(model: Loc3R) -> list[str]:
             continue
         attention = model.vlm.model.language_model.layers[layer].self_attn
         d = attention.head_dim
-        for proj, h in ((attention.q_proj, head), (attention.k_proj, head // group)):
+        for proj, h, kind in ((attention.q_proj, head, "query"), (attention.k_proj, head // group, "key")):
             keep = torch.ones(proj.out_features, 1, device=proj.weight.device)
             keep[h * d:(h + 1) * d] = 0
             proj.weight.register_hook(lambda g, keep=keep: g * keep)
             if proj.bias is not None:
                 proj.bias.register_hook(lambda g, keep=keep[:, 0]: g * keep)
-            masked.append(f"layer {layer % text.num_hidden_layers} head {h} {'query' if proj is attention.q_proj else 'key'}")
+            masked.append(f"layer {layer % text.num_hidden_layers} {kind} head {h}")
     return masked
 
 
@@ -395,7 +395,7 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
     if hasattr(dataset, "bind"):
         dataset.bind(model.tokenizer)
     if run.init_base is not None and not run.lora:
-        keep_grounding_heads(model)
+        print0(f"kept from the base (no gradient): {', '.join(keep_grounding_heads(model))}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
         if lora_resume:
@@ -412,7 +412,10 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
         raise Loc3rError("--questions-per-video > 1 (a shared video prefix) does not combine with activation "
                          "checkpointing: pass --questions-per-video 1")
     units = video_groups(dataset.video_keys, per_video, run.seed)
-    start = run.situation_start if run.situation_start is not None else (0.0 if run.is_7b else 0.2)
+    # from a pretrained model the situation tokens already find the objects they name: the situation losses start at
+    # once (README: measured the take-off at ~300 steps instead of ~600); from random weights the geometry first
+    start = run.situation_start if run.situation_start is not None else (0.2 if run.init_base is None and not run.is_7b
+                                                                         else 0.0)
 
     tensor_names = list(model.checkpoint_tensors())
     wrapped = parallel.wrap_model(model, info, strategy, checkpointing)

@@ -166,7 +166,8 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
               for b in range(len(samples)) if (sees := (words[b] == flat_batch.situation_words[b, 0]).any(-1)).any()]
     assert len(anchor) >= 3
     reference = torch.stack(anchor).mean()
-    assert torch.allclose(flat["anchor"], reference, atol=1e-4) and torch.allclose(grouped["anchor"], reference, atol=1e-4)
+    assert torch.allclose(flat["anchor"], reference, atol=1e-4)
+    assert torch.allclose(grouped["anchor"], reference, atol=1e-4)
 
 
 def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
