@@ -237,8 +237,8 @@ def readout_probe(model, data: Path, config, scenes: int) -> dict:
                 rows["yaw"].append(torch.stack([torch.cos(batch.yaw_rad[q]), torch.sin(batch.yaw_rad[q])]))
                 rows["anchor"].append(torch.as_tensor(a, dtype=torch.float32))
                 rows["target"].append(torch.as_tensor(b, dtype=torch.float32))
-        sets[split] = {k: torch.cat(v, 1) if k == "vision" else torch.stack(v, 1 if k in ("pos", "ori") else 0)
-                       for k, v in rows.items()}
+        sets[split] = {k: torch.cat(v, 1) if k == "vision" else torch.cat(v) if k == "layout"
+                       else torch.stack(v, 1 if k in ("pos", "ori") else 0) for k, v in rows.items()}
     tr, te = sets["train"], sets["test"]
     out = {}
     for name, x, y in (("vision token -> its BEV xy", "vision", "layout"), ("<Pos> -> position", "pos", "position"),
