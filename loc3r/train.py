@@ -155,10 +155,12 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
 
 
 def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
-    """A fresh model of `config` with the VLM, tokenizer and weights of a pretrained tiny base (--init). The base's
-    vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
+    """A fresh model of `config` with the VLM, tokenizer, weights and grounding / anchor heads of a pretrained tiny
+    base (--init). The base's vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
     base_config = Loc3RConfig.load(Path(base) / "config.json")
-    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False), load_tokenizer(base))
+    heads = {k: getattr(base_config, k) for k in ("grounding_layer", "grounding_head", "anchor_layer", "anchor_head")}
+    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False, **heads),
+                  load_tokenizer(base))
     fresh = model.load_base(base)
     modules = sorted({".".join(n.split(".")[:2]) for n in fresh})
     print0(f"initialised from the base {base}"
@@ -414,8 +416,8 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
     units = video_groups(dataset.video_keys, per_video, run.seed)
     # from a pretrained model the situation tokens already find the objects they name: the situation losses start at
     # once (README: measured the take-off at ~300 steps instead of ~600); from random weights the geometry first
-    start = run.situation_start if run.situation_start is not None else (0.2 if run.init_base is None and not run.is_7b
-                                                                         else 0.0)
+    scratch_tiny = run.init_base is None and not run.is_7b
+    start = run.situation_start if run.situation_start is not None else (0.2 if scratch_tiny else 0.0)
 
     tensor_names = list(model.checkpoint_tensors())
     wrapped = parallel.wrap_model(model, info, strategy, checkpointing)
