@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from loc3r.model.config import Loc3RConfig
 from loc3r.model.losses import (bin_centers, circular_soft_argmax, gaussian_nll, kl_orientation, wrap,
                                 wrapped_gaussian_target)
 
@@ -74,10 +75,12 @@ def test_circular_soft_argmax():
     straddle = torch.zeros(bins)
     straddle[0] = straddle[-1] = 0.5
     assert abs(abs(float(circular_soft_argmax(straddle))) - math.pi) < 1e-5
-    # a wrapped Gaussian target's soft-argmax recovers its centre, also next to the boundary
-    for yaw in (math.pi - 0.01, -math.pi + 0.02, 0.3, -2.0):
-        got = circular_soft_argmax(wrapped_gaussian_target(torch.tensor(yaw), bins, 2 * math.pi / bins))
-        assert abs(float(wrap(got - yaw))) < 1e-4
+    # a wrapped Gaussian target's soft-argmax recovers its centre, also next to the boundary, at the 7B's sigma (one
+    # bin) and the tiny preset's (30 deg)
+    for sigma in (2 * math.pi / bins, Loc3RConfig.tiny().orientation_sigma_rad):
+        for yaw in (math.pi - 0.01, -math.pi + 0.02, 0.3, -2.0):
+            got = circular_soft_argmax(wrapped_gaussian_target(torch.tensor(yaw), bins, sigma))
+            assert abs(float(wrap(got - yaw))) < 1e-4
 
 
 def test_kl_is_zero_at_the_target_and_matches_torch():
