@@ -52,6 +52,15 @@ def train_config(data: Path, out: Path, flags: list[str], **fields) -> train.Tra
     return dataclasses.replace(config, **fields)
 
 
+def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scenes: int, held_out_seed: int) -> None:
+    """The demo's training rooms and rooms of another seed, all in its test split (generated once, then reused)."""
+    rendering = dict(frames=24, size=64, workers=2)  # the demo's
+    if not (data / "sqa_task").exists():
+        writer.generate(data, scenes, seed, **rendering)
+    if not (held_out / "sqa_task").exists():
+        writer.generate(held_out, held_out_scenes, held_out_seed, held_out=True, **rendering)
+
+
 def cell(values: list[float], width: int) -> str:
     """mean +- half the range of one metric over the seeds."""
     if len(values) == 1:
@@ -77,11 +86,7 @@ def main() -> int:
     args = p.parse_args()
 
     data, test_data = args.out / "data", args.out / "test_data"
-    rendering = dict(frames=24, size=64, workers=2)  # the demo's
-    if not (data / "sqa_task").exists():
-        writer.generate(data, args.scenes, args.data_seed, **rendering)
-    if not (test_data / "sqa_task").exists():
-        writer.generate(test_data, args.test_scenes, args.test_seed, held_out=True, **rendering)
+    make_rooms(data, args.scenes, args.data_seed, test_data, args.test_scenes, args.test_seed)
     results = baselines(data, test_data, args.data_seed)
     runs: dict[str, list[dict]] = {}
     for name, extra in ABLATIONS:

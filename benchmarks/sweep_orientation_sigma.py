@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_accuracy import cell, train_config
+from bench_accuracy import cell, make_rooms, train_config
 from loc3r import evaluate, train
-from loc3r.synth import writer
 
 METRICS = [("acc_15deg", "Acc@15°"), ("acc_30deg", "Acc@30°"), ("median_yaw_err_deg", "yaw err°"),
            ("acc_1.0m", "Acc@1.0m")]
@@ -50,11 +49,7 @@ def main() -> int:
         p.error(f"--val-seed {args.val_seed} is the training or the test rooms' seed: pick another")
 
     data, val_data = args.out / "data", args.out / "val_data"
-    rendering = dict(frames=24, size=64, workers=2)  # the demo's
-    if not (data / "sqa_task").exists():
-        writer.generate(data, args.scenes, args.data_seed, **rendering)
-    if not (val_data / "sqa_task").exists():
-        writer.generate(val_data, args.val_scenes, args.val_seed, held_out=True, **rendering)
+    make_rooms(data, args.scenes, args.data_seed, val_data, args.val_scenes, args.val_seed)
     runs: dict[float, list[dict]] = {}
     for sigma in args.sigmas:
         for seed in args.seeds:
