@@ -53,7 +53,8 @@ def train_config(data: Path, out: Path, flags: list[str], **fields) -> train.Tra
 
 
 def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scenes: int, held_out_seed: int) -> None:
-    """The demo's training rooms and rooms of another seed, all in its test split (generated once, then reused)."""
+    """The demo's training rooms and held-out rooms of another seed (every one in the test split); each set is
+    generated once, then reused."""
     rendering = dict(frames=24, size=64, workers=2)  # the demo's
     if not (data / "sqa_task").exists():
         writer.generate(data, scenes, seed, **rendering)
