@@ -8,13 +8,17 @@ only (loc3r/synth/grounding.py):
   through the tied word embeddings);
 - many questions answered from the video alone ("What is the red object?" -> "bed") with the LM loss, each after a
   situation text naming two of the room's objects ("I am standing next to the red bed, facing the blue sofa.");
+  with --copy-questions also choices answered by copying a name from the prompt ("Which is in the room, the red
+  bed or the red sofa?" -> "red bed") and questions about what the situation text says ("Which object am I
+  facing?" -> "sofa"; read, with no pose);
 - one attention head (Loc3R.grounding_attention_loss) of every word naming an object's colour or category attends
   to the vision tokens that see it, and so do the <Pos> / <Ori> tokens to the objects their situation names; in a
   head of the next layer <Ori> attends to the object the speaker stands by (a facing direction is relative to where
   one stands: from the two, the Loc3R stage can compose the direction).
 No BEV or world-coordinate target and no speaker pose: the layout and situation objectives stay what the paper's
 ablation isolates. No camera tokens (prior none): the base never sees a pose. `loc3r train` starts tiny runs from
-it (`--init BASE`; the shipped one by default).
+it (`--init BASE`; the shipped one by default). `pretrain-base --init BASE` continues a base's pretraining (a
+fresh optimizer and schedule, as the shipped base was made: README).
 """
 
 from __future__ import annotations
@@ -34,11 +38,13 @@ from loc3r.data.sample import Sample
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.errors import Loc3rError
 from loc3r.model.processor import make_dataset
-from loc3r.synth.grounding import grounding_questions, grounding_situation, token_objects
+from loc3r.synth.grounding import (READING_QUESTIONS, grounding_questions, grounding_situation, reading_questions,
+                                   token_objects)
 from loc3r.synth.language import tokenize
 from loc3r.synth.scene import Scene
 
 WORDS_PER_TOKEN = 3  # a colour and a category of up to two words ("trash can")
+READINGS_PER_ROOM = 2 * len(READING_QUESTIONS)  # questions about what a situation text says, per room
 
 
 @dataclass
@@ -52,6 +58,12 @@ class PretrainConfig:
     questions_per_video: int = 16  # grounding questions of a video sharing its computed prefix
     lr: float = 2e-3  # peak learning rate (warm-up, cosine decay)
     seed: int = 0  # model initialisation, question sampling and data order
+    # continue from this base (its weights and tokenizer; a fresh optimizer and schedule, its vision tower frozen
+    # and its grounding heads' queries / keys kept, as `loc3r train --init` does); default: random weights
+    init: Path | None = None
+    # add choices between two names ("Which is in the room, the red bed or the red sofa?") and questions about the
+    # situation text ("Which object am I facing?"); tried, not in the shipped base (README)
+    copy_questions: bool = False
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
     save_every: int = 1000  # checkpoint every N steps (and at the end)
     log_every: int = 20  # steps between log.jsonl records
@@ -63,9 +75,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p, PretrainConfig)
 
 
-def grounding_records(data: Path, split: str, seed: int) -> tuple[list[QARecord], dict[str, Scene]]:
-    """The grounding questions of a split's synthetic rooms (its SQA3D file names the scenes; each room's truth is
-    synth/<scene>.json), and the rooms."""
+def grounding_records(data: Path, split: str, seed: int, copy_questions: bool = False
+                      ) -> tuple[list[QARecord], dict[str, Scene]]:
+    """The pretraining questions of a split's synthetic rooms (its SQA3D file names the scenes; each room's truth is
+    synth/<scene>.json), and the rooms; `copy_questions`: with the choices between two names and the questions
+    about the situation text."""
     scene_ids = sorted({r.scene_id for r in read_sqa3d(data, split)})
     records, scenes = [], {}
     for k, scene_id in enumerate(scene_ids):
@@ -77,7 +91,7 @@ def grounding_records(data: Path, split: str, seed: int) -> tuple[list[QARecord]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise Loc3rError(f"{path}: not a synthetic room description ({e})") from None
         try:
-            questions = grounding_questions(scene, np.random.default_rng([seed, k]))
+            questions = grounding_questions(scene, np.random.default_rng([seed, k]), choices=copy_questions)
         except ValueError as e:
             raise Loc3rError(f"{path}: {e}") from None
         scenes[scene_id] = scene
@@ -85,6 +99,11 @@ def grounding_records(data: Path, split: str, seed: int) -> tuple[list[QARecord]
         for i, (q, a, kind) in enumerate(questions):
             text, near, faced = grounding_situation(scene, rng)
             records.append(QARecord("grounding", f"{scene_id}_g{i}", scene_id, NO_SITUATION, q, [a], kind,
+                                    extra={"situation": text, "situation_objects": (near, faced)}))
+        for i in range(READINGS_PER_ROOM if copy_questions else 0):
+            text, near, faced = grounding_situation(scene, rng)
+            q, a, kind = reading_questions(scene, near, faced)[i % len(READING_QUESTIONS)]
+            records.append(QARecord("grounding", f"{scene_id}_r{i}", scene_id, NO_SITUATION, q, [a], kind,
                                     extra={"situation": text, "situation_objects": (near, faced)}))
     return records, scenes
 
@@ -142,10 +161,11 @@ def run(args: argparse.Namespace) -> int:
 
     run = train.TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                             questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed,
-                            init=train.SCRATCH, prior="none", no_layout=True, no_situation=True,
+                            init=train.SCRATCH if args.init is None else str(args.init),
+                            init_lr=None if args.init is None else args.lr, prior="none", no_layout=True, no_situation=True,
                             cache_dir=args.cache_dir, save_every=args.save_every, log_every=args.log_every,
                             resume=args.resume, quiet=args.quiet)
-    records, scenes = grounding_records(args.data, "train", args.seed)
+    records, scenes = grounding_records(args.data, "train", args.seed, args.copy_questions)
     dataset = GroundingDataset(make_dataset(train.model_config(run), args.data, "train", args.cache_dir, records),
                                scenes)
     final = train.train(run, dataset=dataset)

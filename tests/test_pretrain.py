@@ -12,8 +12,8 @@ from loc3r.cli import main
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Collator
-from loc3r.pretrain import GroundingDataset, grounding_records
-from loc3r.synth.grounding import grounding_questions, token_objects
+from loc3r.pretrain import READINGS_PER_ROOM, GroundingDataset, grounding_records
+from loc3r.synth.grounding import READING_QUESTIONS, grounding_questions, reading_questions, token_objects
 from loc3r.synth.scene import Scene
 
 
@@ -43,15 +43,38 @@ def test_token_objects_are_the_footprints_holding_the_points():
 
 def test_grounding_questions_are_answered_by_the_room():
     scene = room([BED, CAN])
-    qa = grounding_questions(scene, np.random.default_rng(0))
+    qa = grounding_questions(scene, np.random.default_rng(0), choices=True)
+    assert qa[:-2] == grounding_questions(room([BED, CAN]), np.random.default_rng(0))  # the choices come last
     assert ("What is the red object?", "bed", "other") in qa and ("What color is the trash can?", "blue", "other") in qa
     lists = [a for q, a, _ in qa if q == "What objects are in the room?"]
     assert sorted(lists[0].replace("trash can", "trash_can").split()) == ["bed", "blue", "red", "trash_can"]
     assert ("How many objects are there in the room?", "two", "number") in qa
     exists = {q: a for q, a, _ in qa if q.startswith("Is there")}
     assert exists["Is there a bed in the room?"] == "yes" and list(exists.values()).count("no") == 2
+    # one choice per object: its name against a decoy that shares a word with it and names nothing in the room
+    names = {"red bed", "blue trash can"}
+    choices = [(q, a) for q, a, _ in qa if q.startswith("Which is in the room")]
+    assert sorted(a for _, a in choices) == sorted(names)
+    for q, a in choices:
+        first, second = q.removeprefix("Which is in the room, the ").removesuffix("?").split(" or the ")
+        decoy = second if first == a else first
+        assert a in (first, second) and decoy not in names
+        assert set(decoy.split()) & set(a.split())
     with pytest.raises(ValueError, match="basic room"):
         grounding_questions(room([BED, {**CAN, "color": "red"}]), np.random.default_rng(0))
+
+
+def test_reading_questions_are_answered_by_the_situation_text(synth_data):
+    records, scenes = grounding_records(synth_data, "train", 0, copy_questions=True)
+    reading = [r for r in records if r.question in {q for q, _, _ in READING_QUESTIONS}]
+    assert len(reading) == READINGS_PER_ROOM * len(scenes)
+    for r in reading:
+        a, b = (scenes[r.scene_id].objects[i] for i in r.extra["situation_objects"])
+        assert f"{a.color} {a.category}" in r.extra["situation"] and f"{b.color} {b.category}" in r.extra["situation"]
+        slot = a if "next to" in r.question else b
+        assert r.answers == [slot.color if r.question.startswith("What color") else slot.category]
+    text, (i, j) = reading[0].extra["situation"], reading[0].extra["situation_objects"]
+    assert reading_questions(scenes[reading[0].scene_id], i, j)[0][1] in text
 
 
 def test_seeing_loss_equals_a_brute_force_reference():
@@ -113,6 +136,18 @@ def test_pretrained_base_starts_a_run(synth_data, tmp_path):
     for k in start:
         assert torch.allclose(start[k], trained[k], atol=1e-6), k
     assert (run / "checkpoints" / "step_0000001" / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
+
+    # pretrain-base --init: the pretraining continued from a base (its weights, tokenizer and grounding heads)
+    more = tmp_path / "more"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(more), "--steps", "1", "--batch-size", "2",
+                 "--questions-per-video", "4", "--init", str(base), "--lr", "1e-12", "--quiet"]) == 0
+    continued = more / "checkpoints" / "step_0000001"
+    assert set(load_file(str(continued / "model.safetensors"))) == set(start)
+    for k, v in load_file(str(continued / "model.safetensors")).items():
+        assert torch.allclose(start[k], v, atol=1e-6), k
+    config = Loc3RConfig.load(continued / "config.json")
+    assert config.prior == "none" and config.anchor_layer == Loc3RConfig.load(base / "config.json").anchor_layer
+    assert (continued / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
 
 
 def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):

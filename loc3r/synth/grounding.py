@@ -7,7 +7,12 @@ speaker poses (those are the layout and situation objectives the paper's ablatio
   depth point), so that every such token is supervised to read as its object's colour and category words.
 - `grounding_questions`: questions answered from the video alone, many per room (dense supervision: each
   answer word is a retrieval from the vision tokens): "What is the red object?" -> "bed", "What color is the
-  bed?" -> "red", existence, how many objects, and the list of the room's objects in random orders.
+  bed?" -> "red", existence, how many objects, the list of the room's objects in random orders, and a choice
+  answered by copying one of two names from the question ("Which is in the room, the red bed or the red sofa?"
+  -> "red bed"): the copy of a name from the prompt, which a pretrained LLM brings and the Loc3R stage's
+  answers need ("Which is closer to me, the A or the B?").
+- `reading_questions`: what a situation text says, answered from the text alone ("Which object am I facing?" ->
+  "sofa"): reading the situation, with no pose.
 - `grounding_situation`: a situation text of the Loc3R phrasings naming two of the room's objects ("I am standing
   next to the red bed, facing the blue sofa."), and which two: the base learns to find in the video the objects a
   situation names (its <Pos> token the first, its <Ori> token the second), never where the speaker stands.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from loc3r.synth.catalog import CATEGORIES
+from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
 from loc3r.synth.language import NUMBER_WORDS, situation_text
 from loc3r.synth.scene import Scene
 from loc3r.synth.shapes import footprint_distance
@@ -40,9 +45,9 @@ def token_objects(scene: Scene, world_xy: np.ndarray, valid: np.ndarray) -> np.n
     return np.where(inside, best, -1).reshape(shape).astype(np.int64)
 
 
-def grounding_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+def grounding_questions(scene: Scene, rng: np.random.Generator, choices: bool = False) -> list[tuple[str, str, str]]:
     """(question, answer, answer_type) of a basic room (every object its own colour and category), answered from
-    the video alone."""
+    the video alone; `choices`: with the choices between two names."""
     objects = scene.objects
     colors, categories = [o.color for o in objects], [o.category for o in objects]
     if len(set(colors)) != len(objects) or len(set(categories)) != len(objects):
@@ -60,7 +65,33 @@ def grounding_questions(scene: Scene, rng: np.random.Generator) -> list[tuple[st
         listed = " ".join(f"{objects[i].color} {objects[i].category}" for i in rng.permutation(len(objects)))
         out.append(("What objects are in the room?", listed, "other"))
     out.append(("How many objects are there in the room?", NUMBER_WORDS[len(objects)], "number"))
+    for o in objects if choices else ():
+        first, second = rng.permutation([f"{o.color} {o.category}", _decoy(scene, o, rng)])
+        out.append((f"Which is in the room, the {first} or the {second}?", f"{o.color} {o.category}", "other"))
     return out
+
+
+def _decoy(scene: Scene, o, rng: np.random.Generator) -> str:
+    """A colour + category that names no object of a basic room and shares a word with object o: o's category in
+    another object's colour (telling them apart needs the colour bound to the category), o's colour on a category
+    the room lacks, or o's category in a colour the room lacks."""
+    colors, categories = {p.color for p in scene.objects}, {p.category for p in scene.objects}
+    options = [f"{c} {o.category}" for c in sorted(colors - {o.color})]
+    options += [f"{o.color} {c}" for c in sorted(set(CATEGORIES) - categories)]
+    options += [f"{c} {o.category}" for c in sorted(set(COLOR_RGB) - colors)]
+    return str(options[rng.integers(len(options))])
+
+
+READING_QUESTIONS = (("Which object am I next to?", "a", "category"), ("Which object am I facing?", "b", "category"),
+                     ("What color is the object I am next to?", "a", "color"),
+                     ("What color is the object I am facing?", "b", "color"))
+
+
+def reading_questions(scene: Scene, a: int, b: int) -> list[tuple[str, str, str]]:
+    """(question, answer, answer_type) about a situation text naming object a (the one the speaker stands next to)
+    and b (the one faced; grounding_situation): read from the text, with no pose."""
+    objects = {"a": scene.objects[a], "b": scene.objects[b]}
+    return [(q, getattr(objects[slot], field), "other") for q, slot, field in READING_QUESTIONS]
 
 
 def grounding_situation(scene: Scene, rng: np.random.Generator) -> tuple[str, int, int]:
