@@ -46,6 +46,7 @@ from loc3r.parallel import print0
 from loc3r.priors.cut3r import CUT3R_INPUTS
 
 SCRATCH = "scratch"  # --init value: no base
+KEEP_HEADS = ("query_key", "query", "none")  # --keep-heads
 
 # ---------------------------------------------------------------------------------------------------------
 # Settings
@@ -83,6 +84,9 @@ class TrainConfig:
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     situation_start: float | None = None  # situation losses off for N steps, or a fraction (0; tiny --init scratch 0.2)
+    # from a base: where its grounding / anchor heads look is kept (train.keep_grounding_heads): query_key (their
+    # query rows and their key/value head's key rows get no gradient) | query (the query rows only) | none
+    keep_heads: str = "query_key"
     head_input_norm: str | None = None  # none (the paper's heads) | batch (standardise the heads' inputs)
     lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
     lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
@@ -99,7 +103,8 @@ class TrainConfig:
     quiet: bool = False  # no progress bar
 
     CHOICES: ClassVar[dict] = {"preset": ("tiny", "llava_video_7b"), "prior": PRIORS, "cut3r_input": CUT3R_INPUTS,
-                               "parallel": ("ddp", "fsdp"), "head_input_norm": ("none", "batch")}
+                               "parallel": ("ddp", "fsdp"), "head_input_norm": ("none", "batch"),
+                               "keep_heads": KEEP_HEADS}
 
     def __post_init__(self):
         self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
@@ -175,12 +180,17 @@ NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orienta
 INIT_LR_SCALE = 0.3
 
 
-def keep_grounding_heads(model: Loc3R) -> list[str]:
+def keep_grounding_heads(model: Loc3R, keep: str = "query_key") -> list[str]:
     """Freeze the queries and keys of the base's grounding heads (Loc3R.grounding_attention_loss: head
     `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`): their q_proj rows and
     the k_proj rows of their key/value head get a zero gradient, so where the situation tokens look stays what the
     base learned while their values, every other head and the MLPs fine-tune (a --weight-decay above 0 still decays
-    them). Returns what it keeps, in words."""
+    them). keep="query": the query rows only (the key/value head is shared by num_attention_heads /
+    num_key_value_heads heads, whose keys then stay free); "none": nothing. Returns what it keeps, in words."""
+    if keep not in KEEP_HEADS:
+        raise Loc3rError(f"--keep-heads {keep}: expected one of {', '.join(KEEP_HEADS)}")
+    if keep == "none":
+        return []
     c = model.config
     text = model.vlm.config.text_config
     group = text.num_attention_heads // text.num_key_value_heads
@@ -190,12 +200,14 @@ def keep_grounding_heads(model: Loc3R) -> list[str]:
             continue
         attention = model.vlm.model.language_model.layers[layer].self_attn
         d = attention.head_dim
-        for proj, h, kind in ((attention.q_proj, head, "query"), (attention.k_proj, head // group, "key")):
-            keep = torch.ones(proj.out_features, 1, device=proj.weight.device)
-            keep[h * d:(h + 1) * d] = 0
-            proj.weight.register_hook(lambda g, keep=keep: g * keep)
+        kept = [(attention.q_proj, head, "query")] + ([(attention.k_proj, head // group, "key")]
+                                                       if keep == "query_key" else [])
+        for proj, h, kind in kept:
+            mask = torch.ones(proj.out_features, 1, device=proj.weight.device)
+            mask[h * d:(h + 1) * d] = 0
+            proj.weight.register_hook(lambda g, mask=mask: g * mask)
             if proj.bias is not None:
-                proj.bias.register_hook(lambda g, keep=keep[:, 0]: g * keep)
+                proj.bias.register_hook(lambda g, mask=mask[:, 0]: g * mask)
             masked.append(f"layer {layer % text.num_hidden_layers} {kind} head {h}")
     return masked
 
@@ -397,7 +409,7 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
     if hasattr(dataset, "bind"):
         dataset.bind(model.tokenizer)
     if run.init_base is not None and not run.lora:
-        print0(f"kept from the base (no gradient): {', '.join(keep_grounding_heads(model))}")
+        print0(f"kept from the base (no gradient): {', '.join(keep_grounding_heads(model, run.keep_heads)) or 'nothing'}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
         if lora_resume:

@@ -228,15 +228,17 @@ def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
     assert scratch.init_base is None and len(parameter_groups(model, 1e-3, scratch)) == 1
 
 
-def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path):
+@pytest.mark.parametrize("keep", ["query_key", "query"])
+def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path, keep):
     """Two training steps from a base change no query row of its grounding heads (layer 2 head 0, layer 3 head 1)
-    nor the key rows of their key/value head, and do change the other heads' rows of the same projections."""
+    nor (--keep-heads query_key, the default) the key rows of their key/value head, and do change the other heads'
+    rows of the same projections (and with --keep-heads query those key rows)."""
     base_run, run = tmp_path / "base", tmp_path / "run"
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
                  "--batch-size", "1", "--questions-per-video", "2", "--quiet"]) == 0
     base = base_run / "checkpoints" / "step_0000001"
     assert main(["train", "--data", str(synth_data), "--out", str(run), "--init", str(base), "--steps", "2",
-                 "--batch-size", "2", "--situation-start", "0", "--quiet"]) == 0
+                 "--batch-size", "2", "--situation-start", "0", "--keep-heads", keep, "--quiet"]) == 0
     config = Loc3RConfig.load(base / "config.json")
     start = load_file(str(base / "model.safetensors"))
     trained = load_file(str(run / "checkpoints" / "step_0000002" / "model.safetensors"))
@@ -250,5 +252,6 @@ def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_
                 key = next(k for k in start if k.endswith(f"layers.{layer}.self_attn.{proj}.{kind}"))
                 rows = torch.zeros(len(start[key]), dtype=torch.bool)
                 rows[h * d:(h + 1) * d] = True
-                assert torch.equal(start[key][rows], trained[key][rows]), key
+                kept = proj == "q_proj" or keep == "query_key"
+                assert torch.equal(start[key][rows], trained[key][rows]) == kept, key
                 assert not torch.allclose(start[key][~rows], trained[key][~rows]), key
