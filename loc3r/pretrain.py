@@ -17,8 +17,8 @@ only (loc3r/synth/grounding.py):
   one stands: from the two, the Loc3R stage can compose the direction).
 No BEV or world-coordinate target and no speaker pose: the layout and situation objectives stay what the paper's
 ablation isolates. No camera tokens (prior none): the base never sees a pose. `loc3r train` starts tiny runs from
-it (`--init BASE`; the shipped one by default). `pretrain-base --init BASE` continues a base's pretraining (a
-fresh optimizer and schedule, as the shipped base was made: README).
+it (`--init BASE`; the shipped one by default). `pretrain-base --init BASE` continues a base's pretraining with a
+fresh optimizer and schedule (the shipped base is one run from random weights: README).
 """
 
 from __future__ import annotations
@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     run = train.TrainConfig(data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size,
                             questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed,
                             init=train.SCRATCH if args.init is None else str(args.init),
-                            init_lr=None if args.init is None else args.lr, prior="none", no_layout=True, no_situation=True,
+                            init_lr=None if args.init is None else args.lr,  # a base's weights at the full rate
+                            prior="none", no_layout=True, no_situation=True,
                             cache_dir=args.cache_dir, save_every=args.save_every, log_every=args.log_every,
                             resume=args.resume, quiet=args.quiet)
     records, scenes = grounding_records(args.data, "train", args.seed, args.copy_questions)

@@ -409,7 +409,8 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
     if hasattr(dataset, "bind"):
         dataset.bind(model.tokenizer)
     if run.init_base is not None and not run.lora:
-        print0(f"kept from the base (no gradient): {', '.join(keep_grounding_heads(model, run.keep_heads)) or 'nothing'}")
+        kept = keep_grounding_heads(model, run.keep_heads)
+        print0(f"kept from the base (no gradient): {', '.join(kept) or 'nothing'}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
         if lora_resume:

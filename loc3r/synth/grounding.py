@@ -7,12 +7,12 @@ speaker poses (those are the layout and situation objectives the paper's ablatio
   depth point), so that every such token is supervised to read as its object's colour and category words.
 - `grounding_questions`: questions answered from the video alone, many per room (dense supervision: each
   answer word is a retrieval from the vision tokens): "What is the red object?" -> "bed", "What color is the
-  bed?" -> "red", existence, how many objects, the list of the room's objects in random orders, and a choice
-  answered by copying one of two names from the question ("Which is in the room, the red bed or the red sofa?"
-  -> "red bed"): the copy of a name from the prompt, which a pretrained LLM brings and the Loc3R stage's
-  answers need ("Which is closer to me, the A or the B?").
-- `reading_questions`: what a situation text says, answered from the text alone ("Which object am I facing?" ->
-  "sofa"): reading the situation, with no pose.
+  bed?" -> "red", existence, how many objects, and the list of the room's objects in random orders; with
+  `choices` (`pretrain-base --copy-questions`) also a choice answered by copying one of two names from the
+  question ("Which is in the room, the red bed or the red sofa?" -> "red bed": the copy of a name from the prompt
+  that the Loc3R stage's "Which is closer to me, the A or the B?" needs).
+- `reading_questions` (--copy-questions): what a situation text says, answered from the text alone ("Which object
+  am I facing?" -> "sofa"): reading the situation, with no pose.
 - `grounding_situation`: a situation text of the Loc3R phrasings naming two of the room's objects ("I am standing
   next to the red bed, facing the blue sofa."), and which two: the base learns to find in the video the objects a
   situation names (its <Pos> token the first, its <Ori> token the second), never where the speaker stands.
