@@ -10,7 +10,9 @@ only (loc3r/synth/grounding.py):
   situation text naming two of the room's objects ("I am standing next to the red bed, facing the blue sofa.");
   with --copy-questions also choices answered by copying a name from the prompt ("Which is in the room, the red
   bed or the red sofa?" -> "red bed") and questions about what the situation text says ("Which object am I
-  facing?" -> "sofa"; read, with no pose);
+  facing?" -> "sofa"; read, with no pose), and in one head (layer 3, head 3) the state predicting an answer word
+  attends to where that word stands in the prompt (Loc3R.copy_attention_loss: in-context recall supervised
+  densely, as benchmarks/toy_recall.py found a tiny LLM needs);
 - one attention head (Loc3R.grounding_attention_loss) of every word naming an object's colour or category attends
   to the vision tokens that see it, and so do the <Pos> / <Ori> tokens to the objects their situation names; in a
   head of the next layer <Ori> attends to the object the speaker stands by (a facing direction is relative to where
@@ -45,6 +47,9 @@ from loc3r.synth.scene import Scene
 
 WORDS_PER_TOKEN = 3  # a colour and a category of up to two words ("trash can")
 READINGS_PER_ROOM = 2 * len(READING_QUESTIONS)  # questions about what a situation text says, per room
+# --copy-questions: the head whose attention is supervised to copy (Loc3R.copy_attention_loss): the last layer, a
+# head of the key/value head the grounding and anchor heads do not share (tiny: 6 heads, 2 key/value heads)
+COPY_LAYER, COPY_HEAD = -1, 3
 
 
 @dataclass
@@ -62,7 +67,8 @@ class PretrainConfig:
     # and its grounding heads' queries / keys kept, as `loc3r train --init` does); default: random weights
     init: Path | None = None
     # add choices between two names ("Which is in the room, the red bed or the red sofa?") and questions about the
-    # situation text ("Which object am I facing?"); tried, not in the shipped base (README)
+    # situation text ("Which object am I facing?"), and supervise one head to copy the answer's words from the
+    # prompt (Loc3R.copy_attention_loss)
     copy_questions: bool = False
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
     save_every: int = 1000  # checkpoint every N steps (and at the end)
@@ -169,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
     records, scenes = grounding_records(args.data, "train", args.seed, args.copy_questions)
     dataset = GroundingDataset(make_dataset(train.model_config(run), args.data, "train", args.cache_dir, records),
                                scenes)
-    final = train.train(run, dataset=dataset)
+    copy = {"copy_layer": COPY_LAYER, "copy_head": COPY_HEAD} if args.copy_questions else None
+    final = train.train(run, dataset=dataset, model_settings=copy)
     print(f"base: {final} (loc3r train --init {final})")
     return 0

@@ -84,9 +84,10 @@ class TrainConfig:
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     situation_start: float | None = None  # situation losses off for N steps, or a fraction (0; tiny --init scratch 0.2)
-    # from a base: where its grounding / anchor heads look is kept (train.keep_grounding_heads): query_key (their
-    # query rows and their key/value head's key rows get no gradient) | query (the query rows only) | none
-    keep_heads: str = "query_key"
+    # from a base, without --lora: where its grounding / anchor / copy heads look is kept (train.keep_grounding_heads):
+    # query_key (their query rows and their key/value head's key rows get no gradient; the default) | query (the
+    # query rows only) | none
+    keep_heads: str | None = None
     head_input_norm: str | None = None  # none (the paper's heads) | batch (standardise the heads' inputs)
     lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
     lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
@@ -163,7 +164,9 @@ def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
     """A fresh model of `config` with the VLM, tokenizer, weights and grounding / anchor heads of a pretrained tiny
     base (--init). The base's vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
     base_config = Loc3RConfig.load(Path(base) / "config.json")
-    heads = {k: getattr(base_config, k) for k in ("grounding_layer", "grounding_head", "anchor_layer", "anchor_head")}
+    heads = {k: getattr(base_config, k) for k in HEAD_FIELDS}
+    if config.copy_layer is not None:  # a base's pretraining continued with the copy supervision (pretrain-base)
+        heads.update(copy_layer=config.copy_layer, copy_head=config.copy_head)
     model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False, **heads),
                   load_tokenizer(base))
     fresh = model.load_base(base)
@@ -173,6 +176,7 @@ def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
     return model
 
 
+HEAD_FIELDS = ("grounding_layer", "grounding_head", "anchor_layer", "anchor_head", "copy_layer", "copy_head")
 NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orientation_head.")  # untrained in a base
 # A base's weights at 0.3 x the run's lr. Measured on the demo's recipe (README): at 0.1 x the base's grounding
 # survives but the layout is barely learned in 600 steps; at 1 x (and a trainable vision tower) the grounding is
@@ -180,22 +184,25 @@ NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orienta
 INIT_LR_SCALE = 0.3
 
 
-def keep_grounding_heads(model: Loc3R, keep: str = "query_key") -> list[str]:
+def keep_grounding_heads(model: Loc3R, keep: str = "query_key", learned: Loc3RConfig | None = None) -> list[str]:
     """Freeze the queries and keys of the base's grounding heads (Loc3R.grounding_attention_loss: head
     `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`): their q_proj rows and
     the k_proj rows of their key/value head get a zero gradient, so where the situation tokens look stays what the
     base learned while their values, every other head and the MLPs fine-tune (a --weight-decay above 0 still decays
     them). keep="query": the query rows only (the key/value head is shared by num_attention_heads /
-    num_key_value_heads heads, whose keys then stay free); "none": nothing. Returns what it keeps, in words."""
+    num_key_value_heads heads, whose keys then stay free); "none": nothing. `learned`: the base's config, whose
+    heads are the ones kept (default the model's; a base's pretraining continued with a copy head it lacked trains
+    that head). Returns what it keeps, in words."""
     if keep not in KEEP_HEADS:
         raise Loc3rError(f"--keep-heads {keep}: expected one of {', '.join(KEEP_HEADS)}")
     if keep == "none":
         return []
-    c = model.config
+    c = learned or model.config
     text = model.vlm.config.text_config
     group = text.num_attention_heads // text.num_key_value_heads
     masked = []
-    for layer, head in ((c.grounding_layer, c.grounding_head), (c.anchor_layer, c.anchor_head)):
+    for layer, head in ((c.grounding_layer, c.grounding_head), (c.anchor_layer, c.anchor_head),
+                        (c.copy_layer, c.copy_head)):
         if layer is None:
             continue
         attention = model.vlm.model.language_model.layers[layer].self_attn
@@ -362,13 +369,17 @@ class Session:
     step_samples: int
 
 
-def set_up(run: TrainConfig, dataset=None) -> Session:
+def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -> Session:
     """Model (fresh, or resumed from the newest checkpoint), data, optimizer and schedule of a run. `dataset`
     replaces the questions of --data (the base pretraining's grounding questions; given a tokenizer through its
-    `bind` once the model has one)."""
+    `bind` once the model has one); `model_settings`: Loc3RConfig fields set on top of the run's (the base
+    pretraining's copy head)."""
     info = parallel.compute_init(run.device)
     torch.manual_seed(run.seed)
-    config = model_config(run)
+    if run.keep_heads is not None and (run.init_base is None or run.lora):
+        raise Loc3rError(f"--keep-heads {run.keep_heads}: only a run from a pretrained tiny base without --lora has "
+                         "grounding heads to keep")
+    config = dataclasses.replace(model_config(run), **(model_settings or {}))
     lr = run.lr if run.lr is not None else (1e-5 if run.is_7b else 2e-3)
     strategy = run.parallel or ("fsdp" if run.is_7b else "ddp")
     start_step, position = 0, 0
@@ -409,7 +420,8 @@ def set_up(run: TrainConfig, dataset=None) -> Session:
     if hasattr(dataset, "bind"):
         dataset.bind(model.tokenizer)
     if run.init_base is not None and not run.lora:
-        kept = keep_grounding_heads(model, run.keep_heads)
+        kept = keep_grounding_heads(model, run.keep_heads or "query_key",
+                                    Loc3RConfig.load(run.init_base / "config.json"))
         print0(f"kept from the base (no gradient): {', '.join(kept) or 'nothing'}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
@@ -481,10 +493,10 @@ def train_step(s: Session, step: int, batches: list[Batch]) -> dict[str, float]:
     return sums
 
 
-def train(run: TrainConfig, dataset=None) -> Path:
-    """Run (or resume) training (on `dataset` instead of --data's questions when given, see set_up); returns the
-    final checkpoint directory."""
-    s = set_up(run, dataset)
+def train(run: TrainConfig, dataset=None, model_settings: dict | None = None) -> Path:
+    """Run (or resume) training (on `dataset` instead of --data's questions when given, and `model_settings`: see
+    set_up); returns the final checkpoint directory."""
+    s = set_up(run, dataset, model_settings)
     info = s.info
     run.out.mkdir(parents=True, exist_ok=True)
     if info.is_main:

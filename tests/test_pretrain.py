@@ -205,6 +205,59 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     assert torch.allclose(grouped["anchor"], reference, atol=1e-4)
 
 
+def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
+    """The copy losses (pretrain-base --copy-questions) of a grouped batch and of the same questions as whole
+    sequences equal, from the layer's eager attention weights, -log(attention mass) of each state predicting an
+    answer word on the places that word stands in the prompt, and the cross-entropy of that word read from the
+    head's output (a brute-force loop over the positions)."""
+    from loc3r.model.processor import make_dataset
+    from loc3r.train import tiny_tokenizer
+
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(prior="none", lambda_seeing=0.0, copy_layer=-1, copy_head=3)
+    records, scenes = grounding_records(synth_data, "train", 0, copy_questions=True)
+    data = GroundingDataset(make_dataset(config, synth_data, "train", None, records), scenes)
+    model = Loc3R(config, tiny_tokenizer(data)).eval()
+    data.bind(model.tokenizer)
+    scene = data[0].scene_id
+    samples = [data[i] for i, r in enumerate(data.records) if r.scene_id == scene][-12:]  # choices and readings
+    collate = Collator(model.tokenizer, config)
+    with torch.no_grad():
+        grouped = model(collate.grouped([samples])).losses
+        flat_batch = collate(samples)
+        flat = model(flat_batch).losses
+        lm = model.vlm.model.language_model
+        lm.config._attn_implementation = "eager"
+        out = lm(inputs_embeds=model.embed_inputs(flat_batch), attention_mask=flat_batch.attention_mask,
+                 output_attentions=True, output_hidden_states=True)
+        # the head's output: its attention over its values (the layer's normed input through v_proj), through its
+        # columns of o_proj, read through the LM head
+        layer = lm.layers[config.copy_layer]
+        d = layer.self_attn.head_dim
+        group = config.vlm["text_config"]["num_attention_heads"] // config.vlm["text_config"]["num_key_value_heads"]
+        values = layer.self_attn.v_proj(layer.input_layernorm(out.hidden_states[config.copy_layer]))
+        values = values[..., (config.copy_head // group) * d:(config.copy_head // group + 1) * d]  # [B, L, d]
+        o_proj = layer.self_attn.o_proj.weight[:, config.copy_head * d:(config.copy_head + 1) * d]
+    probs = out.attentions[config.copy_layer][:, config.copy_head]  # [B, L, L]
+    ids, labels, mask = flat_batch.input_ids, flat_batch.labels, flat_batch.attention_mask
+    special = set(model.tokenizer.all_special_ids)
+    where, what = [], []
+    for b in range(len(samples)):
+        for j in range(ids.shape[1]):
+            word = int(labels[b, j])
+            if word == -100 or word in special:
+                continue
+            at = [k for k in range(j) if mask[b, k] and labels[b, k] == -100 and ids[b, k] == word]
+            if at:
+                where.append(-torch.log(probs[b, j - 1, at].sum()))
+                logits = model.vlm.lm_head((probs[b, j - 1] @ values[b]) @ o_proj.T)
+                what.append(torch.nn.functional.cross_entropy(logits[None], labels[b, j][None]))
+    assert len(where) >= 10  # the choices' two words, the readings' one
+    for name, reference in (("copy", torch.stack(where).mean()), ("copy_output", torch.stack(what).mean())):
+        assert torch.allclose(flat[name], reference, rtol=2e-4, atol=1e-4), name
+        assert torch.allclose(grouped[name], reference, rtol=2e-4, atol=1e-4), name
+
+
 def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
     """From a base: the vision tower frozen (as the paper's SigLIP), the base's weights at --init-lr (default
     0.3 x --lr), what the base never trained (camera projector, heads) at --lr; from scratch: one group."""
@@ -230,28 +283,78 @@ def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
 
 @pytest.mark.parametrize("keep", ["query_key", "query"])
 def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path, keep):
-    """Two training steps from a base change no query row of its grounding heads (layer 2 head 0, layer 3 head 1)
-    nor (--keep-heads query_key, the default) the key rows of their key/value head, and do change the other heads'
-    rows of the same projections (and with --keep-heads query those key rows)."""
+    """Two training steps from a base (pretrained with --copy-questions: a copy head too) change no query row of its
+    grounding, anchor and copy heads (layer 2 head 0, layer 3 heads 1 and 3) nor (--keep-heads query_key, the
+    default) the key rows of their key/value heads, and do change the other rows of the same projections."""
     base_run, run = tmp_path / "base", tmp_path / "run"
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
-                 "--batch-size", "1", "--questions-per-video", "2", "--quiet"]) == 0
+                 "--batch-size", "1", "--questions-per-video", "2", "--copy-questions", "--quiet"]) == 0
     base = base_run / "checkpoints" / "step_0000001"
     assert main(["train", "--data", str(synth_data), "--out", str(run), "--init", str(base), "--steps", "2",
                  "--batch-size", "2", "--situation-start", "0", "--keep-heads", keep, "--quiet"]) == 0
     config = Loc3RConfig.load(base / "config.json")
+    assert (config.copy_layer, config.copy_head) == (-1, 3)
     start = load_file(str(base / "model.safetensors"))
     trained = load_file(str(run / "checkpoints" / "step_0000002" / "model.safetensors"))
+    assert_kept_heads(config, start, trained, [(config.grounding_layer, config.grounding_head),
+                                               (config.anchor_layer, config.anchor_head),
+                                               (config.copy_layer, config.copy_head)], keys=keep == "query_key")
+
+
+def assert_kept_heads(config, start, trained, heads, keys=True):
+    """The q_proj rows of `heads` [(layer, head)] and (keys) the k_proj rows of their key/value heads are equal in
+    the two state dicts; every other row of those projections changed."""
     text = config.vlm["text_config"]
     d = text["hidden_size"] // text["num_attention_heads"]
     group = text["num_attention_heads"] // text["num_key_value_heads"]
-    for layer, head in ((config.grounding_layer, config.grounding_head), (config.anchor_layer, config.anchor_head)):
-        layer %= text["num_hidden_layers"]
-        for proj, h in (("q_proj", head), ("k_proj", head // group)):
+    layers = {layer % text["num_hidden_layers"] for layer, _ in heads}
+    for layer in layers:
+        for proj in ("q_proj", "k_proj"):
             for kind in ("weight", "bias"):
                 key = next(k for k in start if k.endswith(f"layers.{layer}.self_attn.{proj}.{kind}"))
                 rows = torch.zeros(len(start[key]), dtype=torch.bool)
-                rows[h * d:(h + 1) * d] = True
-                kept = proj == "q_proj" or keep == "query_key"
-                assert torch.equal(start[key][rows], trained[key][rows]) == kept, key
-                assert not torch.allclose(start[key][~rows], trained[key][~rows]), key
+                for h_layer, head in heads:
+                    if h_layer % text["num_hidden_layers"] == layer and (proj == "q_proj" or keys):
+                        h = head if proj == "q_proj" else head // group
+                        rows[h * d:(h + 1) * d] = True
+                assert torch.equal(start[key][rows], trained[key][rows]), key
+                if not rows.all():
+                    changed = (start[key][~rows] != trained[key][~rows]).flatten(1).any(1) if kind == "weight" \
+                        else start[key][~rows] != trained[key][~rows]
+                    assert changed.float().mean() > 0.5, key
+
+
+def test_a_base_continued_with_copy_questions_trains_a_copy_head(synth_data, tmp_path):
+    """pretrain-base --init BASE --copy-questions: the copy loss is on, the new copy head (layer 3 head 3) learns,
+    the base's grounding and anchor heads stay where they looked."""
+    base_run, more = tmp_path / "base", tmp_path / "more"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
+                 "--batch-size", "1", "--questions-per-video", "2", "--quiet"]) == 0
+    base = base_run / "checkpoints" / "step_0000001"
+    assert Loc3RConfig.load(base / "config.json").copy_layer is None  # off without --copy-questions
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(more), "--steps", "2", "--batch-size", "2",
+                 "--questions-per-video", "8", "--init", str(base), "--copy-questions", "--quiet"]) == 0
+    continued = more / "checkpoints" / "step_0000002"
+    config = Loc3RConfig.load(continued / "config.json")
+    assert (config.copy_layer, config.copy_head) == (-1, 3)
+    log = [json.loads(line) for line in (more / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["copy"] > 0
+    start = load_file(str(base / "model.safetensors"))
+    trained = load_file(str(continued / "model.safetensors"))
+    assert_kept_heads(config, start, trained, [(config.grounding_layer, config.grounding_head),
+                                               (config.anchor_layer, config.anchor_head)])
+    text = config.vlm["text_config"]
+    d = text["hidden_size"] // text["num_attention_heads"]
+    q = next(k for k in start if k.endswith("layers.3.self_attn.q_proj.weight"))
+    assert not torch.equal(start[q][3 * d:4 * d], trained[q][3 * d:4 * d])
+
+
+@pytest.mark.parametrize("flags", [["--init", "scratch"], ["--lora", "4"]])
+def test_keep_heads_needs_a_base_without_lora(synth_data, tmp_path, capsys, flags):
+    """--keep-heads has no heads to keep from random weights or under LoRA: one line, exit 2, nothing written."""
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(synth_data), "--out", str(run), "--steps", "1", "--keep-heads", "query",
+                 "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--keep-heads query" in err and len(err.splitlines()) == 1
+    assert not run.exists()

@@ -69,6 +69,11 @@ class Loc3RConfig:
     # stands by (the situation's first object); None: off
     anchor_layer: int | None = -1
     anchor_head: int = 1
+    # ... and the copy of a name from the prompt (`pretrain-base --copy-questions`): in head `copy_head` of layer
+    # `copy_layer`, each answer token that is a word of the situation or question text is predicted from a state
+    # that attends to where that word stands in the prompt (Loc3R.copy_attention_loss); None: off
+    copy_layer: int | None = None
+    copy_head: int = 3
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
     # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
     # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary

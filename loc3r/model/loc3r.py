@@ -256,8 +256,10 @@ class Loc3R(nn.Module):
         vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
         grounding = batch.token_words is not None and c.lambda_grounding > 0
         anchor = grounding and batch.situation_words is not None and c.anchor_layer is not None
+        copy = grounding and c.copy_layer is not None and batch.labels is not None
         with (self.attention_inputs(c.grounding_layer if grounding else None) as recorded,
-              self.attention_inputs(c.anchor_layer if anchor else None) as recorded_anchor):
+              self.attention_inputs(c.anchor_layer if anchor else None) as recorded_anchor,
+              self.attention_inputs(c.copy_layer if copy else None) as recorded_copy):
             if batch.grouped:
                 video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
             else:
@@ -296,6 +298,9 @@ class Loc3R(nn.Module):
         if anchor:
             losses["anchor"] = self.grounding_attention_loss(batch, recorded_anchor, anchor=True)
             loss = loss + c.lambda_grounding * losses["anchor"]
+        if copy:
+            losses["copy"], losses["copy_output"] = self.copy_attention_loss(batch, recorded_copy)
+            loss = loss + c.lambda_grounding * (losses["copy"] + losses["copy_output"])
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     @contextlib.contextmanager
@@ -317,20 +322,16 @@ class Loc3R(nn.Module):
         finally:
             handle.remove()
 
-    def grounding_attention_loss(self, batch: Batch, calls: list, anchor: bool = False) -> torch.Tensor:
-        """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
-        `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
-        see (`batch.token_words`) attends to those tokens, and so do the <Pos> / <Ori> tokens for the words of
-        `batch.situation_words` (the objects a situation names). `anchor`: instead, in head `anchor_head` of layer
-        `anchor_layer`, only the <Ori> token, to the tokens of the object the speaker stands by (calls: that layer's
-        recorded inputs). The attention logits are the layer's own (its q / k projections and rotary embedding of
-        the recorded inputs, over every key the token attends to: padding and the causal mask respected); the loss
-        is -log(the attention mass on those vision tokens), averaged over the text tokens with at least one such
-        vision token."""
+    def head_attention(self, batch: Batch, calls: list, layer: int, head: int) -> dict[str, torch.Tensor]:
+        """Head `head` of layer `layer` (calls: that layer's recorded inputs), recomputed from the text tokens: its
+        own q / k projections and rotary embedding, over every key a token attends to (padding and the causal mask
+        respected). Returns logits [B, Lq, Lk] (-inf where not allowed), allowed [B, Lq, Lk], the keys' token ids
+        key_ids [B, Lk] and values [B, Lk, d], the queries' query_ids, query_mask (text tokens) and query_labels
+        [B, Lq] (the label each query state predicts: the labels shifted by one, -100 none), and the head's
+        columns of o_proj, output [D, d]. For a grouped batch the queries are the suffixes' tokens and the keys
+        their video's prefix, then the suffix."""
         from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
-        c = self.config
-        layer, head = (c.anchor_layer, c.anchor_head) if anchor else (c.grounding_layer, c.grounding_head)
         attention = self.vlm.model.language_model.layers[layer].self_attn
         d = attention.head_dim
         kv_head = head // (attention.config.num_attention_heads // attention.config.num_key_value_heads)
@@ -341,6 +342,61 @@ class Loc3R(nn.Module):
             q, k = apply_rotary_pos_emb(q, k, *rope)
             return q[:, head], k[:, kv_head]  # [B, L, d] each
 
+        def values(hidden):
+            return attention.v_proj(hidden).unflatten(-1, (-1, d))[:, :, kv_head]  # [B, L, d]
+
+        ids = batch.input_ids
+        if batch.grouped:
+            (prefix_hidden, prefix_rope), (text_hidden, text_rope) = calls
+            _, k_prefix = q_k(prefix_hidden, prefix_rope)
+            q, k_text = q_k(text_hidden, text_rope)
+            v = batch.video_index
+            keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
+            key_values = torch.cat([values(prefix_hidden)[v], values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
+            Ls = batch.suffix_ids.shape[1]
+            allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
+                                 torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
+                                 & batch.suffix_mask[:, None].bool()], 2)  # [Bq, Ls, Lp + Ls]
+            key_ids = torch.cat([ids[v], batch.suffix_ids], 1)
+            query_ids, query_mask = batch.suffix_ids, batch.suffix_mask.bool()
+        else:
+            ((hidden, rope),) = calls
+            q, keys = q_k(hidden, rope)
+            key_values = values(hidden)
+            causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
+            allowed = causal & batch.attention_mask[:, None].bool()
+            key_ids, query_ids, query_mask = ids, ids, batch.attention_mask.bool() & (ids != self.config.video_token_id)
+        query_labels = torch.full_like(query_ids, IGNORE_INDEX)
+        if batch.labels is not None:
+            query_labels[:, :-1] = batch.labels[:, 1:]
+        logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
+        return {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
+                "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels,
+                "values": key_values, "output": attention.o_proj.weight[:, head * d:(head + 1) * d]}
+
+    @staticmethod
+    def attention_mass_loss(logits: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """-log(the attention mass on the target keys) [B, Lq, Lk] bool, averaged over the `queries` [B, Lq] that
+        have at least one target key (0 when none has)."""
+        queries = queries & target.any(-1)
+        if not queries.any():
+            return logits.new_zeros(())
+        logits = logits[queries]
+        mass = torch.logsumexp(logits.masked_fill(~target[queries], float("-inf")), -1)
+        return (torch.logsumexp(logits, -1) - mass).mean()
+
+    def grounding_attention_loss(self, batch: Batch, calls: list, anchor: bool = False) -> torch.Tensor:
+        """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
+        `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
+        see (`batch.token_words`) attends to those tokens, and so do the <Pos> / <Ori> tokens for the words of
+        `batch.situation_words` (the objects a situation names). `anchor`: instead, in head `anchor_head` of layer
+        `anchor_layer`, only the <Ori> token, to the tokens of the object the speaker stands by (calls: that layer's
+        recorded inputs). The attention logits are the layer's own (head_attention); the loss
+        is -log(the attention mass on those vision tokens), averaged over the text tokens with at least one such
+        vision token."""
+        c = self.config
+        layer, head = (c.anchor_layer, c.anchor_head) if anchor else (c.grounding_layer, c.grounding_head)
+        a = self.head_attention(batch, calls, layer, head)
         # the words each position of the video sequence sees: [Bv, Lp, K], -100 off the vision tokens
         ids = batch.input_ids
         is_video = ids == c.video_token_id
@@ -350,24 +406,13 @@ class Loc3R(nn.Module):
         video_words[:, slots] = words
         seen = words.new_full((*ids.shape, words.shape[-1]), IGNORE_INDEX)
         seen[is_video] = video_words.flatten(0, 1)
+        query_ids = a["query_ids"]
         if batch.grouped:
-            (prefix_hidden, prefix_rope), (text_hidden, text_rope) = calls
-            _, k_prefix = q_k(prefix_hidden, prefix_rope)
-            q, k_text = q_k(text_hidden, text_rope)
             v = batch.video_index
-            keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
-            Ls = batch.suffix_ids.shape[1]
-            allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
-                                 torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
-                                 & batch.suffix_mask[:, None].bool()], 2)  # [Bq, Ls, Lp + Ls]
-            key_words = torch.cat([seen[v], seen.new_full((len(v), Ls, seen.shape[-1]), IGNORE_INDEX)], 1)
-            query_ids, query_mask = batch.suffix_ids, batch.suffix_mask.bool()
+            key_words = torch.cat([seen[v], seen.new_full((len(v), query_ids.shape[1], seen.shape[-1]),
+                                                          IGNORE_INDEX)], 1)
         else:
-            ((hidden, rope),) = calls
-            q, keys = q_k(hidden, rope)
-            causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
-            allowed = causal & batch.attention_mask[:, None].bool()
-            key_words, query_ids, query_mask = seen, ids, batch.attention_mask.bool() & ~is_video
+            key_words = seen
         rows = torch.arange(len(query_ids), device=ids.device)
         if anchor:  # only <Ori>, to the speaker's anchor
             query_ids = torch.full_like(query_ids, IGNORE_INDEX)
@@ -376,16 +421,34 @@ class Loc3R(nn.Module):
             query_ids = query_ids.clone()
             query_ids[rows, batch.pos_index] = batch.situation_words[:, 0]
             query_ids[rows, batch.ori_index] = batch.situation_words[:, 1]
-        logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
-        logits = logits.masked_fill(~allowed, float("-inf"))
         matches = (key_words[:, None] == query_ids[:, :, None, None]) & (key_words[:, None] != IGNORE_INDEX)
-        target = matches.any(-1) & allowed  # [B, Lq, Lk]
-        queries = target.any(-1) & query_mask
-        if not queries.any():
-            return logits.new_zeros(())
-        logits = logits[queries]
-        mass = torch.logsumexp(logits.masked_fill(~target[queries], float("-inf")), -1)
-        return (torch.logsumexp(logits, -1) - mass).mean()
+        return self.attention_mass_loss(a["logits"], matches.any(-1) & a["allowed"], a["query_mask"])
+
+    def copy_attention_loss(self, batch: Batch, calls: list) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base pretraining's copy of a name from the prompt (`copy_head` of layer `copy_layer`; calls: that
+        layer's recorded inputs), supervised densely, as benchmarks/toy_recall.py found a tiny LLM needs to learn
+        in-context recall: (where) the state that predicts an answer token which is a word of the prompt (not a
+        special token) attends to where that word stands in the prompt (the unlabelled text tokens): -log(the
+        attention mass there); (what) the head's output there (its attention over its values, through its columns
+        of o_proj), read through the LM head, is that word: cross-entropy. Both averaged over such answer tokens."""
+        a = self.head_attention(batch, calls, self.config.copy_layer, self.config.copy_head)
+        key_ids, labels = a["key_ids"], a["query_labels"]
+        special = torch.tensor(sorted(self.tokenizer.all_special_ids), device=key_ids.device)
+        # the keys that are prompt words: not a special token and not a label (answers are labelled where they stand)
+        key_labels = batch.labels if not batch.grouped else torch.cat(
+            [torch.full_like(batch.input_ids[batch.video_index], IGNORE_INDEX), batch.labels], 1)
+        prompt = ~torch.isin(key_ids, special) & (key_labels == IGNORE_INDEX)  # [B, Lk]
+        copied = (labels != IGNORE_INDEX) & ~torch.isin(labels, special)  # [B, Lq]
+        target = (key_ids[:, None] == labels[:, :, None]) & prompt[:, None] & a["allowed"]
+        where = self.attention_mass_loss(a["logits"], target, copied)
+        copied = copied & target.any(-1)
+        if not copied.any():
+            return where, where.new_zeros(())
+        rows, cols = copied.nonzero(as_tuple=True)
+        weights = a["logits"][rows, cols].softmax(-1)  # [N, Lk]
+        head_out = torch.einsum("nk,nkd->nd", weights, a["values"].float()[rows]) @ a["output"].float().T  # [N, D]
+        what = F.cross_entropy(self.vlm.lm_head(head_out.to(a["output"].dtype)).float(), labels[rows, cols])
+        return where, what
 
     def seeing_loss(self, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,
                     denominator: torch.Tensor | None) -> torch.Tensor:
