@@ -150,6 +150,21 @@ def test_pretrained_base_starts_a_run(synth_data, tmp_path):
     assert (continued / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
 
 
+def losses_and_eager_attention(model, samples):
+    """The losses of the samples as one grouped batch (shared prefix) and as whole sequences, the whole-sequence
+    batch, and the LLM's eager run over it (attention weights and hidden states of every layer)."""
+    collate = Collator(model.tokenizer, model.config)
+    with torch.no_grad():
+        grouped = model(collate.grouped([samples])).losses
+        flat_batch = collate(samples)
+        flat = model(flat_batch).losses
+        lm = model.vlm.model.language_model
+        lm.config._attn_implementation = "eager"
+        out = lm(inputs_embeds=model.embed_inputs(flat_batch), attention_mask=flat_batch.attention_mask,
+                 output_attentions=True, output_hidden_states=True)
+    return grouped, flat, flat_batch, out
+
+
 def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     """The grounding loss of a grouped batch (shared prefix) and of the same questions as whole sequences equals
     -log(attention mass on the named object's vision tokens), read from the layer's eager attention weights; the
@@ -165,15 +180,7 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     data.bind(model.tokenizer)
     samples = [data[i] for i in range(6)]  # one room's questions: which object, which colour, ...
     assert len({s.scene_id for s in samples}) == 1 and all(s.situation.startswith("I am") for s in samples)
-    collate = Collator(model.tokenizer, config)
-    with torch.no_grad():
-        grouped = model(collate.grouped([samples])).losses
-        flat_batch = collate(samples)
-        flat = model(flat_batch).losses
-        lm = model.vlm.model.language_model
-        lm.config._attn_implementation = "eager"
-        out = lm(inputs_embeds=model.embed_inputs(flat_batch), attention_mask=flat_batch.attention_mask,
-                 output_attentions=True)
+    grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
     probs = out.attentions[config.grounding_layer][:, config.grounding_head]  # [B, L, L]
     ids, words = flat_batch.input_ids, flat_batch.token_words.flatten(1, 2)  # [B, L], [B, T * n, 3]
     video = (ids[0] == config.video_token_id).nonzero().squeeze(1)
@@ -221,15 +228,9 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
     data.bind(model.tokenizer)
     scene = data[0].scene_id
     samples = [data[i] for i, r in enumerate(data.records) if r.scene_id == scene][-12:]  # choices and readings
-    collate = Collator(model.tokenizer, config)
+    grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
     with torch.no_grad():
-        grouped = model(collate.grouped([samples])).losses
-        flat_batch = collate(samples)
-        flat = model(flat_batch).losses
         lm = model.vlm.model.language_model
-        lm.config._attn_implementation = "eager"
-        out = lm(inputs_embeds=model.embed_inputs(flat_batch), attention_mask=flat_batch.attention_mask,
-                 output_attentions=True, output_hidden_states=True)
         # the head's output: its attention over its values (the layer's normed input through v_proj), through its
         # columns of o_proj, read through the LM head
         layer = lm.layers[config.copy_layer]
