@@ -71,7 +71,8 @@ class Loc3RConfig:
     anchor_head: int = 1
     # ... and the copy of a name from the prompt (`pretrain-base --copy-questions`): in head `copy_head` of layer
     # `copy_layer`, each answer token that is a word of the situation or question text is predicted from a state
-    # that attends to where that word stands in the prompt (Loc3R.copy_attention_loss); None: off
+    # that attends to where that word stands in the prompt, and the head's output there reads as that word
+    # (Loc3R.copy_attention_loss; weight lambda_grounding); None: off
     copy_layer: int | None = None
     copy_head: int = 3
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
