@@ -186,7 +186,8 @@ INIT_LR_SCALE = 0.3
 
 def keep_grounding_heads(model: Loc3R, keep: str = "query_key", learned: Loc3RConfig | None = None) -> list[str]:
     """Freeze the queries and keys of the base's grounding heads (Loc3R.grounding_attention_loss: head
-    `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`): their q_proj rows and
+    `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`; and its copy head,
+    Loc3R.copy_attention_loss: head `copy_head` of layer `copy_layer`, when it has one): their q_proj rows and
     the k_proj rows of their key/value head get a zero gradient, so where the situation tokens look stays what the
     base learned while their values, every other head and the MLPs fine-tune (a --weight-decay above 0 still decays
     them). keep="query": the query rows only (the key/value head is shared by num_attention_heads /

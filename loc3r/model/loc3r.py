@@ -322,14 +322,15 @@ class Loc3R(nn.Module):
         finally:
             handle.remove()
 
-    def head_attention(self, batch: Batch, calls: list, layer: int, head: int) -> dict[str, torch.Tensor]:
+    def head_attention(self, batch: Batch, calls: list, layer: int, head: int,
+                       values: bool = False) -> dict[str, torch.Tensor]:
         """Head `head` of layer `layer` (calls: that layer's recorded inputs), recomputed from the text tokens: its
         own q / k projections and rotary embedding, over every key a token attends to (padding and the causal mask
         respected). Returns logits [B, Lq, Lk] (-inf where not allowed), allowed [B, Lq, Lk], the keys' token ids
-        key_ids [B, Lk] and values [B, Lk, d], the queries' query_ids, query_mask (text tokens) and query_labels
-        [B, Lq] (the label each query state predicts: the labels shifted by one, -100 none), and the head's
-        columns of o_proj, output [D, d]. For a grouped batch the queries are the suffixes' tokens and the keys
-        their video's prefix, then the suffix."""
+        key_ids [B, Lk], the queries' query_ids, query_mask (text tokens) and query_labels [B, Lq] (the label each
+        query state predicts: the labels shifted by one, -100 none), and with `values` the head's values of the
+        keys [B, Lk, d] and its columns of o_proj, output [D, d]. For a grouped batch the queries are the
+        suffixes' tokens and the keys their video's prefix, then the suffix."""
         from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
         attention = self.vlm.model.language_model.layers[layer].self_attn
@@ -342,7 +343,7 @@ class Loc3R(nn.Module):
             q, k = apply_rotary_pos_emb(q, k, *rope)
             return q[:, head], k[:, kv_head]  # [B, L, d] each
 
-        def values(hidden):
+        def head_values(hidden):
             return attention.v_proj(hidden).unflatten(-1, (-1, d))[:, :, kv_head]  # [B, L, d]
 
         ids = batch.input_ids
@@ -352,7 +353,6 @@ class Loc3R(nn.Module):
             q, k_text = q_k(text_hidden, text_rope)
             v = batch.video_index
             keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
-            key_values = torch.cat([values(prefix_hidden)[v], values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
             Ls = batch.suffix_ids.shape[1]
             allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
                                  torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
@@ -362,7 +362,6 @@ class Loc3R(nn.Module):
         else:
             ((hidden, rope),) = calls
             q, keys = q_k(hidden, rope)
-            key_values = values(hidden)
             causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
             allowed = causal & batch.attention_mask[:, None].bool()
             key_ids, query_ids, query_mask = ids, ids, batch.attention_mask.bool() & (ids != self.config.video_token_id)
@@ -370,9 +369,13 @@ class Loc3R(nn.Module):
         if batch.labels is not None:
             query_labels[:, :-1] = batch.labels[:, 1:]
         logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
-        return {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
-                "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels,
-                "values": key_values, "output": attention.o_proj.weight[:, head * d:(head + 1) * d]}
+        out = {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
+               "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels}
+        if values:
+            out["values"] = (torch.cat([head_values(prefix_hidden)[v], head_values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
+                             if batch.grouped else head_values(hidden))
+            out["output"] = attention.o_proj.weight[:, head * d:(head + 1) * d]
+        return out
 
     @staticmethod
     def attention_mass_loss(logits: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -431,7 +434,7 @@ class Loc3R(nn.Module):
         special token) attends to where that word stands in the prompt (the unlabelled text tokens): -log(the
         attention mass there); (what) the head's output there (its attention over its values, through its columns
         of o_proj), read through the LM head, is that word: cross-entropy. Both averaged over such answer tokens."""
-        a = self.head_attention(batch, calls, self.config.copy_layer, self.config.copy_head)
+        a = self.head_attention(batch, calls, self.config.copy_layer, self.config.copy_head, values=True)
         key_ids, labels = a["key_ids"], a["query_labels"]
         special = torch.tensor(sorted(self.tokenizer.all_special_ids), device=key_ids.device)
         # the keys that are prompt words: not a special token and not a label (answers are labelled where they stand)
@@ -446,7 +449,7 @@ class Loc3R(nn.Module):
             return where, where.new_zeros(())
         rows, cols = copied.nonzero(as_tuple=True)
         weights = a["logits"][rows, cols].softmax(-1)  # [N, Lk]
-        head_out = torch.einsum("nk,nkd->nd", weights, a["values"].float()[rows]) @ a["output"].float().T  # [N, D]
+        head_out = torch.einsum("nk,nkd->nd", weights, a["values"][rows].float()) @ a["output"].float().T  # [N, D]
         what = F.cross_entropy(self.vlm.lm_head(head_out.to(a["output"].dtype)).float(), labels[rows, cols])
         return where, what
 
