@@ -70,6 +70,7 @@ class PretrainConfig:
     # situation text ("Which object am I facing?"), and supervise one head to copy the answer's words from the
     # prompt (Loc3R.copy_attention_loss)
     copy_questions: bool = False
+    copy_weight: float = 1.0  # with --copy-questions: the weight of the copy head's two losses (lambda_copy)
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
     save_every: int = 1000  # checkpoint every N steps (and at the end)
     log_every: int = 20  # steps between log.jsonl records
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
     records, scenes = grounding_records(args.data, "train", args.seed, args.copy_questions)
     dataset = GroundingDataset(make_dataset(train.model_config(run), args.data, "train", args.cache_dir, records),
                                scenes)
-    copy = {"copy_layer": COPY_LAYER, "copy_head": COPY_HEAD} if args.copy_questions else None
+    copy = ({"copy_layer": COPY_LAYER, "copy_head": COPY_HEAD, "lambda_copy": args.copy_weight}
+            if args.copy_questions else None)
     final = train.train(run, dataset=dataset, model_settings=copy)
     print(f"base: {final} (loc3r train --init {final})")
     return 0

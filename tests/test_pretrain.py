@@ -216,7 +216,7 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
     """The copy losses (pretrain-base --copy-questions) of a grouped batch and of the same questions as whole
     sequences equal, from the layer's eager attention weights, -log(attention mass) of each state predicting an
     answer word on the places that word stands in the prompt, and the cross-entropy of that word read from the
-    head's output (a brute-force loop over the positions)."""
+    head's output (a brute-force loop over the positions); the total loss weighs them by lambda_copy."""
     from loc3r.model.processor import make_dataset
     from loc3r.train import tiny_tokenizer
 
@@ -257,6 +257,14 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
     for name, reference in (("copy", torch.stack(where).mean()), ("copy_output", torch.stack(what).mean())):
         assert torch.allclose(flat[name], reference, rtol=2e-4, atol=1e-4), name
         assert torch.allclose(grouped[name], reference, rtol=2e-4, atol=1e-4), name
+    # the total weighs both by lambda_copy (pretrain-base --copy-weight), not by the grounding's weight
+    totals = {}
+    for weight in (1.0, 0.25):
+        model.config.lambda_copy = weight
+        with torch.no_grad():
+            totals[weight] = model(Collator(model.tokenizer, model.config)(samples)).loss
+    copy = flat["copy"] + flat["copy_output"]
+    assert torch.allclose(totals[1.0] - totals[0.25], 0.75 * copy, rtol=1e-4, atol=1e-5)
 
 
 def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):

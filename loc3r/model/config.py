@@ -72,9 +72,10 @@ class Loc3RConfig:
     # ... and the copy of a name from the prompt (`pretrain-base --copy-questions`): in head `copy_head` of layer
     # `copy_layer`, each answer token that is a word of the situation or question text is predicted from a state
     # that attends to where that word stands in the prompt, and the head's output there reads as that word
-    # (Loc3R.copy_attention_loss; weight lambda_grounding); None: off
+    # (Loc3R.copy_attention_loss, weighted by lambda_copy); None: off
     copy_layer: int | None = None
     copy_head: int = 3
+    lambda_copy: float = 1.0
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
     # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
     # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary

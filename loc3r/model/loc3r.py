@@ -300,7 +300,7 @@ class Loc3R(nn.Module):
             loss = loss + c.lambda_grounding * losses["anchor"]
         if copy:
             losses["copy"], losses["copy_output"] = self.copy_attention_loss(batch, recorded_copy)
-            loss = loss + c.lambda_grounding * (losses["copy"] + losses["copy_output"])
+            loss = loss + c.lambda_copy * (losses["copy"] + losses["copy_output"])
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     @contextlib.contextmanager
