@@ -71,6 +71,9 @@ class PretrainConfig:
     # prompt (Loc3R.copy_attention_loss)
     copy_questions: bool = False
     copy_weight: float = 1.0  # with --copy-questions: the weight of the copy head's two losses (lambda_copy)
+    # the text embeddings enter the LLM multiplied by this (Loc3RConfig.text_embed_scale); default: the --init
+    # base's, 1 from random weights
+    embed_scale: float | None = None
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
     save_every: int = 1000  # checkpoint every N steps (and at the end)
     log_every: int = 20  # steps between log.jsonl records
@@ -176,8 +179,10 @@ def run(args: argparse.Namespace) -> int:
     records, scenes = grounding_records(args.data, "train", args.seed, args.copy_questions)
     dataset = GroundingDataset(make_dataset(train.model_config(run), args.data, "train", args.cache_dir, records),
                                scenes)
-    copy = ({"copy_layer": COPY_LAYER, "copy_head": COPY_HEAD, "lambda_copy": args.copy_weight}
-            if args.copy_questions else None)
-    final = train.train(run, dataset=dataset, model_settings=copy)
+    settings = ({"copy_layer": COPY_LAYER, "copy_head": COPY_HEAD, "lambda_copy": args.copy_weight}
+                if args.copy_questions else {})
+    if args.embed_scale is not None:
+        settings["text_embed_scale"] = args.embed_scale
+    final = train.train(run, dataset=dataset, model_settings=settings)
     print(f"base: {final} (loc3r train --init {final})")
     return 0

@@ -160,13 +160,15 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
     return config
 
 
-def model_from_base(base: Path, config: Loc3RConfig) -> Loc3R:
-    """A fresh model of `config` with the VLM, tokenizer, weights and grounding / anchor heads of a pretrained tiny
-    base (--init). The base's vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
+def model_from_base(base: Path, config: Loc3RConfig, embed_scale: float | None = None) -> Loc3R:
+    """A fresh model of `config` with the VLM, tokenizer, weights, grounding / anchor heads and text embedding scale
+    of a pretrained tiny base (--init; `embed_scale`: another scale, for a base's pretraining continued with one).
+    The base's vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
     base_config = Loc3RConfig.load(Path(base) / "config.json")
     heads = {k: getattr(base_config, k) for k in HEAD_FIELDS}
     if config.copy_layer is not None:  # a base's pretraining continued with the copy supervision (pretrain-base)
         heads.update(copy_layer=config.copy_layer, copy_head=config.copy_head)
+    heads["text_embed_scale"] = base_config.text_embed_scale if embed_scale is None else embed_scale
     model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False, **heads),
                   load_tokenizer(base))
     fresh = model.load_base(base)
@@ -374,7 +376,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     """Model (fresh, or resumed from the newest checkpoint), data, optimizer and schedule of a run. `dataset`
     replaces the questions of --data (the base pretraining's grounding questions; given a tokenizer through its
     `bind` once the model has one); `model_settings`: Loc3RConfig fields set on top of the run's (the base
-    pretraining's copy head)."""
+    pretraining's copy head and text embedding scale)."""
     info = parallel.compute_init(run.device)
     torch.manual_seed(run.seed)
     if run.keep_heads is not None and (run.init_base is None or run.lora):
@@ -410,7 +412,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         if run.init_base is not None:
-            model = model_from_base(run.init_base, config)
+            model = model_from_base(run.init_base, config, (model_settings or {}).get("text_embed_scale"))
             unknown = sorted(data_words(dataset) - set(model.tokenizer.get_vocab()))
             if unknown and not lora_resume:
                 print0(f"{len(unknown)} words of the training data are not in the base's vocabulary and read as "

@@ -290,6 +290,35 @@ def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
     assert scratch.init_base is None and len(parameter_groups(model, 1e-3, scratch)) == 1
 
 
+def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travels_with_it(synth_data, tmp_path):
+    """pretrain-base --embed-scale S: the LLM's inputs are the scale-1 model's with every text token's embedding
+    times S and the video block unchanged; the LM head reads the table unscaled; a run from the base (train --init)
+    and a continued pretraining keep S, and a continuation given another scale takes it."""
+    from loc3r.model.processor import make_dataset
+    from loc3r.train import TrainConfig, model_config, model_from_base
+
+    base_run = tmp_path / "base"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
+                 "--batch-size", "1", "--questions-per-video", "2", "--embed-scale", "4", "--quiet"]) == 0
+    base = base_run / "checkpoints" / "step_0000001"
+    assert Loc3RConfig.load(base / "config.json").text_embed_scale == 4
+    run = TrainConfig(data=str(synth_data), out=tmp_path / "run", init=str(base))
+    scaled = model_from_base(run.init_base, model_config(run)).eval()
+    plain = model_from_base(run.init_base, model_config(run), embed_scale=1.0).eval()
+    assert scaled.config.text_embed_scale == 4 and plain.config.text_embed_scale == 1
+    plain.load_state_dict(scaled.state_dict())
+    data = make_dataset(scaled.config, synth_data, "train", None)
+    batch = Collator(scaled.tokenizer, scaled.config)([data[0], data[1]])
+    with torch.no_grad():
+        a, b = scaled.embed_inputs(batch), plain.embed_inputs(batch)
+    video = (batch.input_ids == scaled.config.video_token_id)[..., None]
+    assert torch.equal(torch.where(video, a, a / 4), torch.where(video, b, b))
+    assert torch.equal(scaled.vlm.lm_head.weight, plain.vlm.get_input_embeddings().weight)
+    assert main(["train", "--data", str(synth_data), "--out", str(tmp_path / "run"), "--init", str(base),
+                 "--steps", "1", "--batch-size", "1", "--quiet"]) == 0
+    assert Loc3RConfig.load(tmp_path / "run" / "checkpoints" / "step_0000001" / "config.json").text_embed_scale == 4
+
+
 @pytest.mark.parametrize("keep", ["query_key", "query"])
 def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path, keep):
     """Two training steps from a base (pretrained with --copy-questions: a copy head too) change no query row of its

@@ -76,6 +76,10 @@ class Loc3RConfig:
     copy_layer: int | None = None
     copy_head: int = 3
     lambda_copy: float = 1.0
+    # the text tokens' embeddings enter the LLM multiplied by this (as Gemma's sqrt(hidden size); the tied LM head
+    # reads the table unscaled); 1: Qwen2 / LLaVA-Video as trained. A tiny base pretrained with a larger one keeps a
+    # prompt word's identity through the layers (README: the copy head)
+    text_embed_scale: float = 1.0
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
     # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
     # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary

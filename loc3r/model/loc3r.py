@@ -189,10 +189,16 @@ class Loc3R(nn.Module):
             block = torch.cat([block, newline.expand(B, 1, D)], 1)
         return block
 
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """The token embeddings of `ids` as the LLM takes them (times config.text_embed_scale)."""
+        embeds = self.vlm.get_input_embeddings()(ids)
+        scale = self.config.text_embed_scale
+        return embeds if scale == 1 else embeds * scale
+
     def embed_inputs(self, batch: Batch, vision: torch.Tensor | None = None) -> torch.Tensor:
         """LLM input embeddings [B, L, D]: token embeddings with the video block scattered into the <video> run."""
         ids = batch.input_ids  # [B, L]
-        embeds = self.vlm.get_input_embeddings()(ids)
+        embeds = self.embed_text(ids)
         video = self.video_block(batch, vision)  # [B, Lv, D]
         is_video = ids == self.config.video_token_id  # [B, L]
         counts = is_video.sum(1)
@@ -241,7 +247,7 @@ class Loc3R(nn.Module):
         cache.batch_select_indices(batch.video_index)  # each question gets its video's keys / values
         mask = torch.cat([prefix_mask[batch.video_index], batch.suffix_mask], 1)  # [Bq, Lp + Ls]
         position_ids = position_ids_from_mask(mask)[:, prefix_mask.shape[1]:]
-        text = self.vlm.get_input_embeddings()(batch.suffix_ids)
+        text = self.embed_text(batch.suffix_ids)
         out = self.language_model(text, mask, position_ids, past_key_values=cache)
         return prefix.last_hidden_state, out.last_hidden_state
 
@@ -492,7 +498,7 @@ class Loc3R(nn.Module):
             cache.batch_select_indices(video_index)
             attention_mask = torch.cat([prefix_mask[video_index], batch.suffix_mask], 1)
             position_ids = position_ids_from_mask(attention_mask)
-            embeds = self.vlm.get_input_embeddings()(batch.suffix_ids)
+            embeds = self.embed_text(batch.suffix_ids)
             out = self.language_model(embeds, attention_mask, position_ids[:, prefix_mask.shape[1]:], cache, True)
         else:
             attention_mask = batch.attention_mask
@@ -515,7 +521,7 @@ class Loc3R(nn.Module):
                 break
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
             position_ids = torch.cat([position_ids, position_ids[:, -1:] + 1], 1)
-            new = self.vlm.get_input_embeddings()(next_token)[:, None]  # [B, 1, D]
+            new = self.embed_text(next_token)[:, None]  # [B, 1, D]
             if use_cache:
                 out = self.language_model(new, attention_mask, position_ids[:, -1:], out.past_key_values, True)
             else:
