@@ -322,8 +322,9 @@ def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travel
 @pytest.mark.parametrize("keep", ["query_key", "query"])
 def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path, keep):
     """Two training steps from a base (pretrained with --copy-questions: a copy head too) change no query row of its
-    grounding, anchor and copy heads (layer 2 head 0, layer 3 heads 1 and 3) nor (--keep-heads query_key, the
-    default) the key rows of their key/value heads, and do change the other rows of the same projections."""
+    grounding and anchor heads (layer 2 head 0, layer 3 head 1) nor (--keep-heads query_key, the default) the key
+    rows of their key/value heads, and do change the other rows of the same projections, the copy head's (layer 3
+    head 3) and its key/value head's among them: the Loc3R stage trains the copy head with its LM loss."""
     base_run, run = tmp_path / "base", tmp_path / "run"
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
                  "--batch-size", "1", "--questions-per-video", "2", "--copy-questions", "--quiet"]) == 0
@@ -335,8 +336,11 @@ def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_
     start = load_file(str(base / "model.safetensors"))
     trained = load_file(str(run / "checkpoints" / "step_0000002" / "model.safetensors"))
     assert_kept_heads(config, start, trained, [(config.grounding_layer, config.grounding_head),
-                                               (config.anchor_layer, config.anchor_head),
-                                               (config.copy_layer, config.copy_head)], keys=keep == "query_key")
+                                               (config.anchor_layer, config.anchor_head)], keys=keep == "query_key")
+    d = config.vlm["text_config"]["hidden_size"] // config.vlm["text_config"]["num_attention_heads"]
+    for proj, h in (("q_proj", 3), ("k_proj", 1)):  # the copy head, its key/value head
+        key = f"vlm.model.language_model.layers.3.self_attn.{proj}.weight"
+        assert not torch.equal(start[key][h * d:(h + 1) * d], trained[key][h * d:(h + 1) * d]), key
 
 
 def assert_kept_heads(config, start, trained, heads, keys=True):
