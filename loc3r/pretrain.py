@@ -12,7 +12,8 @@ only (loc3r/synth/grounding.py):
   bed or the red sofa?" -> "red bed") and questions about what the situation text says ("Which object am I
   facing?" -> "sofa"; read, with no pose), and in one head (layer 3, head 3) the state predicting an answer word
   attends to where that word stands in the prompt (Loc3R.copy_attention_loss: in-context recall supervised
-  densely, as benchmarks/toy_recall.py found a tiny LLM needs);
+  densely, as benchmarks/toy_recall.py found a tiny LLM needs); --embed-scale S makes the text embeddings enter the
+  LLM S x larger (Loc3RConfig.text_embed_scale), so that a prompt word keeps its identity through the layers;
 - one attention head (Loc3R.grounding_attention_loss) of every word naming an object's colour or category attends
   to the vision tokens that see it, and so do the <Pos> / <Ori> tokens to the objects their situation names; in a
   head of the next layer <Ori> attends to the object the speaker stands by (a facing direction is relative to where
@@ -20,7 +21,8 @@ only (loc3r/synth/grounding.py):
 No BEV or world-coordinate target and no speaker pose: the layout and situation objectives stay what the paper's
 ablation isolates. No camera tokens (prior none): the base never sees a pose. `loc3r train` starts tiny runs from
 it (`--init BASE`; the shipped one by default). `pretrain-base --init BASE` continues a base's pretraining with a
-fresh optimizer and schedule (the shipped base is one run from random weights: README).
+fresh optimizer and schedule (the shipped base: step 1000 of a run from random weights, then step 400 of one
+continued with --copy-questions --embed-scale 32; README and loc3r/assets/tiny_base/provenance.json).
 """
 
 from __future__ import annotations
