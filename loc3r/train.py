@@ -160,16 +160,14 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
     return config
 
 
-def model_from_base(base: Path, config: Loc3RConfig, embed_scale: float | None = None) -> Loc3R:
-    """A fresh model of `config` with the VLM, tokenizer, weights, grounding / anchor heads and text embedding scale
-    of a pretrained tiny base (--init; `embed_scale`: another scale, for a base's pretraining continued with one).
-    The base's vision tower stays frozen, as the paper keeps its pretrained SigLIP frozen."""
+def model_from_base(base: Path, config: Loc3RConfig, settings: dict | None = None) -> Loc3R:
+    """A fresh model of `config` with the VLM, tokenizer, weights and BASE_FIELDS (grounding / anchor / copy heads,
+    text embedding scale) of a pretrained tiny base (--init); `settings` (Loc3RConfig fields) override the base's,
+    as a base's pretraining continued with a copy head or another scale sets them. The base's vision tower stays
+    frozen, as the paper keeps its pretrained SigLIP frozen."""
     base_config = Loc3RConfig.load(Path(base) / "config.json")
-    heads = {k: getattr(base_config, k) for k in HEAD_FIELDS}
-    if config.copy_layer is not None:  # a base's pretraining continued with the copy supervision (pretrain-base)
-        heads.update(copy_layer=config.copy_layer, copy_head=config.copy_head)
-    heads["text_embed_scale"] = base_config.text_embed_scale if embed_scale is None else embed_scale
-    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False, **heads),
+    inherited = {k: getattr(base_config, k) for k in BASE_FIELDS} | (settings or {})
+    model = Loc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False, **inherited),
                   load_tokenizer(base))
     fresh = model.load_base(base)
     modules = sorted({".".join(n.split(".")[:2]) for n in fresh})
@@ -178,7 +176,9 @@ def model_from_base(base: Path, config: Loc3RConfig, embed_scale: float | None =
     return model
 
 
-HEAD_FIELDS = ("grounding_layer", "grounding_head", "anchor_layer", "anchor_head", "copy_layer", "copy_head")
+# what a run from a base takes from the base's config (unless set explicitly: model_from_base's settings)
+BASE_FIELDS = ("grounding_layer", "grounding_head", "anchor_layer", "anchor_head", "copy_layer", "copy_head",
+               "text_embed_scale")
 NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orientation_head.")  # untrained in a base
 # A base's weights at 0.3 x the run's lr. Measured on the demo's recipe (README): at 0.1 x the base's grounding
 # survives but the layout is barely learned in 600 steps; at 1 x (and a trainable vision tower) the grounding is
@@ -383,10 +383,11 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     pretraining's copy head and text embedding scale)."""
     info = parallel.compute_init(run.device)
     torch.manual_seed(run.seed)
+    model_settings = model_settings or {}
     if run.keep_heads is not None and (run.init_base is None or run.lora):
         raise Loc3rError(f"--keep-heads {run.keep_heads}: only a run from a pretrained tiny base without --lora has "
                          "grounding heads to keep")
-    config = dataclasses.replace(model_config(run), **(model_settings or {}))
+    config = dataclasses.replace(model_config(run), **model_settings)
     lr = run.lr if run.lr is not None else (1e-5 if run.is_7b else 2e-3)
     strategy = run.parallel or ("fsdp" if run.is_7b else "ddp")
     start_step, position = 0, 0
@@ -416,7 +417,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         if run.init_base is not None:
-            model = model_from_base(run.init_base, config, (model_settings or {}).get("text_embed_scale"))
+            model = model_from_base(run.init_base, config, model_settings)
             unknown = sorted(data_words(dataset) - set(model.tokenizer.get_vocab()))
             if unknown and not lora_resume:
                 print0(f"{len(unknown)} words of the training data are not in the base's vocabulary and read as "
@@ -429,7 +430,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     if run.init_base is not None and not run.lora:
         kept = keep_grounding_heads(model, run.keep_heads or "query_key",
                                     Loc3RConfig.load(run.init_base / "config.json"),
-                                    copy=(model_settings or {}).get("copy_layer") is not None)
+                                    copy=model_settings.get("copy_layer") is not None)
         print0(f"kept from the base (no gradient): {', '.join(kept) or 'nothing'}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)

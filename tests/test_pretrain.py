@@ -304,7 +304,7 @@ def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travel
     assert Loc3RConfig.load(base / "config.json").text_embed_scale == 4
     run = TrainConfig(data=str(synth_data), out=tmp_path / "run", init=str(base))
     scaled = model_from_base(run.init_base, model_config(run)).eval()
-    plain = model_from_base(run.init_base, model_config(run), embed_scale=1.0).eval()
+    plain = model_from_base(run.init_base, model_config(run), {"text_embed_scale": 1.0}).eval()
     assert scaled.config.text_embed_scale == 4 and plain.config.text_embed_scale == 1
     plain.load_state_dict(scaled.state_dict())
     data = make_dataset(scaled.config, synth_data, "train", None)
@@ -317,6 +317,11 @@ def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travel
     assert main(["train", "--data", str(synth_data), "--out", str(tmp_path / "run"), "--init", str(base),
                  "--steps", "1", "--batch-size", "1", "--quiet"]) == 0
     assert Loc3RConfig.load(tmp_path / "run" / "checkpoints" / "step_0000001" / "config.json").text_embed_scale == 4
+    for flags, scale in (([], 4), (["--embed-scale", "2"], 2)):  # a continued pretraining: the base's, or its own
+        more = tmp_path / f"more{scale}"
+        assert main(["pretrain-base", "--data", str(synth_data), "--out", str(more), "--steps", "1", "--batch-size",
+                     "1", "--questions-per-video", "2", "--init", str(base), *flags, "--quiet"]) == 0
+        assert Loc3RConfig.load(more / "checkpoints" / "step_0000001" / "config.json").text_embed_scale == scale
 
 
 @pytest.mark.parametrize("keep", ["query_key", "query"])
