@@ -85,8 +85,7 @@ class TrainConfig:
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     situation_start: float | None = None  # situation losses off for N steps, or a fraction (0; tiny --init scratch 0.2)
     # from a base, without --lora: where its grounding / anchor heads look is kept (train.keep_grounding_heads):
-    # query_key (their query rows and their key/value head's key rows get no gradient; the default) | query (the
-    # query rows only) | none
+    # query (their query rows get no gradient; the default) | query_key (and their key/value head's key rows) | none
     keep_heads: str | None = None
     head_input_norm: str | None = None  # none (the paper's heads) | batch (standardise the heads' inputs)
     lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
@@ -186,20 +185,20 @@ NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orienta
 INIT_LR_SCALE = 0.3
 
 
-def keep_grounding_heads(model: Loc3R, keep: str = "query_key", learned: Loc3RConfig | None = None,
+def keep_grounding_heads(model: Loc3R, keep: str = "query", learned: Loc3RConfig | None = None,
                          copy: bool = False) -> list[str]:
-    """Freeze the queries and keys of the base's grounding heads (Loc3R.grounding_attention_loss: head
-    `grounding_head` of layer `grounding_layer`, head `anchor_head` of layer `anchor_layer`; with `copy`, a base's
-    pretraining continued with its copy supervision, also its copy head, Loc3R.copy_attention_loss: head
-    `copy_head` of layer `copy_layer`): their q_proj rows and the k_proj rows of their key/value head get a zero
-    gradient, so where the situation tokens look stays what the base learned while their values, every other head
-    and the MLPs fine-tune (a --weight-decay above 0 still decays them). keep="query": the query rows only (the
-    key/value head is shared by num_attention_heads / num_key_value_heads heads, whose keys then stay free); "none":
-    nothing. `learned`: the base's config, whose heads are the ones kept (default the model's; a base's pretraining
-    continued with a copy head it lacked trains that head). The Loc3R stage leaves the copy head free: the LM loss
-    trains it, and its keys, shared with two more heads of the last layer whose keys the anchor head's already
-    holds, are what the orientation needs to learn (README: a base with a copy head). Returns what it keeps, in
-    words."""
+    """Freeze where the base's grounding heads look (Loc3R.grounding_attention_loss: head `grounding_head` of layer
+    `grounding_layer`, head `anchor_head` of layer `anchor_layer`; with `copy`, a base's pretraining continued with
+    its copy supervision, also its copy head, Loc3R.copy_attention_loss: head `copy_head` of layer `copy_layer`):
+    keep="query" (the default): their q_proj rows get a zero gradient, so the situation tokens' queries stay what
+    the base learned while their values, the keys, every other head and the MLPs fine-tune (a --weight-decay above 0
+    still decays them); "query_key": also the k_proj rows of their key/value heads, each shared by
+    num_attention_heads / num_key_value_heads heads, whose keys then stay too; "none": nothing. Keys kept froze, in
+    the shipped base, every key of the last layer (the anchor head's and the copy head's key/value heads), and the
+    orientation learned on one training seed of two (README: a base with a copy head). `learned`: the base's
+    config, whose heads are the ones kept (default the model's; a base's pretraining continued with a copy head it
+    lacked trains that head). The Loc3R stage leaves the copy head free: the LM loss trains it. Returns what it
+    keeps, in words."""
     if keep not in KEEP_HEADS:
         raise Loc3rError(f"--keep-heads {keep}: expected one of {', '.join(KEEP_HEADS)}")
     if keep == "none":
@@ -428,7 +427,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     if hasattr(dataset, "bind"):
         dataset.bind(model.tokenizer)
     if run.init_base is not None and not run.lora:
-        kept = keep_grounding_heads(model, run.keep_heads or "query_key",
+        kept = keep_grounding_heads(model, run.keep_heads or "query",
                                     Loc3RConfig.load(run.init_base / "config.json"),
                                     copy=model_settings.get("copy_layer") is not None)
         print0(f"kept from the base (no gradient): {', '.join(kept) or 'nothing'}")
