@@ -26,8 +26,8 @@ from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 
 # The demo's recipe (measured on 2 CPU cores: README; benchmarks/bench_accuracy.py uses the same): 900 steps of 8
-# videos from the shipped base (its grounding and anchor heads kept, the situation losses on from the start); the
-# orientation takes off after ~300 steps, and 900 steps fit the demo's 15 minutes.
+# videos from the shipped base (its grounding and anchor heads' queries kept, the situation losses on from the
+# start); the orientation takes off after ~200-300 steps, and 900 steps fit the demo's 15 minutes.
 DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 900, "batch_size": 8}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
