@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
                             questions_per_video=args.questions_per_video, lr=args.lr, seed=args.seed,
                             init=train.SCRATCH if args.init is None else str(args.init),
                             init_lr=None if args.init is None else args.lr,  # a base's weights at the full rate
+                            # a continued pretraining keeps where the base's heads look, keys too (the shipped base)
+                            keep_heads=None if args.init is None else "query_key",
                             prior="none", no_layout=True, no_situation=True,
                             cache_dir=args.cache_dir, save_every=args.save_every, log_every=args.log_every,
                             resume=args.resume, quiet=args.quiet)
