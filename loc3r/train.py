@@ -185,17 +185,18 @@ NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orienta
 INIT_LR_SCALE = 0.3
 
 
-def keep_grounding_heads(model: Loc3R, keep: str = "query", learned: Loc3RConfig | None = None,
+def keep_grounding_heads(model: Loc3R, keep: str, learned: Loc3RConfig | None = None,
                          copy: bool = False) -> list[str]:
     """Freeze where the base's grounding heads look (Loc3R.grounding_attention_loss: head `grounding_head` of layer
     `grounding_layer`, head `anchor_head` of layer `anchor_layer`; with `copy`, a base's pretraining continued with
     its copy supervision, also its copy head, Loc3R.copy_attention_loss: head `copy_head` of layer `copy_layer`):
-    keep="query" (the default): their q_proj rows get a zero gradient, so the situation tokens' queries stay what
-    the base learned while their values, the keys, every other head and the MLPs fine-tune (a --weight-decay above 0
-    still decays them); "query_key": also the k_proj rows of their key/value heads, each shared by
-    num_attention_heads / num_key_value_heads heads, whose keys then stay too; "none": nothing. Keys kept froze, in
-    the shipped base, every key of the last layer (the anchor head's and the copy head's key/value heads), and the
-    orientation learned on one training seed of two (README: a base with a copy head). `learned`: the base's
+    keep="query" (train's default): their q_proj rows get a zero gradient, so the situation tokens' queries stay
+    what the base learned while their values, the keys, every other head and the MLPs fine-tune (a --weight-decay
+    above 0 still decays them); "query_key": also the k_proj rows of their key/value heads, each shared by
+    num_attention_heads / num_key_value_heads heads, whose keys then stay too; "none": nothing. In the shipped base's
+    Loc3R stage, query_key froze the keys of the last layer's heads 0-2 (the anchor head's key/value head), among them
+    head 2, which brings <Ori> the facing object, and the orientation learned on one training seed of two (README:
+    the accuracy table). `learned`: the base's
     config, whose heads are the ones kept (default the model's; a base's pretraining continued with a copy head it
     lacked trains that head). The Loc3R stage leaves the copy head free: the LM loss trains it. Returns what it
     keeps, in words."""
