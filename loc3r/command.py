@@ -29,12 +29,17 @@ def run_command(module: ModuleType, name: str, argv: list[str], description: str
 
 
 def field_comments(cls) -> dict[str, str]:
-    """The one-line comment of every field of a dataclass, from its source: `name: type = default  # comment`."""
-    comments = {}
+    """The comment of every field of a dataclass, from its source: `name: type = default  # comment`, or for a field
+    without one, the comment lines just above it."""
+    comments, above = {}, []
     for line in inspect.getsource(cls).splitlines():
-        m = re.match(r"\s+(\w+): [^#]+#\s*(.+)$", line)
-        if m:
-            comments[m.group(1)] = m.group(2).strip()
+        if re.match(r"\s+#", line):
+            above.append(line.strip().lstrip("#").strip())
+            continue
+        m = re.match(r"\s+(\w+): [^#]+?(?:#\s*(.+))?$", line)
+        if m and (m.group(2) or above):
+            comments[m.group(1)] = (m.group(2) or " ".join(above)).strip()
+        above = []
     return comments
 
 

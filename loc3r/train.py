@@ -84,6 +84,10 @@ class TrainConfig:
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     situation_start: float | None = None  # situation losses off for N steps, or a fraction (0; tiny --init scratch 0.2)
+    # a curriculum of repeated rooms first: the first --curriculum-steps steps draw only the videos of the first N
+    # training scenes (in sorted order); 0: off
+    curriculum_scenes: int = 0
+    curriculum_steps: float = 0  # the curriculum's steps, N or a fraction of --steps (with --curriculum-scenes)
     # from a base, without --lora: where its grounding / anchor heads look is kept (train.keep_grounding_heads):
     # query (their query rows get no gradient; the default) | query_key (and their key/value head's key rows) | none
     keep_heads: str | None = None
@@ -327,6 +331,19 @@ def truncate_log(path: Path, step: int) -> None:
         tmp.write_text("".join(kept))
 
 
+def curriculum_units(units: list[list[int]], video_keys: list[str], run: TrainConfig) -> tuple[list[int], int]:
+    """The curriculum's units (those of the first `run.curriculum_scenes` videos in sorted order) and its steps."""
+    steps = run.curriculum_steps
+    steps = int(steps * run.steps) if steps < 1 else int(steps)
+    if run.curriculum_scenes < 0 or steps < 0:
+        raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {run.curriculum_scenes} and "
+                         f"{run.curriculum_steps}")
+    if run.curriculum_scenes == 0 or steps == 0:
+        return [], 0
+    first = set(sorted(set(video_keys))[:run.curriculum_scenes])
+    return [u for u, unit in enumerate(units) if video_keys[unit[0]] in first], steps
+
+
 class StepBatches(torch.utils.data.Dataset):
     """Item i: this rank's micro-batches of optimizer step `first_step + i`, a pure function of the data position
     (so a DataLoader's workers build them in any process and a resumed run reads exactly what it would have)."""
@@ -337,6 +354,16 @@ class StepBatches(torch.utils.data.Dataset):
         self.rank, self.world = info.rank, info.world_size
         self.first_step, self.first_position = first_step, first_position
         self.step_samples = run.batch_size * info.world_size * run.grad_accum  # units (videos with their questions)
+        self.first_units, self.curriculum_steps = curriculum_units(units, dataset.video_keys, run)
+
+    def draw(self, step: int, position: int) -> list[int]:
+        """This rank's units of the micro-batch at global `position` of optimizer step `step`: from the curriculum's
+        units during its steps, then from all units (positions counted from the curriculum's end)."""
+        if step < self.curriculum_steps:
+            return [self.first_units[u] for u in micro_batch_indices(position, len(self.first_units), self.run.seed,
+                                                                     self.run.batch_size, self.rank, self.world)]
+        position -= self.curriculum_steps * self.step_samples
+        return micro_batch_indices(position, len(self.units), self.run.seed, self.run.batch_size, self.rank, self.world)
 
     def __len__(self) -> int:
         return max(0, self.run.steps - self.first_step)
@@ -345,8 +372,7 @@ class StepBatches(torch.utils.data.Dataset):
         position = self.first_position + i * self.step_samples
         batches = []
         for k in range(self.run.grad_accum):
-            idx = micro_batch_indices(position + k * self.run.batch_size * self.world, len(self.units), self.run.seed,
-                                      self.run.batch_size, self.rank, self.world)
+            idx = self.draw(self.first_step + i, position + k * self.run.batch_size * self.world)
             groups = [[self.dataset[j] for j in self.units[u]] for u in idx]
             batches.append(self.collate.grouped(groups) if self.per_video > 1 else self.collate([g[0] for g in groups]))
         return batches

@@ -1,5 +1,6 @@
 """Training: the loss goes down, resume after a kill is exact, and two processes equal one with twice the batch."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -40,6 +41,49 @@ def test_data_order_is_a_function_of_position():
     assert one == two
     epoch = [micro_batch_indices(p, 10, 0, 1, 0, 1)[0] for p in range(10)]
     assert sorted(epoch) == list(range(10))  # each epoch is a permutation
+
+
+def test_every_flag_has_its_help_from_the_comment_beside_or_above_its_field():
+    from loc3r.command import field_comments
+
+    comments = field_comments(train_mod.TrainConfig)
+    assert comments["steps"] == "optimizer steps"  # beside
+    assert comments["keep_heads"].startswith("from a base, without --lora: where its grounding")  # the lines above
+    assert comments["curriculum_scenes"].endswith("(in sorted order); 0: off")
+    assert comments["curriculum_steps"].startswith("the curriculum's steps")  # its own, not the block above the last
+    flags = [f.name for f in dataclasses.fields(train_mod.TrainConfig)]
+    assert sorted(comments) == sorted(flags)
+
+
+class _Units:
+    """A stand-in data set and collator for StepBatches: item j is j, a micro-batch the list of its units."""
+
+    def __init__(self, video_keys):
+        self.video_keys = video_keys
+
+    def __getitem__(self, j):
+        return j
+
+    @staticmethod
+    def grouped(groups):
+        return groups
+
+
+def test_curriculum_draws_its_first_scenes_then_every_scene():
+    # 6 scenes of 4 questions, 2 questions a unit: 12 units, those of scenes s0 and s1 are units 0-3
+    keys = [f"s{k}" for k in range(6) for _ in range(4)]
+    units = train_mod.video_groups(keys, 2, seed=0)
+    run = train_mod.TrainConfig(data="d", out="o", steps=10, batch_size=2, curriculum_scenes=2, curriculum_steps=0.4)
+    info = train_mod.parallel.DistInfo(0, 1, 0, torch.device("cpu"))
+    steps = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 0, 0)
+    drawn = [[keys[g[0]] for g in steps[i][0]] for i in range(len(steps))]
+    assert {k for d in drawn[:4] for k in d} == {"s0", "s1"}  # 4 steps of 2: two epochs of the first 4 units
+    after = [u for i in range(4, 10) for u in steps[i][0]]
+    assert sorted(map(tuple, after)) == sorted(map(tuple, units))  # the next 12 draws: one epoch of every unit
+    resumed = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 3, 3 * 2)  # resumed at step 3
+    assert [resumed[i] for i in range(len(resumed))] == [steps[i] for i in range(3, 10)]
+    with pytest.raises(Loc3rError, match="--curriculum-scenes"):
+        train_mod.curriculum_units(units, keys, train_mod.TrainConfig(data="d", out="o", curriculum_scenes=-1))
 
 
 def test_few_steps_lower_the_loss(synth_data, tmp_path):
