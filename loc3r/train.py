@@ -493,6 +493,9 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
         print0(f"resumed from {resume_dir} at step {start_step}")
 
     steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
+    if steps.curriculum_steps:
+        print0(f"curriculum: steps 1-{steps.curriculum_steps} draw {len(steps.first_units)} of {len(units)} training "
+               f"units (the first {run.curriculum_scenes} scenes' videos)")
     workers = run.workers if run.workers is not None else (2 if info.device.type == "cuda" else 0)
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
