@@ -1,4 +1,4 @@
-"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in about fifteen minutes.
+"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in 12-20 minutes (README).
 
 1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms): training rooms from
    --seed, and held-out test rooms from a seed the model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye
@@ -27,7 +27,8 @@ from loc3r.data.sqa3d import read_sqa3d
 
 # The demo's recipe (measured on 2 CPU cores: README; benchmarks/bench_accuracy.py uses the same): 900 steps of 8
 # videos from the shipped base (its grounding and anchor heads' queries kept, the situation losses on from the
-# start); the orientation takes off after ~200-300 steps, and 900 steps fit the demo's 15 minutes.
+# start); the orientation takes off after ~200-300 steps; 900 steps train in 11 min on the 2-core host the README
+# was measured on, in 18 min on one 1.6x slower (no AVX-512).
 DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 900, "batch_size": 8}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
