@@ -112,6 +112,9 @@ class TrainConfig:
 
     def __post_init__(self):
         self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+        if self.curriculum_scenes < 0 or self.curriculum_steps < 0:
+            raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {self.curriculum_scenes} "
+                             f"and {self.curriculum_steps}")
 
     @property
     def sources(self) -> list[Source]:
@@ -335,9 +338,6 @@ def curriculum_units(units: list[list[int]], video_keys: list[str], run: TrainCo
     """The curriculum's units (those of the first `run.curriculum_scenes` videos in sorted order) and its steps."""
     steps = run.curriculum_steps
     steps = int(steps * run.steps) if steps < 1 else int(steps)
-    if run.curriculum_scenes < 0 or steps < 0:
-        raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {run.curriculum_scenes} and "
-                         f"{run.curriculum_steps}")
     if run.curriculum_scenes == 0 or steps == 0:
         return [], 0
     first = set(sorted(set(video_keys))[:run.curriculum_scenes])

@@ -83,7 +83,7 @@ def test_curriculum_draws_its_first_scenes_then_every_scene():
     resumed = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 3, 3 * 2)  # resumed at step 3
     assert [resumed[i] for i in range(len(resumed))] == [steps[i] for i in range(3, 10)]
     with pytest.raises(Loc3rError, match="--curriculum-scenes"):
-        train_mod.curriculum_units(units, keys, train_mod.TrainConfig(data="d", out="o", curriculum_scenes=-1))
+        train_mod.TrainConfig(data="d", out="o", curriculum_scenes=-1)
 
 
 def test_few_steps_lower_the_loss(synth_data, tmp_path):
