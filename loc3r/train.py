@@ -334,10 +334,14 @@ def truncate_log(path: Path, step: int) -> None:
         tmp.write_text("".join(kept))
 
 
+def step_count(value: float, steps: int) -> int:
+    """A number of steps given as N, or as a fraction of `steps` when below 1 (--warmup, --situation-start ...)."""
+    return int(value * steps) if value < 1 else int(value)
+
+
 def curriculum_units(units: list[list[int]], video_keys: list[str], run: TrainConfig) -> tuple[list[int], int]:
     """The curriculum's units (those of the first `run.curriculum_scenes` videos in sorted order) and its steps."""
-    steps = run.curriculum_steps
-    steps = int(steps * run.steps) if steps < 1 else int(steps)
+    steps = step_count(run.curriculum_steps, run.steps)
     if run.curriculum_scenes == 0 or steps == 0:
         return [], 0
     first = set(sorted(set(video_keys))[:run.curriculum_scenes])
@@ -484,7 +488,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     groups = parameter_groups(model, lr, run)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
-    warmup = int(run.warmup * run.steps) if run.warmup < 1 else int(run.warmup)
+    warmup = step_count(run.warmup, run.steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     if resume_dir is not None:
         start_step, position = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
@@ -506,7 +510,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
            f"trainable) on {len(dataset)} questions, {info.world_size} process(es), {steps.step_samples} videos/step "
            f"with up to {per_video} questions each")
     return Session(run, info, model, wrapped, optimizer, scheduler, loader, params, tensor_names, strategy,
-                   int(start * run.steps) if start < 1 else int(start), start_step, position, steps.step_samples)
+                   step_count(start, run.steps), start_step, position, steps.step_samples)
 
 
 def train_step(s: Session, step: int, batches: list[Batch]) -> dict[str, float]:
