@@ -54,30 +54,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p, EvalConfig)
 
 
+def video_batches(video_keys: list[str], n: int, batch_size: int) -> list[list[list[int]]]:
+    """The first n questions in batches of up to batch_size questions, each batch a list of groups of questions on
+    one video (Collator.grouped: the video's prefix computed once for its group). The videos in the order they
+    first appear, each video's questions in their order."""
+    first: dict[str, int] = {}
+    for i in range(n):
+        first.setdefault(video_keys[i], i)
+    order = sorted(range(n), key=lambda i: (first[video_keys[i]], i))
+    batches = []
+    for start in range(0, n, batch_size):
+        groups: list[list[int]] = []
+        for i in order[start:start + batch_size]:
+            if groups and video_keys[groups[-1][0]] == video_keys[i]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        batches.append(groups)
+    return batches
+
+
 def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device, limit=None,
                     maps: dict | None = None) -> list[dict]:
-    """One record per question: the sample's ground truth and the model's prediction (BEV frame). `maps`, when
+    """One record per question, in the data set's order: the sample's ground truth and the model's prediction (BEV
+    frame). Up to batch_size questions a forward pass, those on one video sharing its computed prefix. `maps`, when
     given, receives question_id -> the layout head's (x, y) of every vision token [T, n, 2]."""
     maps = {} if maps is None else maps
     collate = Collator(model.tokenizer, model.config, for_generation=True)
     n = len(dataset) if limit is None else min(limit, len(dataset))
-    records = []
+    records: dict[int, dict] = {}
     model.eval()
-    for start in range(0, n, batch_size):
-        samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        batch = collate(samples).to(device)
-        for k, (s, p) in enumerate(zip(samples, model.predict(batch, max_new_tokens))):
-            records.append({
-                "question_id": s.question_id, "id": str(dataset.records[start + k].question_id),
+    for groups in video_batches(dataset.video_keys, n, batch_size):
+        samples = [[dataset[i] for i in group] for group in groups]
+        batch = collate.grouped(samples).to(device)
+        indices = [i for group in groups for i in group]
+        for i, s, p in zip(indices, [s for group in samples for s in group], model.predict(batch, max_new_tokens)):
+            records[i] = {
+                "question_id": s.question_id, "id": str(dataset.records[i].question_id),
                 "scene_id": s.scene_id, "situation": s.situation,
                 "question": s.question, "answers": s.answers, "question_type": s.question_type,
                 "has_situation": bool(s.has_situation), "prediction": p.answer,
                 "gt_xy": [float(v) for v in s.position_xy], "gt_yaw_rad": float(s.yaw_rad),
                 "pred_xy": [float(v) for v in p.position_xy], "pred_sigma": [float(v) for v in p.position_sigma],
                 "pred_yaw_rad": float(p.yaw_rad), "yaw_probs": [float(v) for v in p.yaw_probs],
-            })
+            }
             maps[s.question_id] = p.layout_xy
-    return records
+    return [records[i] for i in range(n)]
 
 
 def unique_situations(records: list[dict]) -> list[dict]:

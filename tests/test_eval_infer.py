@@ -33,6 +33,40 @@ def test_eval_writes_metrics_report_and_plots(synth_data, tiny_checkpoint, tmp_p
     assert len(plots) == min(2, m["n_situations"]) and "## Localization" in (out / "report.md").read_text()
 
 
+def test_eval_batches_group_the_questions_of_each_video():
+    from loc3r.evaluate import video_batches
+
+    keys = ["a", "b", "a", "c", "b", "a"]  # questions of three videos, interleaved
+    assert video_batches(keys, 6, 2) == [[[0, 2]], [[5], [1]], [[4], [3]]]
+    assert video_batches(keys, 6, 4) == [[[0, 2, 5], [1]], [[4], [3]]]
+    assert video_batches(keys, 3, 8) == [[[0, 2], [1]]]  # --limit 3
+
+
+def test_eval_predictions_equal_answering_each_question_alone(synth_data, tiny_checkpoint):
+    """`loc3r eval` answers --batch-size questions a pass, those of one video on its prefix computed once: each record
+    (in the data set's order) equals answering its question alone, as one whole sequence."""
+    import torch
+
+    from loc3r.checkpoint import resolve_checkpoint
+    from loc3r.evaluate import predict_dataset
+    from loc3r.model.loc3r import Loc3R
+    from loc3r.model.processor import Collator, make_benchmark_dataset
+
+    model = Loc3R.from_pretrained(resolve_checkpoint(tiny_checkpoint)).eval()
+    dataset = make_benchmark_dataset(model.config, "sqa3d", synth_data, "train", None, None)
+    n = 60
+    assert len(set(dataset.video_keys[:n])) >= 2  # the batches span two rooms
+    records = predict_dataset(model, dataset, 16, 4, torch.device("cpu"), limit=n)
+    collate = Collator(model.tokenizer, model.config, for_generation=True)
+    assert [r["question_id"] for r in records] == [dataset[i].question_id for i in range(n)]
+    for i, r in enumerate(records):
+        alone = model.predict(collate([dataset[i]]), 4)[0]
+        assert r["prediction"] == alone.answer
+        np.testing.assert_allclose(r["pred_xy"], alone.position_xy, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(r["yaw_probs"], alone.yaw_probs, rtol=1e-4, atol=1e-6)
+    assert len({tuple(np.round(r["pred_xy"], 4)) for r in records}) > 10  # the questions' poses differ
+
+
 def write_video(path, frames):
     with av.open(str(path), "w") as c:
         s = c.add_stream("mpeg4", rate=10)
