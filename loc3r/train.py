@@ -88,6 +88,9 @@ class TrainConfig:
     # training scenes (in sorted order); 0: off
     curriculum_scenes: int = 0
     curriculum_steps: float = 0  # the curriculum's steps, N or a fraction of --steps (with --curriculum-scenes)
+    # scans that are closed loops (loc3r synth's rooms): every question on K videos of its scan, begun at K points
+    # spread round the loop, each with its own BEV frame (data.dataset.LoopStarts); 1: the scan's own video only
+    loop_starts: int = 1
     # from a base, without --lora: where its grounding / anchor heads look is kept (train.keep_grounding_heads):
     # query (their query rows get no gradient; the default) | query_key (and their key/value head's key rows) | none
     keep_heads: str | None = None
@@ -112,6 +115,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+        if self.loop_starts < 1:
+            raise Loc3rError(f"--loop-starts must be >= 1, got {self.loop_starts}")
         if self.curriculum_scenes < 0 or self.curriculum_steps < 0:
             raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {self.curriculum_scenes} "
                              f"and {self.curriculum_steps}")
@@ -433,7 +438,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
         check_resume_settings(run, resume_dir, model.config)
         config = model.config
     if dataset is None:
-        dataset = make_training_set(config, run.sources, run.cache_dir, run.seed)
+        dataset = make_training_set(config, run.sources, run.cache_dir, run.seed, run.loop_starts)
     if len(dataset) == 0:
         raise Loc3rError(f"{', '.join(run.data)}: the train split has no questions")
     if isinstance(dataset, MixtureDataset) and info.is_main:
@@ -506,9 +511,10 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_keep, pin_memory=info.device.type == "cuda")
     n_params = sum(p.numel() for p in model.parameters())
+    starts = f" ({len(dataset) // run.loop_starts} on {run.loop_starts} loop starts)" if run.loop_starts > 1 else ""
     print0(f"training {run.preset} ({n_params / 1e6:.1f}M parameters, {sum(p.numel() for p in params) / 1e6:.1f}M "
-           f"trainable) on {len(dataset)} questions, {info.world_size} process(es), {steps.step_samples} videos/step "
-           f"with up to {per_video} questions each")
+           f"trainable) on {len(dataset)} questions{starts}, {info.world_size} process(es), {steps.step_samples} "
+           f"videos/step with up to {per_video} questions each")
     return Session(run, info, model, wrapped, optimizer, scheduler, loader, params, tensor_names, strategy,
                    step_count(start, run.steps), start_step, position, steps.step_samples)
 

@@ -233,3 +233,18 @@ def test_training_mixture_manifest(synth_data, tmp_path, one_thread):
     assert all(torch.equal(wp[k], wn[k]) for k in wp)
     with pytest.raises(Loc3rError, match="unknown data set 'scannet'"):
         train_mod.train(train_args(f"scannet={synth_data}", tmp_path / "bad", "--steps", "1"))
+
+
+def test_loop_starts_train_and_bad_values_are_refused(synth_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli_main(["train", "--data", str(synth_data), "--out", str(out), "--steps", "2", "--batch-size", "2",
+                     "--frames", "4", "--loop-starts", "2", "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert "on 2 loop starts" in capsys.readouterr().out
+    caches = [p.name for p in (tmp_path / "cache").glob("*.npz")]
+    assert len(caches) == 2 * sum(not p.endswith("_start1of2.npz") for p in caches) > 0
+    assert cli_main(["train", "--data", str(synth_data), "--out", str(tmp_path / "r2"), "--loop-starts", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--loop-starts must be >= 1" in err[0] and not (tmp_path / "r2").exists()
+    assert cli_main(["train", "--data", f"sqa3d={synth_data}:0.5", "--out", str(tmp_path / "r3"),
+                     "--loop-starts", "2"]) == 2
+    assert "--loop-starts: one SQA3D-format root" in capsys.readouterr().err

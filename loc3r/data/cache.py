@@ -65,16 +65,19 @@ def source_fingerprint(scene_dir: Path, frame_ids) -> str:
 
 
 def scene_cache_path(cache_dir: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
-               grid_extent: float = 1.0) -> Path:
+               grid_extent: float = 1.0, loop_start: tuple[int, int] = (0, 1)) -> Path:
     extent = "" if grid_extent == 1.0 else f"e{grid_extent:.4f}"
-    return Path(cache_dir) / f"{scene_id}_T{num_frames}_S{image_size}_G{grid_hw[0]}x{grid_hw[1]}{extent}.npz"
+    start = "" if loop_start[0] == 0 else f"_start{loop_start[0]}of{loop_start[1]}"
+    return Path(cache_dir) / f"{scene_id}_T{num_frames}_S{image_size}_G{grid_hw[0]}x{grid_hw[1]}{extent}{start}.npz"
 
 
 def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, grid_hw,
-                      min_valid_frac: float = 0.1, grid_extent: float = 1.0) -> SceneCache:
+                      min_valid_frac: float = 0.1, grid_extent: float = 1.0,
+                      loop_start: tuple[int, int] = (0, 1)) -> SceneCache:
     """Sample T frames over the valid poses and compute everything training needs from them (`grid_extent`: the
-    fraction of the frame the vision tokens cover, Loc3RConfig.frame_grid_extent)."""
-    ids = scene.sampled_frame_ids(num_frames)
+    fraction of the frame the vision tokens cover, Loc3RConfig.frame_grid_extent; `loop_start`: see
+    ScanNetScene.sampled_frame_ids)."""
+    ids = scene.sampled_frame_ids(num_frames, loop_start)
     c2w = scene.read_poses(ids)  # its errors name their file
     with naming(scene.dir / "pose"):  # the BEV frame's: a first camera without a heading
         world_to_bev = geometry.bev_frame_of_video(c2w)
@@ -106,14 +109,15 @@ def load_scene_cache(path: Path) -> SceneCache | None:
 
 
 def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_size: int, grid_hw,
-                cache_dir: str | Path | None = None, grid_extent: float = 1.0) -> SceneCache:
+                cache_dir: str | Path | None = None, grid_extent: float = 1.0,
+                loop_start: tuple[int, int] = (0, 1)) -> SceneCache:
     """Load the scene's cache, building and writing it first if needed."""
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(data_root) / "cache"
-    path = scene_cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent)
+    path = scene_cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent, loop_start)
     cached = load_scene_cache(path)
     scene = ScanNetScene(data_root, scene_id)
     if cached is not None and cached.source == source_fingerprint(scene.dir, cached.frame_ids):
         return cached  # else the scan changed since: rebuild
-    built = build_scene_cache(scene, num_frames, image_size, grid_hw, grid_extent=grid_extent)
+    built = build_scene_cache(scene, num_frames, image_size, grid_hw, grid_extent=grid_extent, loop_start=loop_start)
     write_npz(path, **{f.name: np.asarray(getattr(built, f.name)) for f in fields(SceneCache)})
     return built

@@ -75,13 +75,15 @@ class SituatedQADataset(_QuestionSet):
         """Per question, what identifies its video (questions of one key share their frames)."""
         return [r.scene_id for r in self.records]
 
-    def scene(self, scene_id: str) -> SceneCache:
-        if scene_id in self._scenes:
-            self._scenes.move_to_end(scene_id)
-            return self._scenes[scene_id]
+    def scene(self, scene_id: str, loop_start: tuple[int, int] = (0, 1)) -> SceneCache:
+        """The scene's cache: its video, or (loop_start (s, K)) that of its looped scan begun s/K of the way round."""
+        key = scene_id if loop_start[0] == 0 else f"{scene_id}@start{loop_start[0]}of{loop_start[1]}"
+        if key in self._scenes:
+            self._scenes.move_to_end(key)
+            return self._scenes[key]
         cache = scene_cache(self.data_root, scene_id, self.num_frames, self.image_size, self.grid_hw, self.cache_dir,
-                            self.grid_extent)
-        self._scenes[scene_id] = cache
+                            self.grid_extent, loop_start)
+        self._scenes[key] = cache
         self._scene_bytes += cache_nbytes(cache)
         while self.max_cache_bytes is not None and self._scene_bytes > self.max_cache_bytes and len(self._scenes) > 1:
             _, evicted = self._scenes.popitem(last=False)
@@ -92,11 +94,11 @@ class SituatedQADataset(_QuestionSet):
     def scenes_in_memory(self) -> list[str]:
         return list(self._scenes)
 
-    def prepare(self, rank: int = 0, world_size: int = 1) -> None:
+    def prepare(self, rank: int = 0, world_size: int = 1, loop_start: tuple[int, int] = (0, 1)) -> None:
         """Build (or load) the scene caches now, e.g. before training starts: this rank's share of the scenes
         (every world_size-th one from `rank`), so that data-parallel processes build them together."""
         for scene_id in self.scene_ids[rank::world_size]:
-            self.scene(scene_id)
+            self.scene(scene_id, loop_start)
 
     def axis_alignment(self, scene_id: str) -> np.ndarray:
         if scene_id not in self._alignments:
@@ -121,8 +123,12 @@ class SituatedQADataset(_QuestionSet):
         return rec.pose_in_bev(sc.world_to_bev, sc.mesh_center)
 
     def __getitem__(self, index: int) -> Sample:
+        return self.sample(index)
+
+    def sample(self, index: int, loop_start: tuple[int, int] = (0, 1)) -> Sample:
+        """Question `index` on its scene's video (or the video of its looped scan begun at loop_start: see scene)."""
         rec = self.records[index]
-        sc = self.scene(rec.scene_id)
+        sc = self.scene(rec.scene_id, loop_start)
         pose = self.speaker_pose(rec, sc)
         situated = pose is not None
         xy, yaw = pose if situated else (np.zeros(2, np.float32), 0.0)
@@ -135,6 +141,35 @@ class SituatedQADataset(_QuestionSet):
             position_xy=xy, yaw_rad=yaw, has_situation=situated, question_type=rec.question_type,
             camera_tokens=tokens, frame_ids=sc.frame_ids, frame_times=sc.frame_ids / self.video_fps,
             duration_s=(sc.last_frame_id + 1) / self.video_fps)
+
+
+class LoopStarts:
+    """A training set on scans that are closed loops (loc3r synth's walks around the room), every question asked
+    once on each of K videos of its scan, begun at K points spread evenly round the loop (the first: the scan's own
+    start). Each is a video of its own with its own BEV frame (its first camera's), so every room comes in K frames
+    of reference, against learning a room's poses by heart. Question i on start s is item s * N + i."""
+
+    def __init__(self, dataset: SituatedQADataset, starts: int):
+        self.dataset, self.starts, self.n = dataset, starts, len(dataset)
+
+    def __len__(self) -> int:
+        return self.n * self.starts
+
+    @property
+    def records(self) -> list:
+        return self.dataset.records * self.starts
+
+    @property
+    def video_keys(self) -> list[str]:
+        keys = self.dataset.video_keys
+        return [k if s == 0 else f"{k}@start{s}of{self.starts}" for s in range(self.starts) for k in keys]
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.dataset.sample(index % self.n, (index // self.n, self.starts))
+
+    def prepare(self, rank: int = 0, world_size: int = 1) -> None:
+        for s in range(self.starts):
+            self.dataset.prepare(rank, world_size, (s, self.starts))
 
 
 class VideoQADataset(_QuestionSet):

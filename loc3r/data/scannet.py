@@ -109,9 +109,11 @@ def uniform_indices(n: int, num_frames: int) -> np.ndarray:
     return np.round(np.linspace(0, n - 1, num_frames)).astype(np.int64)
 
 
-def sample_frame_ids(valid_ids, num_frames: int) -> np.ndarray:
-    """T frame ids uniformly spread over the valid ones, first and last included (repeats if too few)."""
-    valid_ids = np.asarray(valid_ids)
+def sample_frame_ids(valid_ids, num_frames: int, start: int = 0) -> np.ndarray:
+    """T frame ids uniformly spread over the valid ones, first and last included (repeats if too few). `start`: for
+    a scan that is a closed loop (loc3r synth's walk around the room), the video begins at the start-th valid frame
+    and wraps around to the frames before it."""
+    valid_ids = np.roll(np.asarray(valid_ids), -start)
     if valid_ids.size == 0:
         raise Loc3rError("no frame with a valid pose to sample from")
     return valid_ids[uniform_indices(valid_ids.size, num_frames)]
@@ -169,12 +171,14 @@ class ScanNetScene:
     def n_invalid_poses(self) -> int:
         return len(self.frame_ids) - len(self.valid_frame_ids)
 
-    def sampled_frame_ids(self, num_frames: int) -> np.ndarray:
-        """T frame ids uniformly over this scan's valid poses (sample_frame_ids); the error names the pose directory."""
+    def sampled_frame_ids(self, num_frames: int, loop_start: tuple[int, int] = (0, 1)) -> np.ndarray:
+        """T frame ids uniformly over this scan's valid poses (sample_frame_ids); the error names the pose directory.
+        loop_start (s, K): the video of a looped scan that begins s/K of the way round its valid frames."""
         valid = self.valid_frame_ids
         if not valid:
             raise Loc3rError(f"{self.dir / 'pose'}: no frame with a valid pose to sample from")
-        return sample_frame_ids(valid, num_frames)
+        s, k = loop_start
+        return sample_frame_ids(valid, num_frames, round(s * len(valid) / k))
 
     @cached_property
     def intrinsic_color(self) -> np.ndarray:

@@ -36,7 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
 from loc3r.data.benchmarks import QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench, scanqa_path
-from loc3r.data.dataset import SituatedQADataset, VideoQADataset, is_situated
+from loc3r.data.dataset import LoopStarts, SituatedQADataset, VideoQADataset, is_situated
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
@@ -410,9 +410,17 @@ def _situated(record) -> bool:
     return is_situated(record.situation)
 
 
-def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None, seed: int = 0):
-    """The training data of a run: one SQA3D root as it is, or a MixtureDataset of the sources' train splits."""
-    if len(sources) == 1 and sources[0].benchmark == "sqa3d" and sources[0].fraction >= 1:
+def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None, seed: int = 0,
+                      loop_starts: int = 1):
+    """The training data of a run: one SQA3D root as it is (on `loop_starts` videos of each looped scan:
+    LoopStarts), or a MixtureDataset of the sources' train splits."""
+    single = len(sources) == 1 and sources[0].benchmark == "sqa3d" and sources[0].fraction >= 1
+    if loop_starts != 1:
+        if not single or config.prior == "cut3r" or config.time_instruction:
+            raise Loc3rError("--loop-starts: one SQA3D-format root of looped scans (loc3r synth's rooms), a model with "
+                             "known poses or no prior and no time instruction (the tiny preset)")
+        return LoopStarts(make_dataset(config, sources[0].root, "train", cache_dir), loop_starts)
+    if single:
         return make_dataset(config, sources[0].root, "train", cache_dir)
     parts = [(src, make_benchmark_dataset(config, src.benchmark, src.root, "train", cache_dir)) for src in sources]
     return MixtureDataset(parts, seed)
