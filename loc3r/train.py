@@ -91,6 +91,7 @@ class TrainConfig:
     # scans that are closed loops (loc3r synth's rooms): every question on K videos of its scan, begun at K points
     # spread round the loop, each with its own BEV frame (data.dataset.LoopStarts); 1: the scan's own video only
     loop_starts: int = 1
+    loop_starts_after: float = 0  # the first N steps (or a fraction of --steps) on the scans' own videos only
     # from a base, without --lora: where its grounding / anchor heads look is kept (train.keep_grounding_heads):
     # query (their query rows get no gradient; the default) | query_key (and their key/value head's key rows) | none
     keep_heads: str | None = None
@@ -115,8 +116,11 @@ class TrainConfig:
 
     def __post_init__(self):
         self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
-        if self.loop_starts < 1:
-            raise Loc3rError(f"--loop-starts must be >= 1, got {self.loop_starts}")
+        if self.loop_starts < 1 or self.loop_starts_after < 0:
+            raise Loc3rError(f"--loop-starts must be >= 1 and --loop-starts-after >= 0, got {self.loop_starts} and "
+                             f"{self.loop_starts_after}")
+        if self.loop_starts_after and (self.loop_starts == 1 or self.curriculum_scenes):
+            raise Loc3rError("--loop-starts-after: with --loop-starts K > 1, and not with --curriculum-scenes")
         if self.curriculum_scenes < 0 or self.curriculum_steps < 0:
             raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {self.curriculum_scenes} "
                              f"and {self.curriculum_steps}")
@@ -345,7 +349,11 @@ def step_count(value: float, steps: int) -> int:
 
 
 def curriculum_units(units: list[list[int]], video_keys: list[str], run: TrainConfig) -> tuple[list[int], int]:
-    """The curriculum's units (those of the first `run.curriculum_scenes` videos in sorted order) and its steps."""
+    """The curriculum's units and its steps: those of the first `run.curriculum_scenes` videos in sorted order, or
+    with --loop-starts-after those of the scans' own videos (LoopStarts: the first of every K items)."""
+    if run.loop_starts_after:
+        own = len(video_keys) // run.loop_starts
+        return [u for u, unit in enumerate(units) if unit[0] < own], step_count(run.loop_starts_after, run.steps)
     steps = step_count(run.curriculum_steps, run.steps)
     if run.curriculum_scenes == 0 or steps == 0:
         return [], 0
@@ -504,7 +512,8 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
     if steps.curriculum_steps:
         print0(f"curriculum: steps 1-{steps.curriculum_steps} draw {len(steps.first_units)} of {len(units)} training "
-               f"units (the first {run.curriculum_scenes} scenes' videos)")
+               f"units (" + ("the scans' own videos" if run.loop_starts_after else
+                              f"the first {run.curriculum_scenes} scenes' videos") + ")")
     workers = run.workers if run.workers is not None else (2 if info.device.type == "cuda" else 0)
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran

@@ -86,6 +86,25 @@ def test_curriculum_draws_its_first_scenes_then_every_scene():
         train_mod.TrainConfig(data="d", out="o", curriculum_scenes=-1)
 
 
+def test_loop_starts_after_draws_the_scans_own_videos_first():
+    # 3 scenes of 4 questions on 2 loop starts (LoopStarts: items 0-11 the scans' own videos, 12-23 the second
+    # start), 2 questions a unit: the first 4 steps draw the own videos' 6 units, then every unit
+    keys = [f"s{k}" for k in range(3) for _ in range(4)]
+    keys = keys + [f"{k}@start1of2" for k in keys]
+    units = train_mod.video_groups(keys, 2, seed=0)
+    run = train_mod.TrainConfig(data="d", out="o", steps=10, batch_size=3, loop_starts=2, loop_starts_after=4)
+    info = train_mod.parallel.DistInfo(0, 1, 0, torch.device("cpu"))
+    steps = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 0, 0)
+    first = [u for i in range(4) for u in steps[i][0]]
+    assert all(g[0] < 12 for g in first) and len({tuple(g) for g in first}) == 6  # two epochs of the own videos
+    after = [u for i in range(4, 8) for u in steps[i][0]]
+    assert sorted(map(tuple, after)) == sorted(map(tuple, units))  # the next 12 draws: one epoch of every unit
+    for bad in (dict(loop_starts_after=-1), dict(loop_starts_after=4), dict(loop_starts=2, loop_starts_after=4,
+                                                                          curriculum_scenes=1)):
+        with pytest.raises(Loc3rError, match="--loop-starts"):
+            train_mod.TrainConfig(data="d", out="o", **bad)
+
+
 def test_few_steps_lower_the_loss(synth_data, tmp_path):
     out = tmp_path / "run"
     train_mod.train(train_args(synth_data, out, "--steps", "30", "--batch-size", "4", "--log-every", "1",
