@@ -77,6 +77,15 @@ def save_checkpoint(run_dir: Path, step: int, position: int, wrapped, model, opt
     return path
 
 
+def trainer_extra(path: Path) -> dict:
+    """What the run stored with a checkpoint's trainer state (save_checkpoint's `extra`)."""
+    file = Path(path) / TRAINER_STATE
+    try:
+        return json.loads(torch.load(file, map_location="cpu", weights_only=True).get("extra", "{}"))
+    except FileNotFoundError:
+        raise Loc3rError(f"{file}: no such file (not a training checkpoint)") from None
+
+
 def load_trainer_state(path: Path, wrapped, optimizer, scheduler, info: parallel.DistInfo) -> tuple[int, int]:
     """Restore optimizer, scheduler and RNG from a checkpoint; returns (step, data position)."""
     file = Path(path) / TRAINER_STATE

@@ -34,7 +34,7 @@ from transformers import get_cosine_schedule_with_warmup
 from loc3r import parallel
 from loc3r.assets import TINY_BASE
 from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
-                              save_checkpoint)
+                              save_checkpoint, trainer_extra)
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json
@@ -47,6 +47,7 @@ from loc3r.priors.cut3r import CUT3R_INPUTS
 
 SCRATCH = "scratch"  # --init value: no base
 KEEP_HEADS = ("query_key", "query", "none")  # --keep-heads
+JOIN_WINDOW = 20  # --loop-starts-when: steps of orientation loss averaged
 
 # ---------------------------------------------------------------------------------------------------------
 # Settings
@@ -92,6 +93,9 @@ class TrainConfig:
     # spread round the loop, each with its own BEV frame (data.dataset.LoopStarts); 1: the scan's own video only
     loop_starts: int = 1
     loop_starts_after: float = 0  # the first N steps (or a fraction of --steps) on the scans' own videos only
+    # the scans' own videos only until the orientation loss, averaged over the last 20 steps, falls below this;
+    # then every loop start (with --loop-starts K > 1; 0: off)
+    loop_starts_when: float = 0
     # from a base, without --lora: where its grounding / anchor heads look is kept (train.keep_grounding_heads):
     # query (their query rows get no gradient; the default) | query_key (and their key/value head's key rows) | none
     keep_heads: str | None = None
@@ -119,8 +123,14 @@ class TrainConfig:
         if self.loop_starts < 1 or self.loop_starts_after < 0:
             raise Loc3rError(f"--loop-starts must be >= 1 and --loop-starts-after >= 0, got {self.loop_starts} and "
                              f"{self.loop_starts_after}")
-        if self.loop_starts_after and (self.loop_starts == 1 or self.curriculum_scenes):
-            raise Loc3rError("--loop-starts-after: with --loop-starts K > 1, and not with --curriculum-scenes")
+        if self.loop_starts_when < 0:
+            raise Loc3rError(f"--loop-starts-when must be >= 0, got {self.loop_starts_when}")
+        for name, value in (("--loop-starts-after", self.loop_starts_after), ("--loop-starts-when",
+                                                                             self.loop_starts_when)):
+            if value and (self.loop_starts == 1 or self.curriculum_scenes
+                          or (self.loop_starts_after and self.loop_starts_when)):
+                raise Loc3rError(f"{name}: with --loop-starts K > 1, not with --curriculum-scenes, and only one of "
+                                 "--loop-starts-after / --loop-starts-when")
         if self.curriculum_scenes < 0 or self.curriculum_steps < 0:
             raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {self.curriculum_scenes} "
                              f"and {self.curriculum_steps}")
@@ -351,9 +361,10 @@ def step_count(value: float, steps: int) -> int:
 def curriculum_units(units: list[list[int]], video_keys: list[str], run: TrainConfig) -> tuple[list[int], int]:
     """The curriculum's units and its steps: those of the first `run.curriculum_scenes` videos in sorted order, or
     with --loop-starts-after those of the scans' own videos (LoopStarts: the first of every K items)."""
-    if run.loop_starts_after:
+    if run.loop_starts_after or run.loop_starts_when:  # --loop-starts-when: until StepBatches.join
         own = len(video_keys) // run.loop_starts
-        return [u for u, unit in enumerate(units) if unit[0] < own], step_count(run.loop_starts_after, run.steps)
+        steps = step_count(run.loop_starts_after, run.steps) if run.loop_starts_after else run.steps
+        return [u for u, unit in enumerate(units) if unit[0] < own], steps
     steps = step_count(run.curriculum_steps, run.steps)
     if run.curriculum_scenes == 0 or steps == 0:
         return [], 0
@@ -372,6 +383,10 @@ class StepBatches(torch.utils.data.Dataset):
         self.first_step, self.first_position = first_step, first_position
         self.step_samples = run.batch_size * info.world_size * run.grad_accum  # units (videos with their questions)
         self.first_units, self.curriculum_steps = curriculum_units(units, dataset.video_keys, run)
+
+    def join(self, step: int) -> None:
+        """End the curriculum at `step` (--loop-starts-when: from it on every loop start is drawn)."""
+        self.curriculum_steps = step
 
     def draw(self, step: int, position: int) -> list[int]:
         """This rank's units of the micro-batch at global `position` of optimizer step `step`: from the curriculum's
@@ -513,8 +528,13 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     if steps.curriculum_steps:
         print0(f"curriculum: steps 1-{steps.curriculum_steps} draw {len(steps.first_units)} of {len(units)} training "
                f"units (" + ("the scans' own videos" if run.loop_starts_after else
-                              f"the first {run.curriculum_scenes} scenes' videos") + ")")
+                              f"the scans' own videos until the orientation loss < {run.loop_starts_when:g}"
+                              if run.loop_starts_when else f"the first {run.curriculum_scenes} scenes' videos") + ")")
     workers = run.workers if run.workers is not None else (2 if info.device.type == "cuda" else 0)
+    if run.loop_starts_when and workers > 0:
+        raise Loc3rError("--loop-starts-when changes the data as the run goes: pass --workers 0 (no batches drawn ahead)")
+    if run.loop_starts_when and resume_dir is not None and (joined := trainer_extra(resume_dir).get("joined")):
+        steps.join(joined)
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
@@ -566,12 +586,22 @@ def train(run: TrainConfig, dataset=None, model_settings: dict | None = None) ->
     final_dir, position = None, s.position
     s.wrapped.train()
     t_last, questions_since = time.perf_counter(), 0
+    batch_source = s.loader.dataset
+    joining = run.loop_starts_when and batch_source.curriculum_steps >= run.steps
+    window = trainer_extra(latest_checkpoint(run.out)).get("window", []) if joining and s.start_step else []
     for step, batches in zip(range(s.start_step, run.steps), s.loader):
         sums = train_step(s, step, batches)
         questions_since += sums.pop("questions")
         grad_norm = sums.pop("grad_norm")
         position += s.step_samples
         done = step + 1
+        if joining:  # --loop-starts-when: the next steps draw every loop start once the orientation has been learned
+            window = (window + [parallel.all_reduce_mean(sums["orientation"], info)])[-JOIN_WINDOW:]
+            if len(window) == JOIN_WINDOW and float(np.mean(window)) < run.loop_starts_when:
+                batch_source.join(done)
+                joining = False
+                print0(f"step {done}: the orientation loss ({np.mean(window):.3f} over {JOIN_WINDOW} steps) is below "
+                       f"{run.loop_starts_when:g}: every loop start from now on")
         if done % run.log_every == 0 or done == run.steps:
             now = time.perf_counter()
             record = {"step": done, "lr": s.scheduler.get_last_lr()[0],
@@ -588,8 +618,11 @@ def train(run: TrainConfig, dataset=None, model_settings: dict | None = None) ->
         if bar is not None:
             bar.update(1)
         if done % run.save_every == 0 or done == run.steps:
+            joined = ({"joined": None if joining else batch_source.curriculum_steps, "window": window}
+                      if run.loop_starts_when else {})
             final_dir = save_checkpoint(run.out, done, position, s.wrapped, s.model, s.optimizer, s.scheduler, info,
-                                        s.tensor_names, extra={"run": {k: str(v) for k, v in vars(run).items()}})
+                                        s.tensor_names, extra={"run": {k: str(v) for k, v in vars(run).items()},
+                                                               **joined})
             if info.is_main:
                 prune_checkpoints(run.out, run.keep)
     if bar is not None:

@@ -189,6 +189,31 @@ def test_bad_train_inputs(tmp_path, capsys):
     assert len(err) == 1 and "v1_balanced_questions_train_scannetv2.json: file not found" in err[0]
 
 
+def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(synth_data, tmp_path, one_thread, capsys):
+    """--loop-starts-when L: the scans' own videos until the orientation loss, averaged over the last 20 steps, is
+    below L, then every loop start. A run resumed before the join (its loss window restored) and one resumed after
+    it (the join step restored) end with the weights of the uninterrupted run."""
+    common = ["--steps", "23", "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--loop-starts", "2",
+              "--loop-starts-when", "1e9", "--cache-dir", str(tmp_path / "cache"), "--keep", "8"]
+    full, split = tmp_path / "full", tmp_path / "split"
+    train_mod.train(train_args(synth_data, full, *common, "--save-every", "23"))
+    assert "step 20: the orientation loss" in capsys.readouterr().out  # the first full window
+    train_mod.train(train_args(synth_data, split, *common, "--save-every", "10"))
+    assert train_mod.trainer_extra(split / "checkpoints" / "step_0000020")["joined"] == 20
+    assert train_mod.trainer_extra(split / "checkpoints" / "step_0000010")["joined"] is None
+    reference = weights(full / "checkpoints" / "step_0000023")
+    for resume_at in (10, 20):
+        (split / "latest.json").write_text(json.dumps({"step": resume_at, "path": f"checkpoints/step_{resume_at:07d}"}))
+        train_mod.train(train_args(synth_data, split, *common, "--save-every", "10", "--resume"))
+        resumed = weights(split / "checkpoints" / "step_0000023")
+        for k in reference:
+            assert torch.equal(reference[k], resumed[k]), (resume_at, k)
+    for bad in (dict(loop_starts_when=-1), dict(loop_starts_when=0.5),
+                dict(loop_starts=2, loop_starts_when=0.5, loop_starts_after=4)):
+        with pytest.raises(Loc3rError, match="--loop-starts"):
+            train_mod.TrainConfig(data="d", out="o", **bad)
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_fsdp2_with_activation_checkpointing_saves_and_resumes(synth_data, tmp_path):
     """The 7B's path (FSDP2 + activation checkpointing + bf16 compute) on the tiny model, two CPU processes:
