@@ -77,24 +77,26 @@ def save_checkpoint(run_dir: Path, step: int, position: int, wrapped, model, opt
     return path
 
 
-def trainer_extra(path: Path) -> dict:
-    """What the run stored with a checkpoint's trainer state (save_checkpoint's `extra`)."""
+def _read_trainer_state(path: Path) -> dict:
     file = Path(path) / TRAINER_STATE
     try:
-        return json.loads(torch.load(file, map_location="cpu", weights_only=True).get("extra", "{}"))
-    except FileNotFoundError:
-        raise Loc3rError(f"{file}: no such file (not a training checkpoint)") from None
-
-
-def load_trainer_state(path: Path, wrapped, optimizer, scheduler, info: parallel.DistInfo) -> tuple[int, int]:
-    """Restore optimizer, scheduler and RNG from a checkpoint; returns (step, data position)."""
-    file = Path(path) / TRAINER_STATE
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise Loc3rError(f"{file}: no such file (not a training checkpoint)") from None
     except Exception as e:  # torch raises many types for corrupt files
         raise Loc3rError(f"{file}: unreadable trainer state ({type(e).__name__}: {e})") from None
+
+
+def trainer_extra(path: Path) -> dict:
+    """What the run stored with a checkpoint's trainer state (save_checkpoint's `extra`)."""
+    return json.loads(_read_trainer_state(path).get("extra", "{}"))
+
+
+def load_trainer_state(path: Path, wrapped, optimizer, scheduler,
+                       info: parallel.DistInfo) -> tuple[int, int, dict]:
+    """Restore optimizer, scheduler and RNG from a checkpoint; returns (step, data position, what the run stored with
+    it: save_checkpoint's `extra`)."""
+    state = _read_trainer_state(path)
     if _is_sharded(wrapped):
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -108,7 +110,7 @@ def load_trainer_state(path: Path, wrapped, optimizer, scheduler, info: parallel
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng"]["cuda"])
-    return int(state["step"]), int(state["data_position"])
+    return int(state["step"]), int(state["data_position"]), json.loads(state.get("extra", "{}"))
 
 
 def load_lora_run(path: Path, model) -> None:

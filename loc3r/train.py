@@ -34,7 +34,7 @@ from transformers import get_cosine_schedule_with_warmup
 from loc3r import parallel
 from loc3r.assets import TINY_BASE
 from loc3r.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_trainer_state, prune_checkpoints,
-                              save_checkpoint, trainer_extra)
+                              save_checkpoint)
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json
@@ -125,12 +125,10 @@ class TrainConfig:
                              f"{self.loop_starts_after}")
         if self.loop_starts_when < 0:
             raise Loc3rError(f"--loop-starts-when must be >= 0, got {self.loop_starts_when}")
-        for name, value in (("--loop-starts-after", self.loop_starts_after), ("--loop-starts-when",
-                                                                             self.loop_starts_when)):
-            if value and (self.loop_starts == 1 or self.curriculum_scenes
-                          or (self.loop_starts_after and self.loop_starts_when)):
-                raise Loc3rError(f"{name}: with --loop-starts K > 1, not with --curriculum-scenes, and only one of "
-                                 "--loop-starts-after / --loop-starts-when")
+        if (self.loop_starts_after or self.loop_starts_when) and (
+                self.loop_starts == 1 or self.curriculum_scenes or (self.loop_starts_after and self.loop_starts_when)):
+            raise Loc3rError("--loop-starts-after / --loop-starts-when: with --loop-starts K > 1, not with "
+                             "--curriculum-scenes, and only one of the two")
         if self.curriculum_scenes < 0 or self.curriculum_steps < 0:
             raise Loc3rError(f"--curriculum-scenes and --curriculum-steps must be >= 0, got {self.curriculum_scenes} "
                              f"and {self.curriculum_steps}")
@@ -432,6 +430,7 @@ class Session:
     start_step: int
     position: int
     step_samples: int
+    join_window: list  # --loop-starts-when: the orientation losses of the last steps (restored on --resume)
 
 
 def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -> Session:
@@ -448,7 +447,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     config = dataclasses.replace(model_config(run), **model_settings)
     lr = run.lr if run.lr is not None else (1e-5 if run.is_7b else 2e-3)
     strategy = run.parallel or ("fsdp" if run.is_7b else "ddp")
-    start_step, position = 0, 0
+    start_step, position, stored = 0, 0, {}
     resume_dir = latest_checkpoint(run.out) if run.resume else None
     if run.resume and resume_dir is None:
         print0(f"--resume: no checkpoint in {run.out}, starting from scratch")
@@ -519,22 +518,25 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     warmup = step_count(run.warmup, run.steps)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     if resume_dir is not None:
-        start_step, position = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
+        start_step, position, stored = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule (--steps may differ)
             group["lr"] = base * scheduler.lr_lambdas[0](start_step)
         print0(f"resumed from {resume_dir} at step {start_step}")
 
     steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
     if steps.curriculum_steps:
+        drawn = f"the first {run.curriculum_scenes} scenes' videos"
+        if run.loop_starts_after or run.loop_starts_when:
+            drawn = "the scans' own videos" + (f" until the orientation loss < {run.loop_starts_when:g}"
+                                               if run.loop_starts_when else "")
         print0(f"curriculum: steps 1-{steps.curriculum_steps} draw {len(steps.first_units)} of {len(units)} training "
-               f"units (" + ("the scans' own videos" if run.loop_starts_after else
-                              f"the scans' own videos until the orientation loss < {run.loop_starts_when:g}"
-                              if run.loop_starts_when else f"the first {run.curriculum_scenes} scenes' videos") + ")")
+               f"units ({drawn})")
     workers = run.workers if run.workers is not None else (2 if info.device.type == "cuda" else 0)
     if run.loop_starts_when and workers > 0:
-        raise Loc3rError("--loop-starts-when changes the data as the run goes: pass --workers 0 (no batches drawn ahead)")
-    if run.loop_starts_when and resume_dir is not None and (joined := trainer_extra(resume_dir).get("joined")):
-        steps.join(joined)
+        raise Loc3rError("--loop-starts-when changes the data as the run goes: pass --workers 0 (no batches drawn "
+                         "ahead)")
+    if run.loop_starts_when and stored.get("joined"):
+        steps.join(stored["joined"])
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
@@ -545,7 +547,8 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
            f"trainable) on {len(dataset)} questions{starts}, {info.world_size} process(es), {steps.step_samples} "
            f"videos/step with up to {per_video} questions each")
     return Session(run, info, model, wrapped, optimizer, scheduler, loader, params, tensor_names, strategy,
-                   step_count(start, run.steps), start_step, position, steps.step_samples)
+                   step_count(start, run.steps), start_step, position, steps.step_samples,
+                   stored.get("window", []) if run.loop_starts_when else [])
 
 
 def train_step(s: Session, step: int, batches: list[Batch]) -> dict[str, float]:
@@ -588,7 +591,7 @@ def train(run: TrainConfig, dataset=None, model_settings: dict | None = None) ->
     t_last, questions_since = time.perf_counter(), 0
     batch_source = s.loader.dataset
     joining = run.loop_starts_when and batch_source.curriculum_steps >= run.steps
-    window = trainer_extra(latest_checkpoint(run.out)).get("window", []) if joining and s.start_step else []
+    window = s.join_window
     for step, batches in zip(range(s.start_step, run.steps), s.loader):
         sums = train_step(s, step, batches)
         questions_since += sums.pop("questions")

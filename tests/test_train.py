@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from loc3r import train as train_mod
+from loc3r.checkpoint import trainer_extra
 from loc3r.cli import main as cli_main
 from loc3r.command import dataclass_from_args
 from loc3r.errors import Loc3rError
@@ -199,8 +200,8 @@ def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(syn
     train_mod.train(train_args(synth_data, full, *common, "--save-every", "23"))
     assert "step 20: the orientation loss" in capsys.readouterr().out  # the first full window
     train_mod.train(train_args(synth_data, split, *common, "--save-every", "10"))
-    assert train_mod.trainer_extra(split / "checkpoints" / "step_0000020")["joined"] == 20
-    assert train_mod.trainer_extra(split / "checkpoints" / "step_0000010")["joined"] is None
+    assert trainer_extra(split / "checkpoints" / "step_0000020")["joined"] == 20
+    assert trainer_extra(split / "checkpoints" / "step_0000010")["joined"] is None
     reference = weights(full / "checkpoints" / "step_0000023")
     for resume_at in (10, 20):
         (split / "latest.json").write_text(json.dumps({"step": resume_at, "path": f"checkpoints/step_{resume_at:07d}"}))

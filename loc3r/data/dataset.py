@@ -28,6 +28,11 @@ def is_situated(situation: str) -> bool:
 DEFAULT_MAX_CACHE_BYTES = 2 << 30  # scene caches kept in memory per dataset (384 px x 32 frames: ~14 MB a scene)
 
 
+def video_key(key: str, loop_start: tuple[int, int]) -> str:
+    """What names the video of a looped scan begun at loop_start (s, K): the scan's own key for s = 0."""
+    return key if loop_start[0] == 0 else f"{key}@start{loop_start[0]}of{loop_start[1]}"
+
+
 def cache_nbytes(cache: SceneCache) -> int:
     return sum(v.nbytes for v in vars(cache).values() if isinstance(v, np.ndarray))
 
@@ -77,7 +82,7 @@ class SituatedQADataset(_QuestionSet):
 
     def scene(self, scene_id: str, loop_start: tuple[int, int] = (0, 1)) -> SceneCache:
         """The scene's cache: its video, or (loop_start (s, K)) that of its looped scan begun s/K of the way round."""
-        key = scene_id if loop_start[0] == 0 else f"{scene_id}@start{loop_start[0]}of{loop_start[1]}"
+        key = video_key(scene_id, loop_start)
         if key in self._scenes:
             self._scenes.move_to_end(key)
             return self._scenes[key]
@@ -161,8 +166,7 @@ class LoopStarts:
 
     @property
     def video_keys(self) -> list[str]:
-        keys = self.dataset.video_keys
-        return [k if s == 0 else f"{k}@start{s}of{self.starts}" for s in range(self.starts) for k in keys]
+        return [video_key(k, (s, self.starts)) for s in range(self.starts) for k in self.dataset.video_keys]
 
     def __getitem__(self, index: int) -> Sample:
         return self.dataset.sample(index % self.n, (index // self.n, self.starts))
