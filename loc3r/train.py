@@ -307,19 +307,23 @@ def micro_batch_indices(position: int, n: int, seed: int, batch_size: int, rank:
     return [sample_index(p, n, seed) for p in range(start, start + batch_size)]
 
 
-def video_groups(scene_ids: list[str], per_video: int, seed: int) -> list[list[int]]:
+def video_groups(scene_ids: list[str], per_video: int, seed: int, starts: int = 1) -> list[list[int]]:
     """The training units: dataset indices of up to `per_video` questions of one scene's video each (every
     question in exactly one unit; a scene's questions shuffled by `seed`, then cut in order). One question per
-    unit, in dataset order, when per_video is 1."""
+    unit, in dataset order, when per_video is 1. With `starts` loop starts (LoopStarts: question i on start s is
+    item s * N + i) the units of start 0 come first, with the shuffles of a run without loop starts, so the scans'
+    own videos are drawn exactly as that run draws them until the other starts join (--loop-starts-after / -when)."""
     if per_video == 1:
         return [[i] for i in range(len(scene_ids))]
-    by_scene: dict[str, list[int]] = {}
-    for i, scene_id in enumerate(scene_ids):
-        by_scene.setdefault(scene_id, []).append(i)
+    n = len(scene_ids) // starts
     units = []
-    for k, scene_id in enumerate(sorted(by_scene)):
-        indices = np.random.default_rng([seed, k]).permutation(by_scene[scene_id]).tolist()
-        units += [indices[j:j + per_video] for j in range(0, len(indices), per_video)]
+    for s in range(starts):
+        by_scene: dict[str, list[int]] = {}
+        for i in range(s * n, (s + 1) * n):
+            by_scene.setdefault(scene_ids[i], []).append(i)
+        for k, scene_id in enumerate(sorted(by_scene)):
+            indices = np.random.default_rng([seed, k] if s == 0 else [seed, k, s]).permutation(by_scene[scene_id])
+            units += [indices[j:j + per_video].tolist() for j in range(0, len(indices), per_video)]
     return units
 
 
@@ -504,7 +508,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     if per_video > 1 and checkpointing:  # a recomputed layer would write its keys / values into the shared cache again
         raise Loc3rError("--questions-per-video > 1 (a shared video prefix) does not combine with activation "
                          "checkpointing: pass --questions-per-video 1")
-    units = video_groups(dataset.video_keys, per_video, run.seed)
+    units = video_groups(dataset.video_keys, per_video, run.seed, run.loop_starts)
     # from a pretrained model the situation tokens already find the objects they name: the situation losses start at
     # once (README: measured the take-off at ~300 steps instead of ~600); from random weights the geometry first
     scratch_tiny = run.init_base is None and not run.is_7b

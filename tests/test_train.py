@@ -92,12 +92,16 @@ def test_loop_starts_after_draws_the_scans_own_videos_first():
     # start), 2 questions a unit: the first 4 steps draw the own videos' 6 units, then every unit
     keys = [f"s{k}" for k in range(3) for _ in range(4)]
     keys = keys + [f"{k}@start1of2" for k in keys]
-    units = train_mod.video_groups(keys, 2, seed=0)
+    units = train_mod.video_groups(keys, 2, seed=0, starts=2)
     run = train_mod.TrainConfig(data="d", out="o", steps=10, batch_size=3, loop_starts=2, loop_starts_after=4)
     info = train_mod.parallel.DistInfo(0, 1, 0, torch.device("cpu"))
     steps = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 0, 0)
     first = [u for i in range(4) for u in steps[i][0]]
     assert all(g[0] < 12 for g in first) and len({tuple(g) for g in first}) == 6  # two epochs of the own videos
+    # until the join, exactly what a run without loop starts draws (its units, its order)
+    plain = train_mod.StepBatches(dataclasses.replace(run, loop_starts=1, loop_starts_after=0), _Units(keys[:12]),
+                                  _Units(keys[:12]), train_mod.video_groups(keys[:12], 2, seed=0), 2, info, 0, 0)
+    assert [steps[i] for i in range(4)] == [plain[i] for i in range(4)]
     after = [u for i in range(4, 8) for u in steps[i][0]]
     assert sorted(map(tuple, after)) == sorted(map(tuple, units))  # the next 12 draws: one epoch of every unit
     for bad in (dict(loop_starts_after=-1), dict(loop_starts_after=4), dict(loop_starts=2, loop_starts_after=4,
