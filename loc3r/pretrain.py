@@ -82,6 +82,14 @@ class PretrainConfig:
     resume: bool = False  # continue from the newest checkpoint in --out
     quiet: bool = False  # no progress bar
 
+    def __post_init__(self):
+        if self.embed_scale is not None and not self.embed_scale > 0:
+            raise Loc3rError(f"--embed-scale must be > 0, got {self.embed_scale}")
+        if not self.copy_weight >= 0:
+            raise Loc3rError(f"--copy-weight must be >= 0, got {self.copy_weight}")
+        if self.copy_weight != 1.0 and not self.copy_questions:
+            raise Loc3rError("--copy-weight weighs the copy head's losses: it needs --copy-questions")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p, PretrainConfig)

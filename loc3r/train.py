@@ -264,6 +264,16 @@ def parameter_groups(model: Loc3R, lr: float, run: TrainConfig) -> list[dict]:
             {"params": new}]
 
 
+def trajectory_settings(run: TrainConfig, per_video: int) -> dict:
+    """The settings that decide which data a run draws and which weights it trains, as the run resolved them: stored
+    with every checkpoint and compared on --resume (--steps and the learning rates may change)."""
+    kept = (run.keep_heads or "query") if run.init_base is not None and not run.lora else None
+    return {"seed": run.seed, "batch_size": run.batch_size, "grad_accum": run.grad_accum,
+            "questions_per_video": per_video, "keep_heads": kept, "loop_starts": run.loop_starts,
+            "loop_starts_after": run.loop_starts_after, "loop_starts_when": run.loop_starts_when,
+            "curriculum_scenes": run.curriculum_scenes, "curriculum_steps": run.curriculum_steps}
+
+
 def check_resume_settings(run: TrainConfig, checkpoint: Path, config: Loc3RConfig) -> None:
     """Refuse flags that contradict the checkpoint a run resumes from (instead of silently ignoring them)."""
     for name, value in run.model_overrides().items():
@@ -435,6 +445,7 @@ class Session:
     position: int
     step_samples: int
     join_window: list  # --loop-starts-when: the orientation losses of the last steps (restored on --resume)
+    trajectory: dict  # trajectory_settings, stored with every checkpoint
 
 
 def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -> Session:
@@ -525,6 +536,11 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
         start_step, position, stored = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule (--steps may differ)
             group["lr"] = base * scheduler.lr_lambdas[0](start_step)
+        trajectory = trajectory_settings(run, per_video)
+        for name, value in stored.get("trajectory", {}).items():  # absent from checkpoints written before it
+            if trajectory.get(name) != value:
+                raise Loc3rError(f"{resume_dir}: --resume with {name} = {trajectory.get(name)!r}, but the checkpoint "
+                                 f"was trained with {value!r} (drop the flag, or start a new run)")
         print0(f"resumed from {resume_dir} at step {start_step}")
 
     steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
@@ -552,7 +568,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
            f"videos/step with up to {per_video} questions each")
     return Session(run, info, model, wrapped, optimizer, scheduler, loader, params, tensor_names, strategy,
                    step_count(start, run.steps), start_step, position, steps.step_samples,
-                   stored.get("window", []) if run.loop_starts_when else [])
+                   stored.get("window", []) if run.loop_starts_when else [], trajectory_settings(run, per_video))
 
 
 def train_step(s: Session, step: int, batches: list[Batch]) -> dict[str, float]:
@@ -629,7 +645,7 @@ def train(run: TrainConfig, dataset=None, model_settings: dict | None = None) ->
                       if run.loop_starts_when else {})
             final_dir = save_checkpoint(run.out, done, position, s.wrapped, s.model, s.optimizer, s.scheduler, info,
                                         s.tensor_names, extra={"run": {k: str(v) for k, v in vars(run).items()},
-                                                               **joined})
+                                                               "trajectory": s.trajectory, **joined})
             if info.is_main:
                 prune_checkpoints(run.out, run.keep)
     if bar is not None:

@@ -407,3 +407,16 @@ def test_keep_heads_needs_a_base_without_lora(synth_data, tmp_path, capsys, flag
     err = capsys.readouterr().err.strip()
     assert "--keep-heads query" in err and len(err.splitlines()) == 1
     assert not run.exists()
+
+
+@pytest.mark.parametrize("flags, message", [(["--embed-scale", "0"], "--embed-scale must be > 0"),
+                                            (["--copy-questions", "--copy-weight", "-1"], "--copy-weight must be >= 0"),
+                                            (["--copy-weight", "2"], "it needs --copy-questions")])
+def test_bad_pretrain_settings_are_refused(synth_data, tmp_path, capsys, flags, message):
+    """A text scale of zero or below, a negative copy weight, or a copy weight without the copy questions: one line,
+    exit 2, nothing written."""
+    run = tmp_path / "base"
+    assert main(["pretrain-base", "--data", str(synth_data), "--out", str(run), "--steps", "1", "--quiet", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not run.exists()

@@ -260,6 +260,13 @@ def test_resume_refuses_contradicting_flags(synth_data, tmp_path):
         train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--frames", "3"))
     with pytest.raises(Loc3rError, match="lambda_layout = 0.0, but the checkpoint was trained with 1.0"):
         train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--no-layout"))
+    with pytest.raises(Loc3rError, match="--resume with batch_size = 3, but the checkpoint was trained with 2"):
+        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "3", "--resume"))
+    with pytest.raises(Loc3rError, match="keep_heads = 'none', but the checkpoint was trained with 'query'"):
+        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--keep-heads",
+                                   "none"))
+    with pytest.raises(Loc3rError, match="--resume with seed = 1, but the checkpoint was trained with 0"):
+        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--seed", "1"))
     train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--frames", "4"))
 
 
