@@ -2,7 +2,8 @@
 
 One code path for one process and for torchrun (DDP, or FSDP2 for the 7B: loc3r.parallel does the wrapping).
 AdamW on the trainable parameters (frozen parts per the config), linear warm-up then cosine decay (transformers'
-get_cosine_schedule_with_warmup), gradient clipping, gradient accumulation. Choices that make runs reproducible and resumable:
+get_cosine_schedule_with_warmup; or with --schedule wsd the peak rate held until a final cosine decay,
+get_wsd_schedule), gradient clipping, gradient accumulation. Choices that make runs reproducible and resumable:
 - The data order is a pure function of (seed, sample position): epoch e uses permutation(seed + e) of the
   training set, and an optimizer step consumes `batch_size * world_size * grad_accum` consecutive positions, rank r
   taking the r-th slice of each micro-batch. A resumed run continues at the saved position, and one process with
@@ -29,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.distributed as dist
-from transformers import get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup, get_wsd_schedule
 
 from loc3r import parallel
 from loc3r.assets import TINY_BASE
@@ -73,6 +74,10 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     lr: float | None = None  # peak learning rate (tiny 2e-3; 7B 1e-5, the paper's)
     warmup: float = 0.03  # warm-up steps, or a fraction of --steps when < 1
+    # cosine: linear warm-up, cosine decay to 0 over the rest; wsd: linear warm-up, the peak rate held, then a cosine
+    # decay to 0 over the last --decay steps (warmup-stable-decay)
+    schedule: str = "cosine"
+    decay: float = 0.3  # --schedule wsd: steps of the final decay, or a fraction of --steps when < 1
     weight_decay: float = 0.0  # AdamW weight decay
     clip: float = 1.0  # gradient-norm clipping (0: off)
     frames: int | None = None  # T frames per video (tiny 8, 7B 32)
@@ -115,7 +120,7 @@ class TrainConfig:
     quiet: bool = False  # no progress bar
 
     CHOICES: ClassVar[dict] = {"preset": ("tiny", "llava_video_7b"), "prior": PRIORS, "cut3r_input": CUT3R_INPUTS,
-                               "parallel": ("ddp", "fsdp"), "head_input_norm": ("none", "batch"),
+                               "parallel": ("ddp", "fsdp"), "head_input_norm": ("none", "batch"), "schedule": ("cosine", "wsd"),
                                "keep_heads": KEEP_HEADS}
 
     def __post_init__(self):
@@ -123,6 +128,10 @@ class TrainConfig:
         if self.loop_starts < 1 or self.loop_starts_after < 0:
             raise Loc3rError(f"--loop-starts must be >= 1 and --loop-starts-after >= 0, got {self.loop_starts} and "
                              f"{self.loop_starts_after}")
+        if self.schedule == "wsd" and not 0 < step_count(self.decay, self.steps) <= self.steps - step_count(
+                self.warmup, self.steps):
+            raise Loc3rError(f"--decay {self.decay:g} is {step_count(self.decay, self.steps)} of {self.steps} steps: it "
+                             "must be above 0 and leave the warm-up's steps")
         if self.loop_starts_when < 0:
             raise Loc3rError(f"--loop-starts-when must be >= 0, got {self.loop_starts_when}")
         if (self.loop_starts_after or self.loop_starts_when) and (
@@ -531,7 +540,10 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
     warmup = step_count(run.warmup, run.steps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
+    if run.schedule == "wsd":
+        scheduler = get_wsd_schedule(optimizer, warmup, step_count(run.decay, run.steps), run.steps)
+    else:
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     if resume_dir is not None:
         start_step, position, stored = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule (--steps may differ)

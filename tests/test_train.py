@@ -304,3 +304,18 @@ def test_loop_starts_train_and_bad_values_are_refused(synth_data, tmp_path, caps
     assert cli_main(["train", "--data", f"sqa3d={synth_data}:0.5", "--out", str(tmp_path / "r3"),
                      "--loop-starts", "2"]) == 2
     assert "--loop-starts: one SQA3D-format root" in capsys.readouterr().err
+
+
+def test_wsd_schedule_holds_the_peak_then_decays_to_zero(synth_data, tmp_path, capsys):
+    """--schedule wsd: linear warm-up, the peak rate held, then a cosine decay to 0 over the last --decay steps
+    (the rate logged after each step is the next step's); a decay that leaves no room is refused."""
+    out = tmp_path / "run"
+    train_mod.train(train_args(synth_data, out, "--steps", "8", "--batch-size", "1", "--log-every", "1", "--lr", "1e-3",
+                               "--init-lr", "1e-3", "--warmup", "2", "--schedule", "wsd", "--decay", "4"))
+    lr = [json.loads(line)["lr"] for line in (out / "log.jsonl").read_text().splitlines()]
+    decay = [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in (1, 2, 3, 4)]  # after steps 5-8
+    np.testing.assert_allclose(lr, [0.5e-3, 1e-3, 1e-3, 1e-3, *decay], atol=1e-12)  # warm-up: step 1 of 2
+    assert cli_main(["train", "--data", str(synth_data), "--out", str(tmp_path / "bad"), "--steps", "8",
+                     "--warmup", "2", "--schedule", "wsd", "--decay", "7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--decay 7 is 7 of 8 steps" in err[0] and not (tmp_path / "bad").exists()
