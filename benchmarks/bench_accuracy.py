@@ -11,6 +11,9 @@ Trains on `--scenes` rooms of `--data-seed` and evaluates on `--test-scenes` roo
 - + layout:             with the layout reconstruction loss (prior none)
 - + camera token:       the full model (poses prior + layout + situation)
 
+Every variant trains with the demo's recipe (DEMO_TRAINING, DEMO_RECIPE: the wsd schedule; its loop starts join once
+the orientation loss is below 0.6, so a variant whose orientation does not learn trains on the scans' own videos only).
+
     python benchmarks/bench_accuracy.py --seeds 0 1 --out /tmp/bench_acc
 
 Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
@@ -70,7 +73,7 @@ def cell(values: list[float], width: int) -> str:
 
 
 def main() -> int:
-    from loc3r.demo import DEMO_TRAINING
+    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_bench_accuracy"))
@@ -98,7 +101,7 @@ def main() -> int:
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
             train.train(train_config(data, run, [*extra, *args.extra], steps=args.steps, batch_size=args.batch_size,
-                                     seed=seed, save_every=500, quiet=True, resume=True))
+                                     seed=seed, save_every=500, quiet=True, resume=True, **DEMO_RECIPE))
             t1 = time.perf_counter()
             evaluate.evaluate(evaluate.EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4))
             r = json.loads((ev / "metrics.json").read_text())

@@ -123,15 +123,19 @@ class TrainConfig:
                                "parallel": ("ddp", "fsdp"), "head_input_norm": ("none", "batch"), "schedule": ("cosine", "wsd"),
                                "keep_heads": KEEP_HEADS}
 
+    @property
+    def decay_steps(self) -> int:
+        """--schedule wsd: the final decay's steps; a fraction of a short run keeps at least one."""
+        return max(1, step_count(self.decay, self.steps)) if 0 < self.decay < 1 else step_count(self.decay, self.steps)
+
     def __post_init__(self):
         self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
         if self.loop_starts < 1 or self.loop_starts_after < 0:
             raise Loc3rError(f"--loop-starts must be >= 1 and --loop-starts-after >= 0, got {self.loop_starts} and "
                              f"{self.loop_starts_after}")
-        if self.schedule == "wsd" and not 0 < step_count(self.decay, self.steps) <= self.steps - step_count(
-                self.warmup, self.steps):
-            raise Loc3rError(f"--decay {self.decay:g} is {step_count(self.decay, self.steps)} of {self.steps} steps: it "
-                             "must be above 0 and leave the warm-up's steps")
+        if self.schedule == "wsd" and not 0 < self.decay_steps <= self.steps - step_count(self.warmup, self.steps):
+            raise Loc3rError(f"--decay {self.decay:g} is {self.decay_steps} of {self.steps} steps: it must be above 0 "
+                             "and leave the warm-up's steps")
         if self.loop_starts_when < 0:
             raise Loc3rError(f"--loop-starts-when must be >= 0, got {self.loop_starts_when}")
         if (self.loop_starts_after or self.loop_starts_when) and (
@@ -541,7 +545,7 @@ def set_up(run: TrainConfig, dataset=None, model_settings: dict | None = None) -
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
     warmup = step_count(run.warmup, run.steps)
     if run.schedule == "wsd":
-        scheduler = get_wsd_schedule(optimizer, warmup, step_count(run.decay, run.steps), run.steps)
+        scheduler = get_wsd_schedule(optimizer, warmup, run.decay_steps, run.steps)
     else:
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     if resume_dir is not None:

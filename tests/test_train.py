@@ -319,3 +319,7 @@ def test_wsd_schedule_holds_the_peak_then_decays_to_zero(synth_data, tmp_path, c
                      "--warmup", "2", "--schedule", "wsd", "--decay", "7"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--decay 7 is 7 of 8 steps" in err[0] and not (tmp_path / "bad").exists()
+    # a fraction of a short run (the demo's 0.3 at --steps 2) keeps one step of decay; of a long one, its share
+    short = train_mod.TrainConfig(data=synth_data, out=tmp_path / "short", steps=2, schedule="wsd", decay=0.3)
+    assert short.decay_steps == 1
+    assert dataclasses.replace(short, steps=900).decay_steps == 270
