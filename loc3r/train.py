@@ -89,6 +89,7 @@ class TrainConfig:
     orientation_sigma: float | None = None  # wrapped-Gaussian yaw target sigma, radians (tiny 0.524 = 30°; 7B 0.175)
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
+    nll_beta: float | None = None  # beta-NLL of the layout / position losses (0: the paper's NLL)
     situation_start: float | None = None  # situation losses off for N steps, or a fraction (0; tiny --init scratch 0.2)
     # a curriculum of repeated rooms first: the first --curriculum-steps steps draw only the videos of the first N
     # training scenes (in sorted order); 0: off
@@ -172,7 +173,7 @@ class TrainConfig:
                  ("cut3r_input", self.cut3r_input), ("orientation_sigma_rad", self.orientation_sigma),
                  ("lambda_layout", 0.0 if self.no_layout else self.lambda_layout),
                  ("lambda_situation", 0.0 if self.no_situation else self.lambda_situation),
-                 ("head_input_norm", self.head_input_norm)]
+                 ("head_input_norm", self.head_input_norm), ("nll_beta", self.nll_beta)]
         return {k: v for k, v in pairs if v is not None}
 
 

@@ -24,6 +24,26 @@ def test_gaussian_nll_equals_formula_and_torch():
     assert torch.allclose(got, ref, atol=1e-6)
 
 
+def test_beta_nll_weights_each_term_by_sigma_without_gradient():
+    """beta-NLL (Seitzer et al. 2022): the mean's gradient is the NLL's times sigma^(2 beta), so d/dmu =
+    -(t - mu) / sigma^(2 - 2 beta) per entry; sigma's gradient vanishes where the NLL's does (same minimisers)."""
+    g = torch.Generator().manual_seed(1)
+    mu, log_sigma, target = (torch.randn(4, 2, generator=g) for _ in range(3))
+    mask = torch.ones(4, dtype=torch.bool)
+    for beta in (0.5, 1.0):
+        m, ls = mu.clone().requires_grad_(), log_sigma.clone().requires_grad_()
+        gaussian_nll(m, ls, target, mask, 1e-3, beta=beta).backward()
+        s2 = torch.exp(2 * log_sigma)
+        assert torch.allclose(m.grad, -(target - mu) / s2 ** (1 - beta) / 8, atol=1e-6)  # 8 entries averaged
+        assert torch.allclose(ls.grad, (1 - (target - mu) ** 2 / s2) * s2 ** beta / 8, atol=1e-6)
+    # at sigma = |t - mu| the NLL's sigma gradient is 0, and so is beta-NLL's
+    ls = torch.log((target - mu).abs()).requires_grad_()
+    gaussian_nll(mu, ls, target, mask, 1e-6, beta=0.5).backward()
+    assert ls.grad.abs().max() < 1e-6
+    assert gaussian_nll(mu, log_sigma, target, mask, 1e-3, beta=0.0) == gaussian_nll(mu, log_sigma, target, mask,
+                                                                                     1e-3)
+
+
 def test_masked_entries_contribute_nothing_and_all_masked_is_zero():
     mu = torch.zeros(4, 2, requires_grad=True)
     log_sigma = torch.zeros(4, 2, requires_grad=True)

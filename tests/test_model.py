@@ -24,6 +24,7 @@ from loc3r import geometry
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.losses import gaussian_nll
 from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import CHATML_TEMPLATE, build_tiny_tokenizer
 from loc3r.priors.poses import PosesPrior
@@ -203,6 +204,29 @@ def test_gradients_reach_trainable_parts_only(tok):
         assert (p.grad is not None) == p.requires_grad == ("post_layernorm" not in name), name
 
 
+def test_beta_nll_logs_the_nll_and_trains_on_the_weighted_terms(tok):
+    """nll_beta: the logged layout / position losses stay the paper's NLL; the loss the gradient follows has their
+    beta-NLL terms (loc3r.model.losses.gaussian_nll, beta) in their place (the tiny preset's 0.5; the 7B's 0)."""
+    assert Loc3RConfig.tiny().nll_beta == 0.5
+    model = tiny(tok, train_vision_tower=False, nll_beta=0.0)
+    batch = Collator(tok, model.config)(make_samples(model.config, 3))
+    with torch.no_grad():
+        for p in [*model.layout_head.parameters(), *model.position_head.parameters()]:  # sigma != 1 (not the init)
+            p.add_(0.3 * torch.randn_like(p))
+        plain = model(batch)
+        model.config.nll_beta = 0.5
+        beta = model(batch)
+    c = model.config
+    for name in ("lm", "layout", "position", "orientation"):
+        assert torch.equal(plain.losses[name], beta.losses[name]), name
+    weighted = {name: gaussian_nll(*out, target, mask, c.sigma_floor, beta=0.5) for name, out, target, mask in (
+        ("layout", beta.layout, batch.layout_xy, batch.layout_valid),
+        ("position", beta.position, batch.position_xy, batch.has_situation))}
+    expected = (beta.losses["lm"] + c.lambda_layout * weighted["layout"] + c.lambda_situation * (
+        weighted["position"] + c.lambda_orientation * beta.losses["orientation"]))
+    assert torch.allclose(beta.loss, expected, atol=1e-5) and not torch.allclose(beta.loss, plain.loss, atol=1e-3)
+
+
 def test_overfits_one_batch_and_answers_it(tok):
     """Every loss part falls by > 90%. Gaussian NLLs can be negative, so for layout and position we measure their
     data term, the mean squared error of the predicted mean (min 0); for LM and orientation the CE / KL (min 0).
@@ -274,6 +298,7 @@ sys.path.insert(0, {tests!r})
 from test_collate import make_samples
 from loc3r.model.processor import Collator
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.losses import gaussian_nll
 model = Loc3R.from_pretrained({ckpt!r}).eval()
 assert model.vlm.lm_head.weight is model.vlm.get_input_embeddings().weight  # tied embeddings survive
 samples = make_samples(model.config, 2)

@@ -53,6 +53,10 @@ class Loc3RConfig:
     orientation_bins: int = 36  # number of yaw bins of the orientation head
     orientation_sigma_rad: float = 2 * math.pi / 36  # sigma of the wrapped-Gaussian yaw target (not published; see top)
     sigma_floor: float = 0.01  # metres, lower bound of the Gaussian NLL's sigma (layout and position)
+    # beta-NLL (Seitzer et al., ICLR 2022): each Gaussian NLL term (layout, position) weighted by sigma^(2 beta),
+    # the weight without gradient. Same minimisers as the NLL (the logged loss stays the NLL); the mean's gradient
+    # no longer shrinks as 1 / sigma^2 where the head is unsure. 0: the paper's NLL
+    nll_beta: float = 0.0
     lambda_layout: float = 0.05  # weight of the layout reconstruction loss
     lambda_situation: float = 0.075  # weight of the situation loss L_pos + lambda_orientation * L_ori
     lambda_orientation: float = 3.5  # weight of the orientation KL inside the situation loss
@@ -96,6 +100,8 @@ class Loc3RConfig:
                 raise Loc3rError(f"unknown {name} {value!r}: expected one of {', '.join(allowed)}")
         if not self.video_fps > 0:
             raise Loc3rError(f"video_fps must be positive, got {self.video_fps}")
+        if not 0 <= self.nll_beta <= 1:
+            raise Loc3rError(f"nll_beta must be in [0, 1], got {self.nll_beta}")
         if not self.vlm:
             raise Loc3rError("Loc3RConfig needs the base VLM's config `vlm`: use Loc3RConfig.tiny() or "
                              "Loc3RConfig.llava_video_7b(path)")
@@ -201,8 +207,11 @@ class Loc3RConfig:
         # layout NLL stayed at ~1.1 and the predicted positions were nearly constant (std 0.1 m); with weights 1
         # the layout NLL fell to ~0.3 and predicted positions correlated 0.57 with the truth on validation scenes.
         # The orientation target's sigma: 30 deg, picked on validation rooms (see the top of this module).
+        # beta-NLL (nll_beta 0.5) for the layout and position: with the plain NLL, a run whose vision tokens placed
+        # themselves in the BEV only in the last layers (ridge R^2 0.12 after layer 0, against 0.77 in a run that
+        # localized) settled on a coarse direction and never used where the speaker stands (README).
         fields = dict(vlm=vlm.to_dict(), num_frames=8, train_vision_tower=True, lambda_layout=1.0,
-                      lambda_situation=1.0, orientation_sigma_rad=math.radians(30))
+                      lambda_situation=1.0, orientation_sigma_rad=math.radians(30), nll_beta=0.5)
         return cls(**{**fields, **overrides})
 
     @classmethod

@@ -291,9 +291,15 @@ class Loc3R(nn.Module):
             "position": gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, den["position"]),
             "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"]),
         }
+        spatial = dict(losses)  # what the gradient follows; `losses` logs the NLL either way
+        if c.nll_beta:
+            spatial["layout"] = gaussian_nll(*layout, batch.layout_xy, batch.layout_valid, c.sigma_floor,
+                                             den["layout"], c.nll_beta)
+            spatial["position"] = gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor,
+                                               den["position"], c.nll_beta)
         lambda_situation = c.lambda_situation * situation_scale  # the trainer's schedule
-        loss = (lm + c.lambda_layout * losses["layout"]
-                + lambda_situation * (losses["position"] + c.lambda_orientation * losses["orientation"]))
+        loss = (lm + c.lambda_layout * spatial["layout"]
+                + lambda_situation * (spatial["position"] + c.lambda_orientation * losses["orientation"]))
         if batch.token_words is not None:  # base pretraining: every vision token reads as its object's words
             losses["seeing"] = self.seeing_loss(vision.flatten(2, 3), vision_states, batch.token_words,
                                                 den.get("seeing"))

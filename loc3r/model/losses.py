@@ -36,13 +36,16 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, denominator: torch.Ten
 
 
 def gaussian_nll(mu: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                 sigma_floor: float, denominator: torch.Tensor | None = None) -> torch.Tensor:
-    """Masked Gaussian NLL (constant 0.5 log 2pi dropped). mu, log_sigma, target: [..., 2]; mask: [...] bool."""
+                 sigma_floor: float, denominator: torch.Tensor | None = None, beta: float = 0.0) -> torch.Tensor:
+    """Masked Gaussian NLL (constant 0.5 log 2pi dropped). mu, log_sigma, target: [..., 2]; mask: [...] bool.
+    beta > 0: beta-NLL, each term weighted by sigma^(2 beta) without gradient (Loc3RConfig.nll_beta)."""
     log_sigma = log_sigma.float().clamp(min=math.log(sigma_floor))  # sigma >= sigma_floor
     # masked targets may be NaN / inf: zero them first, or their gradient (0 * NaN) would poison mu
     target = torch.where(mask.to(torch.bool)[..., None], target.float(), torch.zeros((), device=target.device))
     err2 = (target - mu.float()) ** 2
     nll = 0.5 * err2 * torch.exp(-2 * log_sigma) + log_sigma  # 0.5 * (d^2 / s^2 + log s^2)
+    if beta:
+        nll = nll * torch.exp(2 * beta * log_sigma).detach()
     return masked_mean(nll, mask, denominator)
 
 
