@@ -31,8 +31,9 @@ from loc3r.data.sqa3d import read_sqa3d
 # scans' own videos until the orientation has taken off (its loss, mean of the last 20 steps, below 0.6; after
 # ~350-650 steps), then every question also on the scan's loop begun a third and two thirds of the way round, each
 # in its own BEV frame (DEMO_RECIPE: `loc3r train --schedule wsd --decay 0.3 --loop-starts 3 --loop-starts-when
-# 0.6`). Its orientation takes off fully in most runs, not all (README: 2 training seeds of 3 and a rerun).
-# 900 steps train in 7.5-11 min on the 2-core hosts the README was measured on, in 18 min on one 1.6x slower.
+# 0.6`), with the tiny preset's beta-NLL for the layout and position (Loc3RConfig.tiny: without it the orientation
+# took off fully in 2 training seeds of 3; README). 900 steps train in 7.5-11 min on the 2-core hosts the README
+# was measured on, in 18 min on one 1.6x slower.
 DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 900, "batch_size": 8}
 DEMO_RECIPE = {"schedule": "wsd", "decay": 0.3, "loop_starts": 3, "loop_starts_when": 0.6}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
