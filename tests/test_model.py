@@ -298,7 +298,6 @@ sys.path.insert(0, {tests!r})
 from test_collate import make_samples
 from loc3r.model.processor import Collator
 from loc3r.model.loc3r import Loc3R
-from loc3r.model.losses import gaussian_nll
 model = Loc3R.from_pretrained({ckpt!r}).eval()
 assert model.vlm.lm_head.weight is model.vlm.get_input_embeddings().weight  # tied embeddings survive
 samples = make_samples(model.config, 2)

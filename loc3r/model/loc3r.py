@@ -285,18 +285,12 @@ class Loc3R(nn.Module):
         position, orientation_logits = self.situation_heads(text_hidden, batch)
         situated = batch.has_situation  # [B] bool
         yaw_target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
-        losses = {
-            "lm": lm,
-            "layout": gaussian_nll(*layout, batch.layout_xy, batch.layout_valid, c.sigma_floor, den["layout"]),
-            "position": gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, den["position"]),
-            "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"]),
-        }
-        spatial = dict(losses)  # what the gradient follows; `losses` logs the NLL either way
-        if c.nll_beta:
-            spatial["layout"] = gaussian_nll(*layout, batch.layout_xy, batch.layout_valid, c.sigma_floor,
-                                             den["layout"], c.nll_beta)
-            spatial["position"] = gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor,
-                                               den["position"], c.nll_beta)
+        nll_terms = {"layout": (*layout, batch.layout_xy, batch.layout_valid, c.sigma_floor, den["layout"]),
+                     "position": (*position, batch.position_xy, situated, c.sigma_floor, den["position"])}
+        losses = {"lm": lm, **{name: gaussian_nll(*args) for name, args in nll_terms.items()},
+                  "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"])}
+        # what the gradient follows: with nll_beta the beta-NLL terms; `losses` logs the NLL either way
+        spatial = {name: gaussian_nll(*args, c.nll_beta) for name, args in nll_terms.items()} if c.nll_beta else losses
         lambda_situation = c.lambda_situation * situation_scale  # the trainer's schedule
         loss = (lm + c.lambda_layout * spatial["layout"]
                 + lambda_situation * (spatial["position"] + c.lambda_orientation * losses["orientation"]))
