@@ -18,9 +18,9 @@ the orientation loss is below 0.6, so a variant whose orientation does not learn
 
 Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
 
-Prints the ablation table (Acc@0.5m, Acc@1.0m, Acc@15deg, Acc@30deg, EM@1; mean +- half the range over the
-training seeds) and EM per question family against the answer prior, and writes them with every run's metrics to
-OUT/results.json.
+Prints the ablation table (Acc@0.5m, Acc@1.0m, Acc@15deg, Acc@30deg, the median position and yaw errors, EM@1;
+mean +- half the range over the training seeds) and EM per question family against the answer prior, and writes
+them with every run's metrics to OUT/results.json.
 """
 
 from __future__ import annotations
@@ -65,11 +65,11 @@ def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scen
         writer.generate(held_out, held_out_scenes, held_out_seed, held_out=True, **rendering)
 
 
-def cell(values: list[float], width: int) -> str:
+def cell(values: list[float], width: int, digits: int = 1) -> str:
     """mean +- half the range of one metric over the seeds."""
     if len(values) == 1:
-        return f"{values[0]:>{width}.1f}"
-    return f"{np.mean(values):.1f}±{(max(values) - min(values)) / 2:.1f}".rjust(width)
+        return f"{values[0]:>{width}.{digits}f}"
+    return f"{np.mean(values):.{digits}f}±{(max(values) - min(values)) / 2:.{digits}f}".rjust(width)
 
 
 def main() -> int:
@@ -108,14 +108,16 @@ def main() -> int:
             r["train_seconds"], r["seed"] = t1 - t0, seed
             runs.setdefault(name, []).append(r)
 
-    metrics = [("acc_0.5m", "Acc@0.5m"), ("acc_1.0m", "Acc@1.0m"), ("acc_15deg", "Acc@15°"), ("acc_30deg", "Acc@30°")]
-    header = f"{'method':<24}" + "".join(f"{h:>11}" for _, h in metrics) + f"{'EM@1':>11}"
+    metrics = [("acc_0.5m", "Acc@0.5m", 1), ("acc_1.0m", "Acc@1.0m", 1), ("acc_15deg", "Acc@15°", 1),
+               ("acc_30deg", "Acc@30°", 1), ("median_pos_err_m", "pos err m", 2),
+               ("median_yaw_err_deg", "yaw err°", 1)]
+    header = f"{'method':<24}" + "".join(f"{h:>11}" for _, h, _ in metrics) + f"{'EM@1':>11}"
     lines = [header, "-" * len(header)]
     for name, r in list(results.items()) + list(runs.items()):
         rs = r if isinstance(r, list) else [r]
         row = f"{name:<24}"
-        for key, _ in metrics:
-            row += cell([x["localization"][key] for x in rs], 11) if "localization" in rs[0] else f"{'-':>11}"
+        for key, _, digits in metrics:
+            row += cell([x["localization"][key] for x in rs], 11, digits) if "localization" in rs[0] else f"{'-':>11}"
         row += cell([x["qa"]["em1"] for x in rs], 11) if "qa" in rs[0] else f"{'-':>11}"
         lines.append(row)
     n = next(iter(runs.values()))[0] if runs else None

@@ -139,6 +139,8 @@ class TrainConfig:
                              "and leave the warm-up's steps")
         if self.loop_starts_when < 0:
             raise Loc3rError(f"--loop-starts-when must be >= 0, got {self.loop_starts_when}")
+        if self.nll_beta is not None and not 0 <= self.nll_beta <= 1:
+            raise Loc3rError(f"--nll-beta must be in [0, 1], got {self.nll_beta:g}")
         if (self.loop_starts_after or self.loop_starts_when) and (
                 self.loop_starts == 1 or self.curriculum_scenes or (self.loop_starts_after and self.loop_starts_when)):
             raise Loc3rError("--loop-starts-after / --loop-starts-when: with --loop-starts K > 1, not with "

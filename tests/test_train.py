@@ -108,6 +108,9 @@ def test_loop_starts_after_draws_the_scans_own_videos_first():
                                                                           curriculum_scenes=1)):
         with pytest.raises(Loc3rError, match="--loop-starts"):
             train_mod.TrainConfig(data="d", out="o", **bad)
+    for beta in (-0.1, 1.5):  # refused as the flag, before any data is read
+        with pytest.raises(Loc3rError, match=r"--nll-beta must be in \[0, 1\]"):
+            train_mod.TrainConfig(data="d", out="o", nll_beta=beta)
 
 
 def test_few_steps_lower_the_loss(synth_data, tmp_path):
