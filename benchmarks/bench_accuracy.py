@@ -19,8 +19,10 @@ the orientation loss is below 0.6, so a variant whose orientation does not learn
 Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
 
 Prints the ablation table (Acc@0.5m, Acc@1.0m, Acc@15deg, Acc@30deg, the median position and yaw errors, EM@1;
-mean +- half the range over the training seeds) and EM per question family against the answer prior, and writes
-them with every run's metrics to OUT/results.json.
+mean +- half the range over the training seeds), Acc@1.0m / Acc@30deg by where the model's frames show the anchor
+(the object the speaker stands next to: in the first frame, whose camera defines the BEV frame, only in later
+frames, or in none), and EM per question family against the answer prior, and writes them with every run's metrics
+to OUT/results.json.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ import numpy as np
 from loc3r import evaluate, train
 from loc3r.baselines import baselines
 from loc3r.command import dataclass_from_args
+from loc3r.metrics import localization_metrics
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.processor import make_dataset
 from loc3r.synth import writer
+from probe_learning import situation_objects, token_objects
+
+WHERE_SEEN = ("first frame", "later frames only", "not seen")
 
 ABLATIONS = [  # (name, extra training arguments)
     ("situation only", ["--prior", "none", "--no-layout"]),
@@ -63,6 +71,32 @@ def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scen
         writer.generate(data, scenes, seed, **rendering)
     if not (held_out / "sqa_task").exists():
         writer.generate(held_out, held_out_scenes, held_out_seed, held_out=True, **rendering)
+
+
+def anchor_seen(test_data: Path) -> dict[tuple[str, str], str]:
+    """(scene, situation text) -> where the model's frames (the tiny preset's) show the situation's anchor: a token
+    at least probe_learning.COVERED covered by it in the first frame, only in later frames, or in none."""
+    config = Loc3RConfig.tiny()
+    ds = make_dataset(config, test_data, "test")
+    out = {}
+    for scene_id in ds.scene_ids:
+        labels, desc = token_objects(test_data, scene_id, ds.scene(scene_id).frame_ids, config.frame_grid,
+                                     config.frame_grid_extent)  # [T, n]
+        for text, (anchor, _) in situation_objects(desc).items():
+            seen = (labels == anchor).any(-1)
+            out[scene_id, text] = WHERE_SEEN[0 if seen[0] else 1 if seen.any() else 2]
+    return out
+
+
+def by_where_seen(predictions: Path, where: dict[tuple[str, str], str]) -> dict[str, dict]:
+    """Localization metrics of a run's situations (predictions.jsonl) per WHERE_SEEN group."""
+    groups: dict[str, list[dict]] = {g: [] for g in WHERE_SEEN}
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    for r in evaluate.unique_situations(records):
+        groups[where[r["scene_id"], r["situation"]]].append(r)
+    return {g: {"n": len(rs), **localization_metrics([r["pred_xy"] for r in rs], [r["gt_xy"] for r in rs],
+                                                     [r["pred_yaw_rad"] for r in rs], [r["gt_yaw_rad"] for r in rs])}
+            for g, rs in groups.items() if rs}
 
 
 def cell(values: list[float], width: int, digits: int = 1) -> str:
@@ -92,6 +126,7 @@ def main() -> int:
     data, test_data = args.out / "data", args.out / "test_data"
     make_rooms(data, args.scenes, args.data_seed, test_data, args.test_scenes, args.test_seed)
     results = baselines(data, test_data, args.data_seed)
+    where = anchor_seen(test_data)
     runs: dict[str, list[dict]] = {}
     for name, extra in ABLATIONS:
         if args.only and name not in args.only:
@@ -106,6 +141,7 @@ def main() -> int:
             evaluate.evaluate(evaluate.EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4))
             r = json.loads((ev / "metrics.json").read_text())
             r["train_seconds"], r["seed"] = t1 - t0, seed
+            r["by_where_anchor_seen"] = by_where_seen(ev / "predictions.jsonl", where)
             runs.setdefault(name, []).append(r)
 
     metrics = [("acc_0.5m", "Acc@0.5m", 1), ("acc_1.0m", "Acc@1.0m", 1), ("acc_15deg", "Acc@15°", 1),
@@ -124,6 +160,16 @@ def main() -> int:
     lines.append(f"(held-out test: {n['n_situations']} situations, {n['n']} questions in {args.test_scenes} rooms of "
                  f"seed {args.test_seed}; {args.steps} steps x {args.batch_size} videos; {args.scenes} training "
                  f"rooms; seeds {' '.join(map(str, args.seeds))}: mean ± half the range)" if n else "")
+    if runs:
+        first = next(iter(runs.values()))[0]["by_where_anchor_seen"]
+        lines += ["", "Acc@1.0m / Acc@30° by where the model's frames show the anchor (situations: "
+                  + ", ".join(f"{g} {first[g]['n']}" for g in WHERE_SEEN if g in first) + ")",
+                  f"{'method':<24}" + "".join(f"{g:>22}" for g in WHERE_SEEN if g in first)]
+        for name, rs in runs.items():
+            lines.append(f"{name:<24}" + "".join(
+                f"{np.mean([x['by_where_anchor_seen'][g]['acc_1.0m'] for x in rs]):.1f} / "
+                f"{np.mean([x['by_where_anchor_seen'][g]['acc_30deg'] for x in rs]):.1f}".rjust(22)
+                for g in WHERE_SEEN if g in first))
     full = runs.get("+ camera token (full)")
     if full:
         prior = results["blind answers"]["qa"]["by_question_type"]

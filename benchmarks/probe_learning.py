@@ -16,6 +16,10 @@ Prints one table per probe:
                  situation does not name.
 4. readout     - where the geometry is: ridge R^2 per LLM layer of each vision token's BEV position, the speaker's
                  position from <Pos>, the facing direction and the anchor's and target's positions from <Ori>.
+5. map per frame - the layout head's own map, per frame of the video: the median distance from each vision token's
+                 predicted BEV position to its depth-derived one, and the median predicted sigma (the BEV frame is
+                 the first camera's: a later frame's tokens need where that frame's camera is, which the camera
+                 token gives and a model without it must infer from the frames).
 
     python benchmarks/probe_learning.py --data DIR --checkpoint RUN [--scenes 40]
 """
@@ -248,6 +252,24 @@ def readout_probe(model, data: Path, config, scenes: int) -> dict:
     return out
 
 
+def map_per_frame(model, data: Path, config, scenes: int) -> dict:
+    """Per frame index: the median error (m) of the layout head's BEV means over the valid vision tokens of the test
+    scenes, and the median predicted sigma (m, the geometric mean of the two axes')."""
+    ds = make_dataset(config, data, "test")
+    errors, sigmas = collections.defaultdict(list), collections.defaultdict(list)
+    with torch.no_grad():
+        for _, _, finals, _, batch, _, _, _ in states(model, ds, ds.scene_ids[:scenes]):
+            layout = model.layout_head(finals)  # [T, n, 2] x2
+            valid = batch.layout_valid[0]
+            error = (layout.mu - batch.layout_xy[0]).norm(dim=-1)
+            sigma = layout.log_sigma.mean(-1).exp()
+            for t in range(valid.shape[0]):
+                errors[t].append(error[t][valid[t]])
+                sigmas[t].append(sigma[t][valid[t]])
+    return {f"frame {t + 1}": (round(float(torch.cat(errors[t]).median()), 2),
+                               round(float(torch.cat(sigmas[t]).median()), 2)) for t in sorted(errors)}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True)
@@ -268,6 +290,9 @@ def main() -> int:
     print("4. linear readout (ridge R^2 on test scenes) per LLM layer input, the last the final states")
     for k, v in readout_probe(model, args.data, config, args.scenes).items():
         print(f"   {k:<28} {v}")
+    print("5. the layout head's map per frame (test split): median error of a token's BEV position, median sigma (m)")
+    for k, (error, sigma) in map_per_frame(model, args.data, config, args.scenes).items():
+        print(f"   {k:<28} {error:.2f}  {sigma:.2f}")
     return 0
 
 
