@@ -1,13 +1,13 @@
 """The orientation target's sigma, picked on validation rooms (the paper does not publish it).
 
 The <Ori> head is trained against a wrapped Gaussian over its yaw bins (`--orientation-sigma`, radians; the tiny
-preset's default, 30°, is what this sweep picked). It trains the demo's recipe (DEMO_TRAINING, DEMO_RECIPE) once
+preset's default, 60°, is what this sweep picked). It trains the demo's recipe (DEMO_TRAINING, DEMO_RECIPE) once
 per sigma and training seed on the demo's training rooms and scores every run on validation rooms of `--val-seed`:
 rooms neither the training (`--data-seed`) nor the demo's and bench_accuracy's test rooms (`--data-seed` +
 TEST_SEED_OFFSET) come from, so picking sigma here never looks at the test set. The recipe's `--loop-starts-when`
-is a KL threshold whose scale depends on sigma (a yaw-blind head's KL, the target's KL to the uniform distribution
-over the bins, is 2.17 at 10°, 1.07 at 30°, 0.39 at 60°): each sigma gets the same fraction of its own uniform KL
-as the demo's threshold is of 30°'s. The README's table is the defaults':
+is a threshold on the orientation loss, whose scale depends on sigma (a yaw-blind head's KL, losses.yaw_blind_kl:
+2.17 at 10°, 1.07 at 30°, 0.39 at 60°): each sigma gets the demo's LOOP_JOIN_FRACTION of its own. The README's
+table is the defaults':
 
     python benchmarks/sweep_orientation_sigma.py --out /tmp/sweep_sigma
 
@@ -27,34 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-import torch
-
 from bench_accuracy import cell, make_rooms, train_config
 from loc3r import evaluate, train
 from loc3r.model.config import Loc3RConfig
-from loc3r.model.losses import wrapped_gaussian_target
+from loc3r.model.losses import yaw_blind_kl
 
 METRICS = [("acc_15deg", "Acc@15°"), ("acc_30deg", "Acc@30°"), ("median_yaw_err_deg", "yaw err°"),
            ("acc_1.0m", "Acc@1.0m")]
 
 
-def uniform_kl(sigma_rad: float, bins: int) -> float:
-    """KL(target || uniform) of the wrapped-Gaussian yaw target, averaged over yaws: the orientation loss of a head
-    that knows nothing of the yaw."""
-    target = wrapped_gaussian_target(torch.linspace(-math.pi, math.pi, 73)[:-1], bins, sigma_rad)
-    return float((torch.xlogy(target, target).sum(-1) + math.log(bins)).mean())
-
-
-def loop_starts_threshold(sigma_rad: float, when: float) -> float:
-    """The demo's `--loop-starts-when` (set for the tiny preset's sigma) as the same fraction of this sigma's
-    uniform KL."""
-    tiny = Loc3RConfig.tiny()
-    bins = tiny.orientation_bins
-    return when * uniform_kl(sigma_rad, bins) / uniform_kl(tiny.orientation_sigma_rad, bins)
-
-
 def main() -> int:
-    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING, TEST_SEED_OFFSET
+    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING, LOOP_JOIN_FRACTION, TEST_SEED_OFFSET
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_sweep_sigma"))
@@ -79,8 +62,8 @@ def main() -> int:
             slug = f"sigma{sigma:g}_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            recipe = {**DEMO_RECIPE, "loop_starts_when": loop_starts_threshold(math.radians(sigma),
-                                                                                DEMO_RECIPE["loop_starts_when"])}
+            join = LOOP_JOIN_FRACTION * yaw_blind_kl(math.radians(sigma), Loc3RConfig.orientation_bins)
+            recipe = {**DEMO_RECIPE, "loop_starts_when": round(join, 4)}
             train.train(train_config(data, run, args.extra, steps=args.steps, batch_size=args.batch_size, seed=seed,
                                      orientation_sigma=math.radians(sigma), save_every=500, quiet=True, resume=True,
                                      **recipe))

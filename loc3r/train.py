@@ -86,7 +86,7 @@ class TrainConfig:
     cut3r_input: str | None = None  # frames CUT3R saw (extract-priors --cut3r-input): demo | vlm3r
     no_layout: bool = False  # ablation: no layout reconstruction loss
     no_situation: bool = False  # ablation: no position / orientation loss
-    orientation_sigma: float | None = None  # wrapped-Gaussian yaw target sigma, radians (tiny 0.524 = 30°; 7B 0.175)
+    orientation_sigma: float | None = None  # wrapped-Gaussian yaw target sigma, radians (tiny 1.047 = 60°; 7B 0.175)
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     nll_beta: float | None = None  # beta-NLL of the layout / position losses (0: the paper's NLL)

@@ -27,32 +27,31 @@ def test_gpu_benchmark_fsdp_step_smoke():
     assert "full fine-tuning step, FSDP2, world size 1" in out, out
 
 
-def test_sigma_sweep_scales_the_loop_starts_threshold_with_the_uniform_kl():
-    """The sweep's --loop-starts-when is the demo's, as a fraction of each sigma's yaw-blind KL: equal at the tiny
-    preset's sigma; the KL is log(bins) - the target's entropy, here from explicit bin weights."""
+def test_yaw_blind_kl_is_the_log_bins_minus_the_targets_entropy():
+    """losses.yaw_blind_kl (the scale of the demo's --loop-starts-when, a fraction of it per sigma) against the KL to
+    the uniform distribution from explicit bin weights; the demo's threshold is that fraction at the tiny sigma."""
     import math
 
     import numpy as np
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from sweep_orientation_sigma import loop_starts_threshold, uniform_kl
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    from loc3r.demo import DEMO_RECIPE, LOOP_JOIN_FRACTION
     from loc3r.model.config import Loc3RConfig
+    from loc3r.model.losses import yaw_blind_kl
 
     def reference(sigma, bins=36):
         kls = []
-        for yaw in np.linspace(-math.pi, math.pi, 73)[:-1]:
+        for yaw in np.radians(np.arange(360)) - math.pi:
             centres = -math.pi + (np.arange(bins) + 0.5) * 2 * math.pi / bins
             d = (centres - yaw + math.pi) % (2 * math.pi) - math.pi
             p = np.exp(-d ** 2 / (2 * sigma ** 2))
             p /= p.sum()
-            kls.append(math.log(bins) + (p * np.log(np.maximum(p, 1e-300))).sum())
+            kls.append(math.log(bins) + (p * np.log(p)).sum())
         return float(np.mean(kls))
 
     for deg in (10, 30, 60):
-        assert abs(uniform_kl(math.radians(deg), 36) - reference(math.radians(deg))) < 1e-4
+        assert abs(yaw_blind_kl(math.radians(deg), 36) - reference(math.radians(deg))) < 1e-4
+    # a sigma far below a bin: all mass on the nearest bin centre (log bins), split in two at the yaws halfway
+    # between two centres (1 in 10 of the whole-degree yaws for 10-degree bins)
+    assert abs(yaw_blind_kl(1e-3, 36) - (math.log(36) - math.log(2) / 10)) < 1e-4
     tiny = Loc3RConfig.tiny().orientation_sigma_rad
-    assert abs(loop_starts_threshold(tiny, 0.6) - 0.6) < 1e-6
-    assert loop_starts_threshold(math.radians(10), 0.6) > 0.6 > loop_starts_threshold(math.radians(60), 0.6)
+    assert abs(DEMO_RECIPE["loop_starts_when"] - LOOP_JOIN_FRACTION * reference(tiny)) < 1e-4
