@@ -96,7 +96,7 @@ def test_circular_soft_argmax():
     straddle[0] = straddle[-1] = 0.5
     assert abs(abs(float(circular_soft_argmax(straddle))) - math.pi) < 1e-5
     # a wrapped Gaussian target's soft-argmax recovers its centre, also next to the boundary, at the 7B's sigma (one
-    # bin) and the tiny preset's (30 deg)
+    # bin) and the tiny preset's (60 deg)
     for sigma in (2 * math.pi / bins, Loc3RConfig.tiny().orientation_sigma_rad):
         for yaw in (math.pi - 0.01, -math.pi + 0.02, 0.3, -2.0):
             got = circular_soft_argmax(wrapped_gaussian_target(torch.tensor(yaw), bins, sigma))
