@@ -9,7 +9,7 @@ the target then covers ~5 bins (+-2 sigma), which keeps the KL smooth across bin
 circular soft-argmax of the target itself recovers the true yaw to float precision (half a bin: biased towards bin
 centres by up to 0.23 deg; a quarter bin: 2.7 deg). The tiny preset uses 60 deg, picked on synthetic validation
 rooms (`benchmarks/sweep_orientation_sigma.py`, README): with the demo's recipe (beta-NLL, the loop starts) the
-orientation took off at 10, 30 and 60 deg on both training seeds, and 60 deg scored best on every metric (Acc@15 /
+orientation took off at 10, 30 and 60 deg on both training seeds, and 60 deg had the best mean on every metric (Acc@15 /
 30 deg 69.5 / 91.0 against 62.8 / 89.6 at 30 and 64.6 / 90.3 at 10, Acc@1.0m 80.8 against 76.2 and 74.5); before
 them, with the plain NLL, 10 deg took off in one seed of two and 30 deg was picked. It is a config value
 (`loc3r train --orientation-sigma`).
