@@ -6,8 +6,8 @@ per sigma and training seed on the demo's training rooms and scores every run on
 rooms neither the training (`--data-seed`) nor the demo's and bench_accuracy's test rooms (`--data-seed` +
 TEST_SEED_OFFSET) come from, so picking sigma here never looks at the test set. The recipe's `--loop-starts-when`
 is a threshold on the orientation loss, whose scale depends on sigma (a yaw-blind head's KL, losses.yaw_blind_kl:
-2.17 at 10°, 1.07 at 30°, 0.39 at 60°): each sigma gets the demo's LOOP_JOIN_FRACTION of its own. The README's
-table is the defaults':
+2.17 at 10°, 1.07 at 30°, 0.39 at 60°): each sigma gets the demo's LOOP_JOIN_FRACTION of its own
+(demo.loop_join_threshold). The README's table is the defaults':
 
     python benchmarks/sweep_orientation_sigma.py --out /tmp/sweep_sigma
 
@@ -29,15 +29,13 @@ import numpy as np
 
 from bench_accuracy import cell, make_rooms, train_config
 from loc3r import evaluate, train
-from loc3r.model.config import Loc3RConfig
-from loc3r.model.losses import yaw_blind_kl
 
 METRICS = [("acc_15deg", "Acc@15°"), ("acc_30deg", "Acc@30°"), ("median_yaw_err_deg", "yaw err°"),
            ("acc_1.0m", "Acc@1.0m")]
 
 
 def main() -> int:
-    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING, LOOP_JOIN_FRACTION, TEST_SEED_OFFSET
+    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING, TEST_SEED_OFFSET, loop_join_threshold
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_sweep_sigma"))
@@ -62,8 +60,7 @@ def main() -> int:
             slug = f"sigma{sigma:g}_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            join = LOOP_JOIN_FRACTION * yaw_blind_kl(math.radians(sigma), Loc3RConfig.orientation_bins)
-            recipe = {**DEMO_RECIPE, "loop_starts_when": round(join, 4)}
+            recipe = {**DEMO_RECIPE, "loop_starts_when": loop_join_threshold(math.radians(sigma))}
             train.train(train_config(data, run, args.extra, steps=args.steps, batch_size=args.batch_size, seed=seed,
                                      orientation_sigma=math.radians(sigma), save_every=500, quiet=True, resume=True,
                                      **recipe))

@@ -38,10 +38,17 @@ from loc3r.model.losses import yaw_blind_kl
 # it the orientation took off fully in 2 training seeds of 3; README). 900 steps train in 7.5-11 min on the 2-core
 # hosts the README was measured on, in 18 min on one 1.6x slower.
 LOOP_JOIN_FRACTION = 0.563
+
+
+def loop_join_threshold(sigma_rad: float) -> float:
+    """The recipe's `--loop-starts-when` for an orientation target of this sigma: LOOP_JOIN_FRACTION of its yaw-blind
+    KL (losses.yaw_blind_kl), to 4 decimals."""
+    return round(LOOP_JOIN_FRACTION * yaw_blind_kl(sigma_rad, Loc3RConfig.orientation_bins), 4)
+
+
 DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 900, "batch_size": 8}
 DEMO_RECIPE = {"schedule": "wsd", "decay": 0.3, "loop_starts": 3,
-               "loop_starts_when": round(LOOP_JOIN_FRACTION * yaw_blind_kl(Loc3RConfig.tiny().orientation_sigma_rad,
-                                                                           Loc3RConfig.orientation_bins), 4)}
+               "loop_starts_when": loop_join_threshold(Loc3RConfig.tiny().orientation_sigma_rad)}
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
 

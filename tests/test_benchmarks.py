@@ -34,7 +34,7 @@ def test_yaw_blind_kl_is_the_log_bins_minus_the_targets_entropy():
 
     import numpy as np
 
-    from loc3r.demo import DEMO_RECIPE, LOOP_JOIN_FRACTION
+    from loc3r.demo import DEMO_RECIPE, LOOP_JOIN_FRACTION, loop_join_threshold
     from loc3r.model.config import Loc3RConfig
     from loc3r.model.losses import yaw_blind_kl
 
@@ -55,3 +55,4 @@ def test_yaw_blind_kl_is_the_log_bins_minus_the_targets_entropy():
     assert abs(yaw_blind_kl(1e-3, 36) - (math.log(36) - math.log(2) / 10)) < 1e-4
     tiny = Loc3RConfig.tiny().orientation_sigma_rad
     assert abs(DEMO_RECIPE["loop_starts_when"] - LOOP_JOIN_FRACTION * reference(tiny)) < 1e-4
+    assert DEMO_RECIPE["loop_starts_when"] == loop_join_threshold(tiny)  # what the sigma sweep gives each sigma
