@@ -41,11 +41,11 @@ def command_module(name: str) -> ModuleType:
     elif name == "extract-priors":
         from loc3r import extract_priors as module
     elif name == "pretrain-base":
-        from loc3r import pretrain as module
+        from loc3r.train import pretrain_base as module
     elif name == "train":
-        from loc3r import train as module
+        from loc3r.train import loop as module
     elif name == "eval":
-        from loc3r import evaluate as module
+        from loc3r.evaluate import evaluation as module
     elif name == "infer":
         from loc3r import infer as module
     elif name == "demo":

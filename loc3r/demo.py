@@ -3,8 +3,9 @@
 1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms): training rooms from
    --seed, and held-out test rooms from a seed the model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye
    view of two test rooms;
-2. the tiny Loc3R-VLM trained on the training rooms (`loc3r train`; DEMO_TRAINING), from the pretrained tiny base
-   shipped in loc3r/assets/tiny_base (pretrained on the training rooms of seed 0, never on held-out rooms);
+2. the tiny Loc3R-VLM trained on the training rooms with the recipe `tiny_demo` (what `loc3r train --preset tiny`
+   runs), from the pretrained tiny base shipped in loc3r/assets/tiny_base (pretrained on the training rooms of seed
+   0, never on held-out rooms);
 3. evaluated on the held-out rooms with the official metrics, report and plots (`loc3r eval`);
 4. one example inference on a held-out room's frames and poses (`loc3r infer`).
 """
@@ -20,35 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from loc3r import geometry, show
-from loc3r.baselines import baselines
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
-from loc3r.model.config import Loc3RConfig
-from loc3r.model.losses import yaw_blind_kl
+from loc3r.evaluate.baselines import baselines
+from loc3r.train.recipes import TINY_DEMO
 
-# The demo's recipe (measured on 2 CPU cores: README; benchmarks/bench_accuracy.py uses the same): 900 steps of 8
-# videos from the shipped base (its grounding and anchor heads' queries kept, the situation losses on from the
-# start), the peak rate held after the warm-up and a cosine decay to zero over the last 30% of the steps; on the
-# scans' own videos until the orientation has taken off (its loss, mean of the last 20 steps, below LOOP_JOIN_FRACTION
-# of a yaw-blind head's: 0.22 with the tiny preset's 60 deg target, 0.6 at 30 deg where the fraction was chosen;
-# after ~300-450 steps), then every question also on the scan's loop begun a third and two thirds of the way round,
-# each in its own BEV frame (DEMO_RECIPE: `loc3r train --schedule wsd --decay 0.3 --loop-starts 3
-# --loop-starts-when 0.22`), with the tiny preset's beta-NLL for the layout and position (Loc3RConfig.tiny: without
-# it the orientation took off fully in 2 training seeds of 3; README). 900 steps train in 7.5-11 min on the 2-core
-# hosts the README was measured on, in 18 min on one 1.6x slower.
-LOOP_JOIN_FRACTION = 0.563
-
-
-def loop_join_threshold(sigma_rad: float) -> float:
-    """The recipe's `--loop-starts-when` for an orientation target of this sigma: LOOP_JOIN_FRACTION of its yaw-blind
-    KL (losses.yaw_blind_kl), to 4 decimals."""
-    return round(LOOP_JOIN_FRACTION * yaw_blind_kl(sigma_rad, Loc3RConfig.orientation_bins), 4)
-
-
-DEMO_TRAINING = {"scenes": 400, "test_scenes": 40, "steps": 900, "batch_size": 8}
-DEMO_RECIPE = {"schedule": "wsd", "decay": 0.3, "loop_starts": 3,
-               "loop_starts_when": loop_join_threshold(Loc3RConfig.tiny().orientation_sigma_rad)}
+DEMO_ROOMS = {"scenes": 400, "test_scenes": 40}  # the recipe tiny_demo was measured on (docs/LOG.md)
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
 
@@ -57,10 +36,10 @@ class DemoConfig:
     """The settings of `loc3r demo` (its flags are generated from these fields and their comments)."""
 
     out: Path = Path("demo_out")  # output directory
-    scenes: int = DEMO_TRAINING["scenes"]  # synthetic training rooms
-    test_scenes: int = DEMO_TRAINING["test_scenes"]  # held-out rooms (from another seed)
-    steps: int = DEMO_TRAINING["steps"]  # training steps
-    batch_size: int = DEMO_TRAINING["batch_size"]  # videos per step
+    scenes: int = DEMO_ROOMS["scenes"]  # synthetic training rooms
+    test_scenes: int = DEMO_ROOMS["test_scenes"]  # held-out rooms (from another seed)
+    steps: int = TINY_DEMO.settings["steps"]  # training steps
+    batch_size: int = TINY_DEMO.settings["batch_size"]  # videos per step
     seed: int = 0  # training rooms and training; the held-out rooms use seed + 1000
 
 
@@ -85,8 +64,11 @@ def step(title: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     args = dataclass_from_args(DemoConfig, args)
-    from loc3r import evaluate, infer, train
+    from loc3r import infer
+    from loc3r.evaluate.evaluation import EvalConfig, evaluate
     from loc3r.synth import writer
+    from loc3r.train.config import TrainConfig
+    from loc3r.train.loop import train
 
     data, test_data = args.out / "data", args.out / "test_data"
     run_dir, eval_dir = args.out / "run", args.out / "eval"
@@ -101,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"bird's-eye view: {args.out / 'bev' / f'{scene_id}.png'}")
 
     t1 = step(f"2/4 training the tiny Loc3R-VLM ({args.steps} steps) -> {run_dir}")
-    train.train(train.TrainConfig(data=data, out=run_dir, steps=args.steps, batch_size=args.batch_size,
-                                  seed=args.seed, save_every=args.steps, log_every=20, **DEMO_RECIPE))
+    train(TrainConfig(data=data, out=run_dir, recipe=TINY_DEMO.name, steps=args.steps, batch_size=args.batch_size,
+                      seed=args.seed, save_every=args.steps, log_every=20))
 
     t2 = step(f"3/4 evaluation on the held-out rooms -> {eval_dir}")
-    evaluate.evaluate(evaluate.EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir))
+    evaluate(EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir))
 
     t3 = step("4/4 example inference")
     example = next(r for r in test if r.situation.strip().rstrip(".") != "I am standing in the room")

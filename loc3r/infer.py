@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from loc3r import geometry
-from loc3r.checkpoint import resolve_checkpoint
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.constants import NO_SITUATION
 from loc3r.data.sample import Sample
@@ -133,13 +132,13 @@ def infer(args: InferConfig) -> list[dict]:
     """The predictions for the user's video, one dict per question (printed by run); the video's prefix (its
     frames through the LLM) is computed once for all questions. With --plot, result["plot"] draws the bird's-eye
     plot when called (run calls it after printing the answers)."""
-    from loc3r.model.loc3r import Loc3R
+    from loc3r.train.checkpoint import load_model
 
     if (args.video is None) == (args.frames is None):
         raise Loc3rError("pass the video as --video FILE or as --frames DIR (one of them)")
     questions = read_questions(args)
     device = default_device(args.device)
-    model = Loc3R.from_pretrained(resolve_checkpoint(args.checkpoint)).to(device).eval()
+    model = load_model(args.checkpoint).to(device).eval()
     config = model.config
     video = load_video(args, config.num_frames, config.video_fps)
     tokens = None

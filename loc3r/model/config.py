@@ -63,42 +63,13 @@ class Loc3RConfig:
     lambda_layout: float = 0.05  # weight of the layout reconstruction loss
     lambda_situation: float = 0.075  # weight of the situation loss L_pos + lambda_orientation * L_ori
     lambda_orientation: float = 3.5  # weight of the orientation KL inside the situation loss
-    # weight of the base pretraining's vision-token word loss (`loc3r pretrain-base`; only batches with token_words)
-    lambda_seeing: float = 1.0
-    # weight of the base pretraining's grounding-attention loss: one attention head (`grounding_head` of layer
-    # `grounding_layer`, counted from the end when negative) of every text token naming a colour or a category puts
-    # its attention on the vision tokens that see such an object (`loc3r pretrain-base`; batches with token_words)
-    lambda_grounding: float = 1.0
-    grounding_layer: int = -2
-    grounding_head: int = 0
-    # ... and, as a facing direction is relative to where the speaker stands, in head `anchor_head` of layer
-    # `anchor_layer` (after the grounding layer) the <Ori> token attends to the tokens of the object the speaker
-    # stands by (the situation's first object); None: off
-    anchor_layer: int | None = -1
-    anchor_head: int = 1
-    # ... and the copy of a name from the prompt (`pretrain-base --copy-questions`): in head `copy_head` of layer
-    # `copy_layer`, each answer token that is a word of the situation or question text is predicted from a state
-    # that attends to where that word stands in the prompt, and the head's output there reads as that word
-    # (Loc3R.copy_attention_loss, weighted by lambda_copy); None: off
-    copy_layer: int | None = None
-    copy_head: int = 3
-    lambda_copy: float = 1.0
-    # the text tokens' embeddings enter the LLM multiplied by this (as Gemma's sqrt(hidden size); the tied LM head
-    # reads the table unscaled); 1: Qwen2 / LLaVA-Video as trained. A tiny base pretrained with a larger one keeps a
-    # prompt word's identity through the layers (README: the copy head)
-    text_embed_scale: float = 1.0
     train_vision_tower: bool = False  # the paper keeps SigLIP frozen; the tiny preset trains it (random init)
-    # "none": the paper's plain MLP heads (both presets); "batch": the heads standardise their input features over
-    # the batch first (heads.FeatureNorm), an option for models trained from scratch, whose situation tokens vary
-    # little from sample to sample (it speeds up a head's fit 3x on a probe, but did not change the demo's result)
-    head_input_norm: str = "none"
     max_text_tokens: int = 256  # longest situation + question (tokens) the collate accepts
     dtype: str = "float32"  # parameter dtype: 'float32' | 'bfloat16' | 'float16'
 
     def __post_init__(self):
         for name, value, allowed in (("prior", self.prior, PRIORS), ("newline_layout", self.newline_layout,
-                                     NEWLINE_LAYOUTS), ("pool_mode", self.pool_mode, POOL_MODES),
-                                    ("head_input_norm", self.head_input_norm, ("none", "batch"))):
+                                     NEWLINE_LAYOUTS), ("pool_mode", self.pool_mode, POOL_MODES)):
             if value not in allowed:
                 raise Loc3rError(f"unknown {name} {value!r}: expected one of {', '.join(allowed)}")
         if not self.video_fps > 0:
@@ -247,20 +218,29 @@ class Loc3RConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise Loc3rError(f"{source}: unknown Loc3RConfig field(s) {', '.join(unknown)}")
+            raise Loc3rError(f"{source}: unknown Loc3RConfig field(s) {', '.join(unknown)}"
+                             + (" (a tiny model's base settings: loc3r.tiny.TinyLoc3R loads it)"
+                                if "tiny_base" in unknown else ""))
         # checkpoints written before the field existed were built with transformers' layout
         return cls(**{"newline_layout": "one_token", **d})
 
     @classmethod
     def load(cls, path: str | Path) -> "Loc3RConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise Loc3rError(f"{path}: no such file (not a Loc3R checkpoint?)") from None
-        except json.JSONDecodeError as e:
-            raise Loc3rError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(d, source=str(path))
+        return cls.from_dict(read_config_json(path), source=str(path))
+
+
+def read_config_json(path: str | Path) -> dict:
+    """A checkpoint's config.json as a dict (a one-line error when it is missing or not a JSON object)."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise Loc3rError(f"{path}: no such file (not a Loc3R checkpoint?)") from None
+    except json.JSONDecodeError as e:
+        raise Loc3rError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(d, dict):
+        raise Loc3rError(f"{path}: not a JSON object")
+    return d
 
 
 def _pixel_normalisation(path: Path) -> dict:

@@ -19,7 +19,6 @@ grad), and the LM loss applies `lm_head` to the answer positions only, not to th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from transformers.initialization import no_init_weights
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
-from loc3r.model.config import Loc3RConfig
+from loc3r.model.config import Loc3RConfig, read_config_json
 from loc3r.model.heads import GaussianXY, LayoutHead, OrientationHead, PositionHead, mlp
 from loc3r.model.losses import circular_soft_argmax, gaussian_nll, kl_orientation, wrapped_gaussian_target
 from loc3r.model.processor import Batch
@@ -52,6 +51,15 @@ class Loc3ROutput:
     layout: GaussianXY  # [B, T, n, 2] BEV Gaussian of every vision token
     position: GaussianXY  # [B, 2] BEV Gaussian of the speaker's position (from <Pos>)
     orientation_logits: torch.Tensor  # [B, bins] (from <Ori>)
+
+
+@dataclass
+class Encoded:
+    """The LLM's pass over a training batch."""
+
+    vision: torch.Tensor  # [B or Bv, T, gh, gw, D] the pooled vision tokens as they enter the LLM
+    video_hidden: torch.Tensor  # [B or Bv, L, D] final hidden states of the sequences holding the videos
+    text_hidden: torch.Tensor  # [B or Bq, L, D] final hidden states of the sequences holding the questions
 
 
 @dataclass
@@ -91,10 +99,9 @@ class Loc3R(nn.Module):
         D = config.hidden_size
         self.prior = build_prior(config)
         self.camera_projector = mlp(config.prior_dim, D, D) if config.has_camera_token else None
-        norm = config.head_input_norm == "batch"
-        self.layout_head = LayoutHead(D, norm)
-        self.position_head = PositionHead(D, norm)
-        self.orientation_head = OrientationHead(D, config.orientation_bins, norm)
+        self.layout_head = LayoutHead(D)
+        self.position_head = PositionHead(D)
+        self.orientation_head = OrientationHead(D, config.orientation_bins)
         self.to(getattr(torch, config.dtype))
         # frozen per the paper: the vision tower (switchable) and the prior
         vision_tower = self.vlm.model.vision_tower
@@ -190,10 +197,8 @@ class Loc3R(nn.Module):
         return block
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        """The token embeddings of `ids` as the LLM takes them (times config.text_embed_scale)."""
-        embeds = self.vlm.get_input_embeddings()(ids)
-        scale = self.config.text_embed_scale
-        return embeds if scale == 1 else embeds * scale
+        """The token embeddings of `ids` as the LLM takes them."""
+        return self.vlm.get_input_embeddings()(ids)
 
     def embed_inputs(self, batch: Batch, vision: torch.Tensor | None = None) -> torch.Tensor:
         """LLM input embeddings [B, L, D]: token embeddings with the video block scattered into the <video> run."""
@@ -226,14 +231,12 @@ class Loc3R(nn.Module):
                 self.orientation_head(hidden[rows, batch.ori_index]))
 
     # ---- training -----------------------------------------------------------------------------------------
-    @staticmethod
-    def loss_counts(batch: Batch) -> dict[str, torch.Tensor]:
+    def loss_counts(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Entries each loss averages over in this batch: answer tokens, valid layout coordinates (x and y),
         situated position coordinates, situated samples. The default denominators of `forward`."""
         situated = batch.has_situation.sum()
-        words = (batch.token_words != IGNORE_INDEX).sum() if batch.token_words is not None else situated.new_zeros(())
         return {"lm": (batch.labels[:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch.layout_valid.sum(),
-                "position": 2 * situated, "orientation": situated, "seeing": words}
+                "position": 2 * situated, "orientation": situated}
 
     def shared_prefix_pass(self, batch: Batch, vision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM over a grouped batch (Collator.grouped): the video prefixes once [Bv, Lp], then every question's
@@ -251,38 +254,37 @@ class Loc3R(nn.Module):
         out = self.language_model(text, mask, position_ids, past_key_values=cache)
         return prefix.last_hidden_state, out.last_hidden_state
 
-    def forward(self, batch: Batch, loss_denominators: dict[str, torch.Tensor] | None = None,
-                situation_scale: float = 1.0) -> Loc3ROutput:
-        """Losses of a training batch: one sequence per question (Collator) or several questions per video
-        (Collator.grouped, the shared-prefix pass). `loss_denominators` (see loss_counts) replace the batch's own
-        counts, so that the trainer can normalise by the counts of a whole optimizer step; `situation_scale`
-        scales lambda_situation (the trainer's geometry-first schedule)."""
+    def encode(self, batch: Batch) -> Encoded:
+        """The LLM over a training batch: one sequence per question (Collator) or several questions per video
+        (Collator.grouped, the shared-prefix pass)."""
+        vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
+        if batch.grouped:
+            video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
+        else:
+            mask = batch.attention_mask
+            text_hidden = video_hidden = self.language_model(self.embed_inputs(batch, vision), mask,
+                                                             position_ids_from_mask(mask)).last_hidden_state
+        return Encoded(vision, video_hidden, text_hidden)
+
+    def forward(self, batch: Batch, loss_denominators: dict[str, torch.Tensor] | None = None) -> Loc3ROutput:
+        """Losses of a training batch. `loss_denominators` (see loss_counts) replace the batch's own counts, so that
+        the trainer can normalise by the counts of a whole optimizer step."""
+        return self.losses(batch, self.encode(batch), loss_denominators)
+
+    def losses(self, batch: Batch, encoded: Encoded,
+               loss_denominators: dict[str, torch.Tensor] | None = None) -> Loc3ROutput:
+        """L = L_ce + lambda_layout * L_layout + lambda_situation * (L_pos + lambda_orientation * L_ori)."""
         c = self.config
         den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
-        vision = self.vision_tokens(batch.pixel_values_videos)  # [B or Bv, T, gh, gw, D]
-        grounding = batch.token_words is not None and c.lambda_grounding > 0
-        anchor = grounding and batch.situation_words is not None and c.anchor_layer is not None
-        copy = grounding and c.copy_layer is not None and batch.labels is not None
-        with (self.attention_inputs(c.grounding_layer if grounding else None) as recorded,
-              self.attention_inputs(c.anchor_layer if anchor else None) as recorded_anchor,
-              self.attention_inputs(c.copy_layer if copy else None) as recorded_copy):
-            if batch.grouped:
-                video_hidden, text_hidden = self.shared_prefix_pass(batch, vision)  # [Bv, Lp, D], [Bq, Ls, D]
-            else:
-                attention_mask = batch.attention_mask
-                text_hidden = video_hidden = self.language_model(
-                    self.embed_inputs(batch, vision), attention_mask,
-                    position_ids_from_mask(attention_mask)).last_hidden_state
 
         # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
         targets = batch.labels[:, 1:]  # [B, L-1]
         supervised = targets != IGNORE_INDEX
-        logits = self.vlm.lm_head(text_hidden[:, :-1][supervised])  # [N, V]
+        logits = self.vlm.lm_head(encoded.text_hidden[:, :-1][supervised])  # [N, V]
         lm = F.cross_entropy(logits.float(), targets[supervised], reduction="sum") / den["lm"]
 
-        vision_states = self.vision_states(video_hidden, batch.input_ids)  # [B, T, n, D]
-        layout = self.layout_head(vision_states)  # [B, T, n, 2] x2
-        position, orientation_logits = self.situation_heads(text_hidden, batch)
+        layout = self.layout_head(self.vision_states(encoded.video_hidden, batch.input_ids))  # [B, T, n, 2] x2
+        position, orientation_logits = self.situation_heads(encoded.text_hidden, batch)
         situated = batch.has_situation  # [B] bool
         yaw_target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
         nll_terms = {"layout": (*layout, batch.layout_xy, batch.layout_valid, c.sigma_floor, den["layout"]),
@@ -291,191 +293,9 @@ class Loc3R(nn.Module):
                   "orientation": kl_orientation(orientation_logits, yaw_target, situated, den["orientation"])}
         # what the gradient follows: with nll_beta the beta-NLL terms; `losses` logs the NLL either way
         spatial = {name: gaussian_nll(*args, c.nll_beta) for name, args in nll_terms.items()} if c.nll_beta else losses
-        lambda_situation = c.lambda_situation * situation_scale  # the trainer's schedule
         loss = (lm + c.lambda_layout * spatial["layout"]
-                + lambda_situation * (spatial["position"] + c.lambda_orientation * losses["orientation"]))
-        if batch.token_words is not None:  # base pretraining: every vision token reads as its object's words
-            losses["seeing"] = self.seeing_loss(vision.flatten(2, 3), vision_states, batch.token_words,
-                                                den.get("seeing"))
-            loss = loss + c.lambda_seeing * losses["seeing"]
-        if grounding:
-            losses["grounding"] = self.grounding_attention_loss(batch, recorded)
-            loss = loss + c.lambda_grounding * losses["grounding"]
-        if anchor:
-            losses["anchor"] = self.grounding_attention_loss(batch, recorded_anchor, anchor=True)
-            loss = loss + c.lambda_grounding * losses["anchor"]
-        if copy:
-            losses["copy"], losses["copy_output"] = self.copy_attention_loss(batch, recorded_copy)
-            loss = loss + c.lambda_copy * (losses["copy"] + losses["copy_output"])
+                + c.lambda_situation * (spatial["position"] + c.lambda_orientation * losses["orientation"]))
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
-
-    @contextlib.contextmanager
-    def attention_inputs(self, layer: int | None):
-        """Records the (hidden_states, position_embeddings) every call of layer `layer`'s self-attention receives
-        (the prefix pass, then the suffix pass of a grouped batch); records nothing for None."""
-        calls = []
-        if layer is None:
-            yield calls
-            return
-        attention = self.vlm.model.language_model.layers[layer].self_attn
-
-        def record(module, args, kwargs):
-            calls.append((kwargs["hidden_states"], kwargs["position_embeddings"]))
-
-        handle = attention.register_forward_pre_hook(record, with_kwargs=True)
-        try:
-            yield calls
-        finally:
-            handle.remove()
-
-    def head_attention(self, batch: Batch, calls: list, layer: int, head: int,
-                       values: bool = False) -> dict[str, torch.Tensor]:
-        """Head `head` of layer `layer` (calls: that layer's recorded inputs), recomputed from the text tokens: its
-        own q / k projections and rotary embedding, over every key a token attends to (padding and the causal mask
-        respected). Returns logits [B, Lq, Lk] (-inf where not allowed), allowed [B, Lq, Lk], the keys' token ids
-        key_ids [B, Lk], the queries' query_ids, query_mask (text tokens) and query_labels [B, Lq] (the label each
-        query state predicts: the labels shifted by one, -100 none), and with `values` the head's values of the
-        keys [B, Lk, d] and its columns of o_proj, output [D, d]. For a grouped batch the queries are the
-        suffixes' tokens and the keys their video's prefix, then the suffix."""
-        from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
-
-        attention = self.vlm.model.language_model.layers[layer].self_attn
-        d = attention.head_dim
-        kv_head = head // (attention.config.num_attention_heads // attention.config.num_key_value_heads)
-
-        def q_k(hidden, rope):
-            q = attention.q_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, H, L, d]
-            k = attention.k_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, KV, L, d]
-            q, k = apply_rotary_pos_emb(q, k, *rope)
-            return q[:, head], k[:, kv_head]  # [B, L, d] each
-
-        def head_values(hidden):
-            return attention.v_proj(hidden).unflatten(-1, (-1, d))[:, :, kv_head]  # [B, L, d]
-
-        ids = batch.input_ids
-        if batch.grouped:
-            (prefix_hidden, prefix_rope), (text_hidden, text_rope) = calls
-            _, k_prefix = q_k(prefix_hidden, prefix_rope)
-            q, k_text = q_k(text_hidden, text_rope)
-            v = batch.video_index
-            keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
-            Ls = batch.suffix_ids.shape[1]
-            allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
-                                 torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
-                                 & batch.suffix_mask[:, None].bool()], 2)  # [Bq, Ls, Lp + Ls]
-            key_ids = torch.cat([ids[v], batch.suffix_ids], 1)
-            query_ids, query_mask = batch.suffix_ids, batch.suffix_mask.bool()
-        else:
-            ((hidden, rope),) = calls
-            q, keys = q_k(hidden, rope)
-            causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
-            allowed = causal & batch.attention_mask[:, None].bool()
-            key_ids, query_ids, query_mask = ids, ids, batch.attention_mask.bool() & (ids != self.config.video_token_id)
-        query_labels = torch.full_like(query_ids, IGNORE_INDEX)
-        if batch.labels is not None:
-            query_labels[:, :-1] = batch.labels[:, 1:]
-        logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
-        out = {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
-               "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels}
-        if values:
-            out["values"] = (torch.cat([head_values(prefix_hidden)[v], head_values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
-                             if batch.grouped else head_values(hidden))
-            out["output"] = attention.o_proj.weight[:, head * d:(head + 1) * d]
-        return out
-
-    @staticmethod
-    def attention_mass_loss(logits: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """-log(the attention mass on the target keys) [B, Lq, Lk] bool, averaged over the `queries` [B, Lq] that
-        have at least one target key (0 when none has)."""
-        queries = queries & target.any(-1)
-        if not queries.any():
-            return logits.new_zeros(())
-        logits = logits[queries]
-        mass = torch.logsumexp(logits.masked_fill(~target[queries], float("-inf")), -1)
-        return (torch.logsumexp(logits, -1) - mass).mean()
-
-    def grounding_attention_loss(self, batch: Batch, calls: list, anchor: bool = False) -> torch.Tensor:
-        """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
-        `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
-        see (`batch.token_words`) attends to those tokens, and so do the <Pos> / <Ori> tokens for the words of
-        `batch.situation_words` (the objects a situation names). `anchor`: instead, in head `anchor_head` of layer
-        `anchor_layer`, only the <Ori> token, to the tokens of the object the speaker stands by (calls: that layer's
-        recorded inputs). The attention logits are the layer's own (head_attention); the loss
-        is -log(the attention mass on those vision tokens), averaged over the text tokens with at least one such
-        vision token."""
-        c = self.config
-        layer, head = (c.anchor_layer, c.anchor_head) if anchor else (c.grounding_layer, c.grounding_head)
-        a = self.head_attention(batch, calls, layer, head)
-        # the words each position of the video sequence sees: [Bv, Lp, K], -100 off the vision tokens
-        ids = batch.input_ids
-        is_video = ids == c.video_token_id
-        words = batch.token_words.flatten(1, 2)  # [Bv, T * n, K]
-        slots = torch.from_numpy(c.vision_token_slots().reshape(-1)).to(ids.device)
-        video_words = words.new_full((ids.shape[0], c.video_placeholder_len, words.shape[-1]), IGNORE_INDEX)
-        video_words[:, slots] = words
-        seen = words.new_full((*ids.shape, words.shape[-1]), IGNORE_INDEX)
-        seen[is_video] = video_words.flatten(0, 1)
-        query_ids = a["query_ids"]
-        if batch.grouped:
-            v = batch.video_index
-            key_words = torch.cat([seen[v], seen.new_full((len(v), query_ids.shape[1], seen.shape[-1]),
-                                                          IGNORE_INDEX)], 1)
-        else:
-            key_words = seen
-        rows = torch.arange(len(query_ids), device=ids.device)
-        if anchor:  # only <Ori>, to the speaker's anchor
-            query_ids = torch.full_like(query_ids, IGNORE_INDEX)
-            query_ids[rows, batch.ori_index] = batch.situation_words[:, 0]
-        elif batch.situation_words is not None:  # <Pos> / <Ori> ground to the objects the situation names
-            query_ids = query_ids.clone()
-            query_ids[rows, batch.pos_index] = batch.situation_words[:, 0]
-            query_ids[rows, batch.ori_index] = batch.situation_words[:, 1]
-        matches = (key_words[:, None] == query_ids[:, :, None, None]) & (key_words[:, None] != IGNORE_INDEX)
-        return self.attention_mass_loss(a["logits"], matches.any(-1) & a["allowed"], a["query_mask"])
-
-    def copy_attention_loss(self, batch: Batch, calls: list) -> tuple[torch.Tensor, torch.Tensor]:
-        """The base pretraining's copy of a name from the prompt (`copy_head` of layer `copy_layer`; calls: that
-        layer's recorded inputs), supervised densely, as benchmarks/toy_recall.py found a tiny LLM needs to learn
-        in-context recall: (where) the state that predicts an answer token which is a word of the prompt (not a
-        special token) attends to where that word stands in the prompt (the unlabelled text tokens): -log(the
-        attention mass there); (what) the head's output there (its attention over its values, through its columns
-        of o_proj), read through the LM head, is that word: cross-entropy. Both averaged over such answer tokens."""
-        a = self.head_attention(batch, calls, self.config.copy_layer, self.config.copy_head, values=True)
-        key_ids, labels = a["key_ids"], a["query_labels"]
-        special = torch.tensor(sorted(self.tokenizer.all_special_ids), device=key_ids.device)
-        # the keys that are prompt words: not a special token and not a label (answers are labelled where they stand)
-        key_labels = batch.labels if not batch.grouped else torch.cat(
-            [torch.full_like(batch.input_ids[batch.video_index], IGNORE_INDEX), batch.labels], 1)
-        prompt = ~torch.isin(key_ids, special) & (key_labels == IGNORE_INDEX)  # [B, Lk]
-        copied = (labels != IGNORE_INDEX) & ~torch.isin(labels, special)  # [B, Lq]
-        target = (key_ids[:, None] == labels[:, :, None]) & prompt[:, None] & a["allowed"]
-        where = self.attention_mass_loss(a["logits"], target, copied)
-        copied = copied & target.any(-1)
-        if not copied.any():
-            return where, where.new_zeros(())
-        rows, cols = copied.nonzero(as_tuple=True)
-        weights = a["logits"][rows, cols].softmax(-1)  # [N, Lk]
-        head_out = torch.einsum("nk,nkd->nd", weights, a["values"][rows].float()) @ a["output"].float().T  # [N, D]
-        what = F.cross_entropy(self.vlm.lm_head(head_out.to(a["output"].dtype)).float(), labels[rows, cols])
-        return where, what
-
-    def seeing_loss(self, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,
-                    denominator: torch.Tensor | None) -> torch.Tensor:
-        """The base pretraining's frame-space supervision: each labelled vision token [B, T, n] is read through
-        the (tied) word embeddings as its words [B, T, n, K] (K targets each, -100 none), both where it enters the
-        LLM (vision [B, T, n, D]: the projector's output, aligned with the words' embeddings, as LLaVA's first
-        stage aligns the projector) and where it leaves it (states [B, T, n, D], through the LM head). Cross-entropy
-        summed over both and over the targets, divided by `denominator` (default: the number of targets)."""
-        table = self.vlm.get_input_embeddings().weight  # [V, D]
-        total = vision.new_zeros((), dtype=torch.float32)
-        for k in range(words.shape[-1]):
-            target = words[..., k]
-            keep = target != IGNORE_INDEX
-            if keep.any():
-                total = total + F.cross_entropy((vision[keep] @ table.T).float(), target[keep], reduction="sum")
-                total = total + F.cross_entropy(self.vlm.lm_head(states[keep]).float(), target[keep], reduction="sum")
-        count = (words != IGNORE_INDEX).sum().clamp(min=1) if denominator is None else denominator
-        return total / count
 
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -571,21 +391,30 @@ class Loc3R(nn.Module):
         `tensors` replaces checkpoint_tensors() (the trainer passes full tensors gathered from FSDP shards)."""
         tensors = self.checkpoint_tensors() if tensors is None else tensors
         with atomic_dir(path) as tmp:
-            config = self.config.to_dict() | {"base_model_path": None}  # the weights are in this directory now
-            write_json(tmp / "config.json", config)
+            write_json(tmp / "config.json", self.config_dict())
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"),
                       metadata={"format": "pt"})
             self.tokenizer.save_pretrained(str(tmp))
 
+    def config_dict(self) -> dict:
+        """What a checkpoint's config.json holds: the config, without base_model_path (the weights are in the
+        checkpoint's directory)."""
+        return self.config.to_dict() | {"base_model_path": None}
+
+    @classmethod
+    def from_config_dict(cls, fields: dict, tokenizer: PreTrainedTokenizerBase, source: str) -> "Loc3R":
+        """A model of the config a checkpoint's config.json holds (config_dict's inverse), weights not loaded."""
+        return cls(Loc3RConfig.from_dict(fields, source), tokenizer)
+
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "Loc3R":
         path = Path(path)
-        config = Loc3RConfig.load(path / "config.json")
+        fields = read_config_json(path / "config.json")
         if not (path / "model.safetensors").is_file():
             raise Loc3rError(f"{path / 'model.safetensors'}: no such file")
         tokenizer = load_tokenizer(path)
         with no_init_weights():  # every tensor is overwritten below
-            model = cls(config, tokenizer)
+            model = cls.from_config_dict(fields, tokenizer, str(path / "config.json"))
         model.load_tensors(path / "model.safetensors")
         return model
 

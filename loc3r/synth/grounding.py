@@ -20,8 +20,12 @@ speaker poses (those are the layout and situation objectives the paper's ablatio
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
+from loc3r.errors import Loc3rError
 from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
 from loc3r.synth.language import NUMBER_WORDS, situation_text
 from loc3r.synth.scene import Scene
@@ -43,6 +47,27 @@ def token_objects(scene: Scene, world_xy: np.ndarray, valid: np.ndarray) -> np.n
     best = d.argmin(-1)
     inside = (d.min(-1) <= FOOTPRINT_MARGIN_M) & np.asarray(valid).reshape(-1)
     return np.where(inside, best, -1).reshape(shape).astype(np.int64)
+
+
+def video_token_objects(scene: Scene, cache) -> np.ndarray:
+    """[T, n] token_objects of a scene's cached video (data.cache.SceneCache): its layout targets (each token's
+    median depth point, BEV) brought back to the scan's frame. What "a vision token sees an object" means everywhere:
+    the base's pretraining targets, the benchmarks' and probes' visibility."""
+    bev_to_world = np.linalg.inv(cache.world_to_bev)
+    xy = cache.layout_xy.astype(np.float64)
+    world = xy @ bev_to_world[:2, :2].T + bev_to_world[:2, 3]  # the ground plane's rotation and shift
+    return token_objects(scene, world, cache.layout_valid)
+
+
+def read_scene(data: Path, scene_id: str) -> Scene:
+    """The exact description `loc3r synth` wrote of a room (DATA/synth/<scene>.json)."""
+    path = Path(data) / "synth" / f"{scene_id}.json"
+    try:
+        return Scene.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise Loc3rError(f"{path}: no such file (a room written by `loc3r synth` is needed)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise Loc3rError(f"{path}: not a synthetic room description ({e})") from None
 
 
 def grounding_questions(scene: Scene, rng: np.random.Generator, choices: bool = False) -> list[tuple[str, str, str]]:

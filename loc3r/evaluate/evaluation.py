@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from loc3r.checkpoint import resolve_checkpoint
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_path, write_json
-from loc3r.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metrics, msqa_metrics, qa_metrics,
+from loc3r.evaluate.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metrics, msqa_metrics, qa_metrics,
                            scanqa_metrics, vsibench_metrics)
 from loc3r.model.processor import BENCHMARKS, Collator
 from loc3r.parallel import default_device
-from loc3r.plots import frame_strip, situation_plot, token_colors
+from loc3r.evaluate.plots import frame_strip, situation_plot, token_colors
 
 
 @dataclass
@@ -195,8 +194,8 @@ def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Predict a split, score it and write metrics.json, predictions.jsonl, report.md and plots into cfg.out."""
-    from loc3r.model.loc3r import Loc3R
     from loc3r.model.processor import make_benchmark_dataset
+    from loc3r.train.checkpoint import load_model, resolve_checkpoint
 
     data, split, out = cfg.data, cfg.split, cfg.out
     judge = None
@@ -206,7 +205,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         judge = OpenAIJudge(cfg.judge_url, cfg.judge_model, os.environ.get(cfg.judge_key_env))
     dev = default_device(cfg.device)
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    model = Loc3R.from_pretrained(ckpt).to(dev)
+    model = load_model(ckpt).to(dev)
     dataset = make_benchmark_dataset(model.config, cfg.benchmark, data, split, cfg.cache_dir, cfg.cut3r)
     maps: dict = {}
     records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps)

@@ -20,6 +20,10 @@ import torch.distributed as dist
 from loc3r import parallel
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
+from loc3r.model.config import read_config_json
+from loc3r.model.loc3r import Loc3R
+from loc3r.tiny.config import has_tiny_base
+from loc3r.tiny.model import TinyLoc3R
 
 TRAINER_STATE = "trainer_state.pt"
 LORA_STATE = "lora.safetensors"  # a LoRA run's adapters, unmerged (for --resume; model.safetensors has them merged)
@@ -172,3 +176,11 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
     for old in ckpts[:-keep] if keep > 0 else []:
         if latest is None or old.resolve() != latest.resolve():
             shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model(path: str | Path) -> Loc3R:
+    """The model of a run directory (its newest checkpoint) or of a checkpoint directory: a TinyLoc3R when its
+    config.json has a tiny base's settings, else the paper's Loc3R."""
+    checkpoint = resolve_checkpoint(path)
+    tiny = has_tiny_base(read_config_json(checkpoint / "config.json"))
+    return (TinyLoc3R if tiny else Loc3R).from_pretrained(checkpoint)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.data.sqa3d import read_sqa3d
-from loc3r.metrics import localization_metrics, qa_metrics, question_type
+from loc3r.evaluate.metrics import localization_metrics, qa_metrics, question_type
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.processor import make_dataset
 

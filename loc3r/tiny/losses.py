@@ -1,0 +1,196 @@
+"""The tiny base's pretraining losses (`loc3r pretrain-base`), on top of the paper's: frame-space supervision only.
+
+- `seeing_loss`: each vision token that sees an object reads as the object's colour and category words, where it
+  enters the LLM and where it leaves it (through the tied word embeddings);
+- `grounding_attention_loss`: in one attention head, every word naming a colour or a category attends to the vision
+  tokens that see such an object, and so do <Pos> / <Ori> to the objects their situation names; with `anchor`, in a
+  head of a later layer, <Ori> attends to the object the speaker stands by;
+- `copy_attention_loss`: in one head, the state predicting an answer word that stands in the prompt attends to
+  where it stands, and the head's output there reads as that word (in-context recall supervised densely, as
+  research/toy_recall.py found a tiny LLM needs).
+The attention losses recompute one head's logits from the inputs its layer received (`attention_inputs` records
+them during the forward pass), with the layer's own projections and rotary embedding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from loc3r.constants import IGNORE_INDEX
+from loc3r.model.loc3r import Loc3R
+from loc3r.model.processor import Batch
+from loc3r.tiny.config import TinyBaseConfig
+
+
+@contextlib.contextmanager
+def attention_inputs(model: Loc3R, layer: int | None):
+    """Records the (hidden_states, position_embeddings) every call of layer `layer`'s self-attention receives
+    (the prefix pass, then the suffix pass of a grouped batch); records nothing for None."""
+    calls = []
+    if layer is None:
+        yield calls
+        return
+    attention = model.vlm.model.language_model.layers[layer].self_attn
+
+    def record(module, args, kwargs):
+        calls.append((kwargs["hidden_states"], kwargs["position_embeddings"]))
+
+    handle = attention.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+def head_attention(model: Loc3R, batch: Batch, calls: list, layer: int, head: int,
+                   values: bool = False) -> dict[str, torch.Tensor]:
+    """Head `head` of layer `layer` (calls: that layer's recorded inputs), recomputed from the text tokens: its
+    own q / k projections and rotary embedding, over every key a token attends to (padding and the causal mask
+    respected). Returns logits [B, Lq, Lk] (-inf where not allowed), allowed [B, Lq, Lk], the keys' token ids
+    key_ids [B, Lk], the queries' query_ids, query_mask (text tokens) and query_labels [B, Lq] (the label each
+    query state predicts: the labels shifted by one, -100 none), and with `values` the head's values of the
+    keys [B, Lk, d] and its columns of o_proj, output [D, d]. For a grouped batch the queries are the
+    suffixes' tokens and the keys their video's prefix, then the suffix."""
+    from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+    attention = model.vlm.model.language_model.layers[layer].self_attn
+    d = attention.head_dim
+    kv_head = head // (attention.config.num_attention_heads // attention.config.num_key_value_heads)
+
+    def q_k(hidden, rope):
+        q = attention.q_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, H, L, d]
+        k = attention.k_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, KV, L, d]
+        q, k = apply_rotary_pos_emb(q, k, *rope)
+        return q[:, head], k[:, kv_head]  # [B, L, d] each
+
+    def head_values(hidden):
+        return attention.v_proj(hidden).unflatten(-1, (-1, d))[:, :, kv_head]  # [B, L, d]
+
+    ids = batch.input_ids
+    if batch.grouped:
+        (prefix_hidden, prefix_rope), (text_hidden, text_rope) = calls
+        _, k_prefix = q_k(prefix_hidden, prefix_rope)
+        q, k_text = q_k(text_hidden, text_rope)
+        v = batch.video_index
+        keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
+        Ls = batch.suffix_ids.shape[1]
+        allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
+                             torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
+                             & batch.suffix_mask[:, None].bool()], 2)  # [Bq, Ls, Lp + Ls]
+        key_ids = torch.cat([ids[v], batch.suffix_ids], 1)
+        query_ids, query_mask = batch.suffix_ids, batch.suffix_mask.bool()
+    else:
+        ((hidden, rope),) = calls
+        q, keys = q_k(hidden, rope)
+        causal = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
+        allowed = causal & batch.attention_mask[:, None].bool()
+        key_ids, query_ids, query_mask = ids, ids, batch.attention_mask.bool() & (ids != model.config.video_token_id)
+    query_labels = torch.full_like(query_ids, IGNORE_INDEX)
+    if batch.labels is not None:
+        query_labels[:, :-1] = batch.labels[:, 1:]
+    logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
+    out = {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
+           "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels}
+    if values:
+        out["values"] = (torch.cat([head_values(prefix_hidden)[v], head_values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
+                         if batch.grouped else head_values(hidden))
+        out["output"] = attention.o_proj.weight[:, head * d:(head + 1) * d]
+    return out
+
+def attention_mass_loss(logits: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """-log(the attention mass on the target keys) [B, Lq, Lk] bool, averaged over the `queries` [B, Lq] that
+    have at least one target key (0 when none has)."""
+    queries = queries & target.any(-1)
+    if not queries.any():
+        return logits.new_zeros(())
+    logits = logits[queries]
+    mass = torch.logsumexp(logits.masked_fill(~target[queries], float("-inf")), -1)
+    return (torch.logsumexp(logits, -1) - mass).mean()
+
+def grounding_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, calls: list,
+                             anchor: bool = False) -> torch.Tensor:
+    """The base pretraining's grounding of words in the video: in head `grounding_head` of layer
+    `grounding_layer`, every text token whose word is the colour or the category of an object some vision tokens
+    see (`batch.token_words`) attends to those tokens, and so do the <Pos> / <Ori> tokens for the words of
+    `batch.situation_words` (the objects a situation names). `anchor`: instead, in head `anchor_head` of layer
+    `anchor_layer`, only the <Ori> token, to the tokens of the object the speaker stands by (calls: that layer's
+    recorded inputs). The attention logits are the layer's own (head_attention); the loss
+    is -log(the attention mass on those vision tokens), averaged over the text tokens with at least one such
+    vision token."""
+    c = model.config
+    layer, head = (base.anchor_layer, base.anchor_head) if anchor else (base.grounding_layer, base.grounding_head)
+    a = head_attention(model, batch, calls, layer, head)
+    # the words each position of the video sequence sees: [Bv, Lp, K], -100 off the vision tokens
+    ids = batch.input_ids
+    is_video = ids == c.video_token_id
+    words = batch.token_words.flatten(1, 2)  # [Bv, T * n, K]
+    slots = torch.from_numpy(c.vision_token_slots().reshape(-1)).to(ids.device)
+    video_words = words.new_full((ids.shape[0], c.video_placeholder_len, words.shape[-1]), IGNORE_INDEX)
+    video_words[:, slots] = words
+    seen = words.new_full((*ids.shape, words.shape[-1]), IGNORE_INDEX)
+    seen[is_video] = video_words.flatten(0, 1)
+    query_ids = a["query_ids"]
+    if batch.grouped:
+        v = batch.video_index
+        key_words = torch.cat([seen[v], seen.new_full((len(v), query_ids.shape[1], seen.shape[-1]),
+                                                      IGNORE_INDEX)], 1)
+    else:
+        key_words = seen
+    rows = torch.arange(len(query_ids), device=ids.device)
+    if anchor:  # only <Ori>, to the speaker's anchor
+        query_ids = torch.full_like(query_ids, IGNORE_INDEX)
+        query_ids[rows, batch.ori_index] = batch.situation_words[:, 0]
+    elif batch.situation_words is not None:  # <Pos> / <Ori> ground to the objects the situation names
+        query_ids = query_ids.clone()
+        query_ids[rows, batch.pos_index] = batch.situation_words[:, 0]
+        query_ids[rows, batch.ori_index] = batch.situation_words[:, 1]
+    matches = (key_words[:, None] == query_ids[:, :, None, None]) & (key_words[:, None] != IGNORE_INDEX)
+    return attention_mass_loss(a["logits"], matches.any(-1) & a["allowed"], a["query_mask"])
+
+def copy_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch,
+                        calls: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """The base pretraining's copy of a name from the prompt (`copy_head` of layer `copy_layer`; calls: that
+    layer's recorded inputs), supervised densely, as research/toy_recall.py found a tiny LLM needs to learn
+    in-context recall: (where) the state that predicts an answer token which is a word of the prompt (not a
+    special token) attends to where that word stands in the prompt (the unlabelled text tokens): -log(the
+    attention mass there); (what) the head's output there (its attention over its values, through its columns
+    of o_proj), read through the LM head, is that word: cross-entropy. Both averaged over such answer tokens."""
+    a = head_attention(model, batch, calls, base.copy_layer, base.copy_head, values=True)
+    key_ids, labels = a["key_ids"], a["query_labels"]
+    special = torch.tensor(sorted(model.tokenizer.all_special_ids), device=key_ids.device)
+    # the keys that are prompt words: not a special token and not a label (answers are labelled where they stand)
+    key_labels = batch.labels if not batch.grouped else torch.cat(
+        [torch.full_like(batch.input_ids[batch.video_index], IGNORE_INDEX), batch.labels], 1)
+    prompt = ~torch.isin(key_ids, special) & (key_labels == IGNORE_INDEX)  # [B, Lk]
+    copied = (labels != IGNORE_INDEX) & ~torch.isin(labels, special)  # [B, Lq]
+    target = (key_ids[:, None] == labels[:, :, None]) & prompt[:, None] & a["allowed"]
+    where = attention_mass_loss(a["logits"], target, copied)
+    copied = copied & target.any(-1)
+    if not copied.any():
+        return where, where.new_zeros(())
+    rows, cols = copied.nonzero(as_tuple=True)
+    weights = a["logits"][rows, cols].softmax(-1)  # [N, Lk]
+    head_out = torch.einsum("nk,nkd->nd", weights, a["values"][rows].float()) @ a["output"].float().T  # [N, D]
+    what = F.cross_entropy(model.vlm.lm_head(head_out.to(a["output"].dtype)).float(), labels[rows, cols])
+    return where, what
+
+def seeing_loss(model: Loc3R, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,
+                denominator: torch.Tensor | None) -> torch.Tensor:
+    """The base pretraining's frame-space supervision: each labelled vision token [B, T, n] is read through
+    the (tied) word embeddings as its words [B, T, n, K] (K targets each, -100 none), both where it enters the
+    LLM (vision [B, T, n, D]: the projector's output, aligned with the words' embeddings, as LLaVA's first
+    stage aligns the projector) and where it leaves it (states [B, T, n, D], through the LM head). Cross-entropy
+    summed over both and over the targets, divided by `denominator` (default: the number of targets)."""
+    table = model.vlm.get_input_embeddings().weight  # [V, D]
+    total = vision.new_zeros((), dtype=torch.float32)
+    for k in range(words.shape[-1]):
+        target = words[..., k]
+        keep = target != IGNORE_INDEX
+        if keep.any():
+            total = total + F.cross_entropy((vision[keep] @ table.T).float(), target[keep], reduction="sum")
+            total = total + F.cross_entropy(model.vlm.lm_head(states[keep]).float(), target[keep], reduction="sum")
+    count = (words != IGNORE_INDEX).sum().clamp(min=1) if denominator is None else denominator
+    return total / count
+

@@ -1,0 +1,78 @@
+"""TinyLoc3R: the paper's Loc3R with what the tiny preset's pretrained base adds (loc3r/tiny/config.py).
+
+- its text embeddings enter the LLM `text_embed_scale` x larger (the shipped base: 32), at training and inference;
+- on a batch of the base's pretraining (one with `token_words`: `loc3r pretrain-base`), the pretraining losses of
+  tiny.losses on top of the paper's, from the attention inputs of the heads they supervise, recorded during the
+  paper's forward pass. On any other batch its forward is the paper's.
+Checkpoints keep the settings under "tiny_base" in config.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from loc3r.constants import IGNORE_INDEX
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.loc3r import Loc3R, Loc3ROutput
+from loc3r.model.processor import Batch
+from loc3r.tiny import losses
+from loc3r.tiny.config import SECTION, TinyBaseConfig, split_legacy
+
+
+class TinyLoc3R(Loc3R):
+    def __init__(self, config: Loc3RConfig, tokenizer: PreTrainedTokenizerBase | None = None,
+                 base: TinyBaseConfig | None = None):
+        super().__init__(config, tokenizer)
+        self.base = base or TinyBaseConfig()
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        embeds = super().embed_text(ids)
+        scale = self.base.text_embed_scale
+        return embeds if scale == 1 else embeds * scale
+
+    def loss_counts(self, batch: Batch) -> dict[str, torch.Tensor]:
+        counts = super().loss_counts(batch)
+        if batch.token_words is not None:  # the seeing loss averages over the vision tokens' word targets
+            counts["seeing"] = (batch.token_words != IGNORE_INDEX).sum()
+        return counts
+
+    def forward(self, batch: Batch, loss_denominators: dict[str, torch.Tensor] | None = None) -> Loc3ROutput:
+        if batch.token_words is None:
+            return super().forward(batch, loss_denominators)
+        b = self.base
+        den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+        grounding = b.lambda_grounding > 0
+        anchor = grounding and batch.situation_words is not None and b.anchor_layer is not None
+        copy = grounding and b.copy_layer is not None and batch.labels is not None
+        with contextlib.ExitStack() as stack:
+            calls = {name: stack.enter_context(losses.attention_inputs(self, layer if on else None))
+                     for name, layer, on in (("grounding", b.grounding_layer, grounding),
+                                             ("anchor", b.anchor_layer, anchor), ("copy", b.copy_layer, copy))}
+            encoded = self.encode(batch)
+        out = self.losses(batch, encoded, den)
+        extra = {"seeing": losses.seeing_loss(self, encoded.vision.flatten(2, 3),
+                                              self.vision_states(encoded.video_hidden, batch.input_ids),
+                                              batch.token_words, den.get("seeing"))}
+        loss = out.loss + b.lambda_seeing * extra["seeing"]
+        if grounding:
+            extra["grounding"] = losses.grounding_attention_loss(self, b, batch, calls["grounding"])
+            loss = loss + b.lambda_grounding * extra["grounding"]
+        if anchor:
+            extra["anchor"] = losses.grounding_attention_loss(self, b, batch, calls["anchor"], anchor=True)
+            loss = loss + b.lambda_grounding * extra["anchor"]
+        if copy:
+            extra["copy"], extra["copy_output"] = losses.copy_attention_loss(self, b, batch, calls["copy"])
+            loss = loss + b.lambda_copy * (extra["copy"] + extra["copy_output"])
+        return Loc3ROutput(loss, {**out.losses, **extra}, out.layout, out.position, out.orientation_logits)
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return super().config_dict() | {SECTION: self.base.to_dict()}
+
+    @classmethod
+    def from_config_dict(cls, fields: dict, tokenizer: PreTrainedTokenizerBase, source: str) -> "TinyLoc3R":
+        fields, base = split_legacy(fields, source)
+        return cls(Loc3RConfig.from_dict(fields, source), tokenizer, TinyBaseConfig(**(base or {})))

@@ -1,0 +1,233 @@
+"""The settings of a training run: `RunSettings` (what every run has) and `TrainConfig` (`loc3r train`), whose flags
+are generated from the fields, types and comments (loc3r.command.add_dataclass_arguments), grouped by GROUPS.
+
+A field left None takes its value from the run's recipe (train/recipes.py: `--recipe`, or the preset's), then from
+the model preset (frames, prior, loss weights: Loc3RConfig.tiny / llava_video_7b).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from loc3r.assets import TINY_BASE
+from loc3r.errors import Loc3rError
+from loc3r.model.config import PRIORS, Loc3RConfig
+from loc3r.model.processor import Source
+from loc3r.priors.cut3r import CUT3R_INPUTS
+from loc3r.train.recipes import DEFAULT_RECIPE, RECIPES
+
+SCRATCH = "scratch"  # --init value: no base
+PRESETS = ("tiny", "llava_video_7b")
+
+
+def step_count(value: float, steps: int) -> int:
+    """A number of steps given as N, or as a fraction of `steps` when below 1 (--warmup, --decay)."""
+    return int(value * steps) if value < 1 else int(value)
+
+
+@dataclass
+class RunSettings:
+    """What every training run has (`loc3r train`, `loc3r pretrain-base`)."""
+
+    data: list[str]  # data: DIR (SQA3D), or name=DIR[:fraction] of sqa3d, scanqa, msqa, vsibench; repeat to mix
+    out: Path  # run directory (checkpoints, log.jsonl, settings.json)
+    steps: int | None = None  # optimizer steps
+    batch_size: int | None = None  # videos per process and micro-batch
+    questions_per_video: int | None = None  # questions of a video sharing its computed prefix
+    lr: float | None = None  # peak learning rate
+    seed: int = 0  # model initialisation and data order
+    cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
+    save_every: int = 500  # checkpoint every N steps (and at the end)
+    log_every: int = 10  # steps between log.jsonl records
+    resume: bool = False  # continue from the newest checkpoint in --out
+    quiet: bool = False  # no progress bar
+
+    def __post_init__(self):
+        self.data = [str(self.data)] if isinstance(self.data, (str, Path)) else [str(d) for d in self.data]
+        self.out = Path(self.out)
+        for name in ("steps", "batch_size", "questions_per_video", "save_every", "log_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise Loc3rError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
+@dataclass
+class TrainConfig(RunSettings):
+    """The settings of one training run (`loc3r train`)."""
+
+    recipe: str | None = None  # named settings to start from (train/recipes.py; default: the preset's)
+    preset: str | None = None  # model: tiny | llava_video_7b (default: the recipe's, else tiny)
+    base: Path | None = None  # local LLaVA-Video-7B-Qwen2 directory (transformers format), for the 7B
+    # tiny: the pretrained base to start from (`loc3r pretrain-base`: its weights and tokenizer); default: the base
+    # shipped in loc3r/assets/tiny_base; "scratch": random weights and a tokenizer of the training data's words
+    init: str | None = None
+    frames: int | None = None  # T frames per video (tiny 8, 7B 32)
+    prior: str | None = None  # camera-token prior: poses | cut3r | none (tiny poses, 7B cut3r)
+    cut3r_dim: int | None = None  # width of the CUT3R camera tokens (default: that of the cached tokens)
+    cut3r_input: str | None = None  # frames CUT3R saw (extract-priors --cut3r-input): demo | vlm3r
+    lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
+    lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
+    # scans that are closed loops (loc3r synth's rooms): every question on K videos of its scan, begun at K points
+    # spread round the loop, each with its own BEV frame (data.dataset.LoopStarts); 1: the scan's own video only
+    loop_starts: int | None = None
+    # the scans' own videos only until the orientation loss, averaged over the last 20 steps, falls below this;
+    # then every loop start (with --loop-starts K > 1; 0: every loop start from the first step)
+    loop_starts_when: float | None = None
+    workers: int | None = None  # data-loading processes (default: 2 with a GPU, 0 on a CPU)
+    no_layout: bool = False  # ablation: no layout reconstruction loss
+    no_situation: bool = False  # ablation: no position / orientation loss
+    orientation_sigma: float | None = None  # wrapped-Gaussian yaw target sigma, radians (tiny 1.047 = 60°; 7B 0.175)
+    lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
+    lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
+    nll_beta: float | None = None  # beta-NLL of the layout / position losses (tiny 0.5; 7B 0: the paper's NLL)
+    init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
+    grad_accum: int | None = None  # micro-batches per optimizer step
+    global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
+    weight_decay: float = 0.0  # AdamW weight decay
+    clip: float = 1.0  # gradient-norm clipping (0: off)
+    epochs: float | None = None  # passes over the training videos: sets --steps from the data
+    warmup: float | None = None  # warm-up steps, or a fraction of the steps when < 1
+    # cosine: linear warm-up, cosine decay to 0 over the rest; wsd: linear warm-up, the peak rate held, then a cosine
+    # decay to 0 over the last --decay steps (warmup-stable-decay)
+    schedule: str | None = None
+    decay: float | None = None  # --schedule wsd: steps of the final decay, or a fraction of the steps when < 1
+    keep: int = 2  # checkpoints kept (the newest ones)
+    device: str | None = None  # cpu, cuda, cuda:1 ... (default: cuda:<local rank> when there is a GPU)
+    parallel: str | None = None  # ddp | fsdp
+    activation_checkpointing: bool | None = None  # recompute activations in the backward pass
+
+    CHOICES: ClassVar[dict] = {"recipe": tuple(RECIPES), "preset": PRESETS, "prior": PRIORS,
+                               "cut3r_input": CUT3R_INPUTS, "parallel": ("ddp", "fsdp"),
+                               "schedule": ("cosine", "wsd")}
+    GROUPS: ClassVar[dict] = {
+        "recipe": ("recipe", "seed"),
+        "data": ("data", "cache_dir", "frames", "questions_per_video", "loop_starts", "loop_starts_when", "workers"),
+        "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
+        "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta"),
+        "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
+        "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
+        "checkpointing": ("out", "resume", "save_every", "keep", "log_every", "quiet"),
+        "parallelism": ("device", "parallel", "activation_checkpointing"),
+    }
+    # filled from the recipe only when the other of the pair was not given
+    EXCLUSIVE: ClassVar[tuple] = (("steps", "epochs"), ("grad_accum", "global_batch"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        name = self.recipe or DEFAULT_RECIPE[self.preset or "tiny"]
+        if name not in RECIPES:
+            raise Loc3rError(f"unknown recipe {name!r}: expected one of {', '.join(RECIPES)}")
+        recipe = RECIPES[name]
+        if self.preset is not None and self.preset != recipe.preset:
+            raise Loc3rError(f"--recipe {name} trains the {recipe.preset} preset, not --preset {self.preset}")
+        self.recipe, self.preset = name, recipe.preset
+        for a, b in self.EXCLUSIVE:
+            if getattr(self, a) is not None and getattr(self, b) is not None:
+                raise Loc3rError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')}: pass one of the two")
+        given = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+        paired = {a: b for pair in self.EXCLUSIVE for a, b in (pair, pair[::-1])}
+        for field, value in recipe.settings.items():
+            if field not in given and paired.get(field) not in given:
+                setattr(self, field, value)
+        self.check()
+
+    def check(self) -> None:
+        """Refuse settings that cannot run (in one line, before any data is read)."""
+        if self.loop_starts < 1 or self.loop_starts_when < 0:
+            raise Loc3rError(f"--loop-starts must be >= 1 and --loop-starts-when >= 0, got {self.loop_starts} and "
+                             f"{self.loop_starts_when:g}")
+        if self.loop_starts_when and self.loop_starts == 1:
+            raise Loc3rError("--loop-starts-when needs --loop-starts K > 1")
+        if self.nll_beta is not None and not 0 <= self.nll_beta <= 1:
+            raise Loc3rError(f"--nll-beta must be in [0, 1], got {self.nll_beta:g}")
+        for name in ("grad_accum", "global_batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise Loc3rError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise Loc3rError(f"--epochs must be > 0, got {self.epochs:g}")
+        if self.schedule == "wsd" and self.decay is None:
+            raise Loc3rError("--schedule wsd needs --decay (the final decay's steps, or a fraction of the steps)")
+        if self.steps is not None and self.schedule == "wsd" and not (
+                0 < self.decay_steps <= self.steps - step_count(self.warmup, self.steps)):
+            raise Loc3rError(f"--decay {self.decay:g} is {self.decay_steps} of {self.steps} steps: it must be above 0 "
+                             "and leave the warm-up's steps")
+
+    @property
+    def decay_steps(self) -> int:
+        """--schedule wsd: the final decay's steps; a fraction of a short run keeps at least one."""
+        return max(1, step_count(self.decay, self.steps)) if 0 < self.decay < 1 else step_count(self.decay, self.steps)
+
+    def sized(self, units: int, world_size: int) -> "TrainConfig":
+        """These settings with --steps and --grad-accum resolved: from --epochs over `units` training units (videos
+        with their questions) and from --global-batch over `world_size` processes."""
+        grad_accum = self.grad_accum
+        if grad_accum is None:
+            per_step = self.batch_size * world_size
+            if self.global_batch % per_step:
+                raise Loc3rError(f"--global-batch {self.global_batch} is not a multiple of --batch-size "
+                                 f"{self.batch_size} x {world_size} process(es)")
+            grad_accum = self.global_batch // per_step
+        steps = self.steps
+        if steps is None:
+            steps = max(1, math.ceil(self.epochs * units / (self.batch_size * world_size * grad_accum)))
+        sized = dataclasses.replace(self, steps=steps, grad_accum=grad_accum, epochs=None, global_batch=None)
+        return sized
+
+    @property
+    def sources(self) -> list[Source]:
+        return [Source.parse(d) for d in self.data]
+
+    @property
+    def is_7b(self) -> bool:
+        return self.preset == "llava_video_7b"
+
+    @property
+    def init_base(self) -> Path | None:
+        """The base directory the run starts from (None: random weights, or the 7B's --base)."""
+        if self.init == SCRATCH or self.is_7b:
+            if self.is_7b and self.init not in (None, SCRATCH):
+                raise Loc3rError(f"{self.init}: --init starts a tiny model from a pretrained tiny base; the 7B "
+                                 "takes --base")
+            return None
+        if self.init is None:
+            return TINY_BASE if (TINY_BASE / "config.json").is_file() else None
+        return Path(self.init)
+
+    def model_overrides(self) -> dict:
+        """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""
+        pairs = [("num_frames", self.frames), ("prior", self.prior), ("cut3r_dim", self.cut3r_dim),
+                 ("cut3r_input", self.cut3r_input), ("orientation_sigma_rad", self.orientation_sigma),
+                 ("lambda_layout", 0.0 if self.no_layout else self.lambda_layout),
+                 ("lambda_situation", 0.0 if self.no_situation else self.lambda_situation),
+                 ("nll_beta", self.nll_beta)]
+        return {k: v for k, v in pairs if v is not None}
+
+    @classmethod
+    def help_defaults(cls) -> dict[str, str]:
+        """Each recipe's value of the fields recipes set, for --help."""
+        out: dict[str, list[str]] = {}
+        for recipe in RECIPES.values():
+            for field, value in recipe.settings.items():
+                shown = f"{value:g}" if isinstance(value, float) else str(value)
+                out.setdefault(field, []).append(f"{shown} in {recipe.name}")
+        return {field: ", ".join(values) for field, values in out.items()}
+
+
+def model_config(run: TrainConfig) -> Loc3RConfig:
+    """The model configuration of a run (preset + overrides)."""
+    overrides = run.model_overrides()
+    if run.preset == "tiny":
+        config = Loc3RConfig.tiny(**overrides)
+    elif run.base is None:
+        raise Loc3rError("--preset llava_video_7b needs --base DIR (a local LLaVA-Video-7B-Qwen2 in transformers format)")
+    else:
+        config = Loc3RConfig.llava_video_7b(run.base, **overrides)
+    if config.prior == "cut3r" and run.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
+        from loc3r.priors.cut3r import cached_token_width
+
+        config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
+    return config
