@@ -11,9 +11,9 @@ Trains on `--scenes` rooms of `--data-seed` and evaluates on `--test-scenes` roo
 - + layout:             with the layout reconstruction loss (prior none)
 - + camera token:       the full model (poses prior + layout + situation)
 
-Every variant trains with the demo's recipe (DEMO_TRAINING, DEMO_RECIPE: the wsd schedule; its loop starts join once
-the orientation loss is below DEMO_RECIPE's threshold, so a variant whose orientation does not learn trains on the
-scans' own videos only). The README's table:
+Every variant trains with the recipe `tiny_demo` (what `loc3r demo` and `loc3r train --preset tiny` run: the wsd
+schedule; its loop starts join once the orientation loss is below the recipe's threshold, so a variant whose
+orientation does not learn trains on the scans' own videos only). The README's table:
 
     python benchmarks/bench_accuracy.py --seeds 0 1 2 --out /tmp/bench_acc
 
@@ -29,7 +29,6 @@ to OUT/results.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -37,14 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
-from loc3r import evaluate, train
-from loc3r.baselines import baselines
 from loc3r.command import dataclass_from_args
-from loc3r.metrics import localization_metrics
+from loc3r.demo import DEMO_ROOMS
+from loc3r.evaluate.baselines import baselines
+from loc3r.evaluate.evaluation import EvalConfig, evaluate, unique_situations
+from loc3r.evaluate.metrics import localization_metrics
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.processor import make_dataset
 from loc3r.synth import writer
-from probe_learning import situation_objects, token_objects
+from loc3r.synth.grounding import read_scene, video_token_objects
+from loc3r.train import loop
+from loc3r.train.config import TrainConfig
+from loc3r.train.recipes import TINY_DEMO
 
 WHERE_SEEN = ("first frame", "later frames only", "not seen")
 
@@ -55,13 +58,13 @@ ABLATIONS = [  # (name, extra training arguments)
 ]
 
 
-def train_config(data: Path, out: Path, flags: list[str], **fields) -> train.TrainConfig:
-    """A TrainConfig from `loc3r train` flags (the ablation's and --extra) and fields set here. A failing step
-    raises, so the benchmark stops there (never reads a stale metrics.json)."""
+def train_config(data: Path, out: Path, flags: list[str], **fields) -> TrainConfig:
+    """A TrainConfig from `loc3r train` flags (the ablation's and --extra) and fields set here, on the recipe
+    tiny_demo. A failing step raises, so the benchmark stops there (never reads a stale metrics.json)."""
     parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-    config = dataclass_from_args(train.TrainConfig, parser.parse_args(["--data", str(data), "--out", str(out), *flags]))
-    return dataclasses.replace(config, **fields)
+    loop.add_arguments(parser)
+    args = parser.parse_args(["--data", str(data), "--out", str(out), "--recipe", TINY_DEMO.name, *flags])
+    return dataclass_from_args(TrainConfig, argparse.Namespace(**(vars(args) | fields)))
 
 
 def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scenes: int, held_out_seed: int) -> None:
@@ -75,25 +78,34 @@ def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scen
 
 
 def anchor_seen(test_data: Path) -> dict[tuple[str, str], str]:
-    """(scene, situation text) -> where the model's frames (the tiny preset's) show the situation's anchor: a token
-    at least probe_learning.COVERED covered by it in the first frame, only in later frames, or in none."""
-    config = Loc3RConfig.tiny()
-    ds = make_dataset(config, test_data, "test")
+    """(scene, situation text) -> where the model's frames (the tiny preset's) show the situation's anchor, the
+    object the speaker stands next to (synth.grounding.video_token_objects): in the first frame, only in later
+    frames, or in none."""
+    ds = make_dataset(Loc3RConfig.tiny(), test_data, "test")
     out = {}
     for scene_id in ds.scene_ids:
-        labels, desc = token_objects(test_data, scene_id, ds.scene(scene_id).frame_ids, config.frame_grid,
-                                     config.frame_grid_extent)  # [T, n]
-        for text, (anchor, _) in situation_objects(desc).items():
-            seen = (labels == anchor).any(-1)
+        scene = read_scene(test_data, scene_id)
+        seen_by = video_token_objects(scene, ds.scene(scene_id))  # [T, n] index into scene.objects, -1: none
+        index = {o.id: i for i, o in enumerate(scene.objects)}
+        for text, anchor in situation_anchors(test_data, scene_id).items():
+            seen = (seen_by == index[anchor]).any(-1)
             out[scene_id, text] = WHERE_SEEN[0 if seen[0] else 1 if seen.any() else 2]
     return out
+
+
+def situation_anchors(data: Path, scene_id: str) -> dict[str, int]:
+    """situation text -> the id of the object the speaker stands next to, for the basic rooms' "next to A, facing
+    B" situations (synth/<scene>.json)."""
+    desc = json.loads((data / "synth" / f"{scene_id}.json").read_text())
+    return {d["text"]: s["objects"]["a"] for s in desc["situations"] if set(s["objects"]) == {"a", "b"}
+            for d in [s, *s["alternatives"]]}
 
 
 def by_where_seen(predictions: Path, where: dict[tuple[str, str], str]) -> dict[str, dict]:
     """Localization metrics of a run's situations (predictions.jsonl) per WHERE_SEEN group."""
     groups: dict[str, list[dict]] = {g: [] for g in WHERE_SEEN}
     records = [json.loads(line) for line in predictions.read_text().splitlines()]
-    for r in evaluate.unique_situations(records):
+    for r in unique_situations(records):
         groups[where[r["scene_id"], r["situation"]]].append(r)
     return {g: {"n": len(rs), **localization_metrics([r["pred_xy"] for r in rs], [r["gt_xy"] for r in rs],
                                                      [r["pred_yaw_rad"] for r in rs], [r["gt_yaw_rad"] for r in rs])}
@@ -108,15 +120,13 @@ def cell(values: list[float], width: int, digits: int = 1) -> str:
 
 
 def main() -> int:
-    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_bench_accuracy"))
-    p.add_argument("--scenes", type=int, default=DEMO_TRAINING["scenes"], help="training rooms (the demo's)")
-    p.add_argument("--test-scenes", type=int, default=DEMO_TRAINING["test_scenes"],
+    p.add_argument("--scenes", type=int, default=DEMO_ROOMS["scenes"], help="training rooms (the demo's)")
+    p.add_argument("--test-scenes", type=int, default=DEMO_ROOMS["test_scenes"],
                    help="held-out rooms of --test-seed")
-    p.add_argument("--steps", type=int, default=DEMO_TRAINING["steps"])
-    p.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"], help="videos per step")
+    p.add_argument("--steps", type=int, default=TINY_DEMO.settings["steps"])
+    p.add_argument("--batch-size", type=int, default=TINY_DEMO.settings["batch_size"], help="videos per step")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--test-seed", type=int, default=1000)
@@ -136,10 +146,10 @@ def main() -> int:
             slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "") + f"_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            train.train(train_config(data, run, [*extra, *args.extra], steps=args.steps, batch_size=args.batch_size,
-                                     seed=seed, save_every=500, quiet=True, resume=True, **DEMO_RECIPE))
+            loop.train(train_config(data, run, [*extra, *args.extra], steps=args.steps, batch_size=args.batch_size,
+                                    seed=seed, save_every=500, quiet=True, resume=True))
             t1 = time.perf_counter()
-            evaluate.evaluate(evaluate.EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4))
+            evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4))
             r = json.loads((ev / "metrics.json").read_text())
             r["train_seconds"], r["seed"] = t1 - t0, seed
             r["by_where_anchor_seen"] = by_where_seen(ev / "predictions.jsonl", where)

@@ -1,13 +1,13 @@
 """The orientation target's sigma, picked on validation rooms (the paper does not publish it).
 
 The <Ori> head is trained against a wrapped Gaussian over its yaw bins (`--orientation-sigma`, radians; the tiny
-preset's default, 60°, is what this sweep picked). It trains the demo's recipe (DEMO_TRAINING, DEMO_RECIPE) once
+preset's default, 60°, is what this sweep picked). It trains the recipe tiny_demo (train/recipes.py) once
 per sigma and training seed on the demo's training rooms and scores every run on validation rooms of `--val-seed`:
 rooms neither the training (`--data-seed`) nor the demo's and bench_accuracy's test rooms (`--data-seed` +
 TEST_SEED_OFFSET) come from, so picking sigma here never looks at the test set. The recipe's `--loop-starts-when`
 is a threshold on the orientation loss, whose scale depends on sigma (a yaw-blind head's KL, losses.yaw_blind_kl:
 2.17 at 10°, 1.07 at 30°, 0.39 at 60°): each sigma gets the demo's LOOP_JOIN_FRACTION of its own
-(demo.loop_join_threshold). The README's table is the defaults':
+(recipes.loop_join_threshold). docs/LOG.md's table is the defaults':
 
     python benchmarks/sweep_orientation_sigma.py --out /tmp/sweep_sigma
 
@@ -26,25 +26,26 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from bench_accuracy import cell, make_rooms, train_config
-from loc3r import evaluate, train
+
+from loc3r.demo import DEMO_ROOMS, TEST_SEED_OFFSET
+from loc3r.evaluate.evaluation import EvalConfig, evaluate
+from loc3r.train.loop import train
+from loc3r.train.recipes import TINY_DEMO, loop_join_threshold
 
 METRICS = [("acc_15deg", "Acc@15°"), ("acc_30deg", "Acc@30°"), ("median_yaw_err_deg", "yaw err°"),
            ("acc_1.0m", "Acc@1.0m")]
 
 
 def main() -> int:
-    from loc3r.demo import DEMO_RECIPE, DEMO_TRAINING, TEST_SEED_OFFSET, loop_join_threshold
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("/tmp/loc3r_sweep_sigma"))
     p.add_argument("--sigmas", type=float, nargs="+", default=[10, 30, 60], help="sigmas to try, degrees")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds")
-    p.add_argument("--scenes", type=int, default=DEMO_TRAINING["scenes"], help="training rooms (the demo's)")
-    p.add_argument("--val-scenes", type=int, default=DEMO_TRAINING["test_scenes"], help="validation rooms")
-    p.add_argument("--steps", type=int, default=DEMO_TRAINING["steps"])
-    p.add_argument("--batch-size", type=int, default=DEMO_TRAINING["batch_size"], help="videos per step")
+    p.add_argument("--scenes", type=int, default=DEMO_ROOMS["scenes"], help="training rooms (the demo's)")
+    p.add_argument("--val-scenes", type=int, default=DEMO_ROOMS["test_scenes"], help="validation rooms")
+    p.add_argument("--steps", type=int, default=TINY_DEMO.settings["steps"])
+    p.add_argument("--batch-size", type=int, default=TINY_DEMO.settings["batch_size"], help="videos per step")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--val-seed", type=int, default=2000, help="validation rooms' seed (not the test rooms')")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `loc3r train` arguments (last)")
@@ -60,12 +61,11 @@ def main() -> int:
             slug = f"sigma{sigma:g}_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            recipe = {**DEMO_RECIPE, "loop_starts_when": loop_join_threshold(math.radians(sigma))}
-            train.train(train_config(data, run, args.extra, steps=args.steps, batch_size=args.batch_size, seed=seed,
-                                     orientation_sigma=math.radians(sigma), save_every=500, quiet=True, resume=True,
-                                     **recipe))
+            train(train_config(data, run, args.extra, steps=args.steps, batch_size=args.batch_size, seed=seed,
+                               orientation_sigma=math.radians(sigma), save_every=500, quiet=True, resume=True,
+                               loop_starts_when=loop_join_threshold(math.radians(sigma))))
             t1 = time.perf_counter()
-            evaluate.evaluate(evaluate.EvalConfig(checkpoint=run, data=val_data, split="test", out=ev, plots=0))
+            evaluate(EvalConfig(checkpoint=run, data=val_data, split="test", out=ev, plots=0))
             r = json.loads((ev / "metrics.json").read_text())
             r["train_seconds"], r["seed"], r["sigma_deg"] = t1 - t0, seed, sigma
             runs.setdefault(sigma, []).append(r)

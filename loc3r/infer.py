@@ -160,7 +160,7 @@ def infer(args: InferConfig) -> list[dict]:
                 "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"})
             plots.append(pred)
     if args.plot is not None:
-        from loc3r.plots import draw_prediction, token_colors
+        from loc3r.evaluate.plots import draw_prediction, token_colors
 
         pred, s = plots[0], samples[0]
         traj = s.camera_poses_bev[:, :2, 3] if video.c2w is not None else None

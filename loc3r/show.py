@@ -19,8 +19,8 @@ from loc3r.data.dataset import is_situated
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
 from loc3r.errors import Loc3rError
-from loc3r.io import atomic_path
 from loc3r.evaluate.plots import draw_pose, layout_mask, scene_points_bev
+from loc3r.io import atomic_path
 
 
 @dataclass

@@ -8,8 +8,12 @@ layer's input still holds (the words a copy reads): the word at the argmax of th
 embeddings ("logit lens") and a nearest-class-mean probe fitted on half the questions, scored on the other half
 (chance: one over the words).
 
-    python benchmarks/probe_grounding.py --checkpoint BASE/checkpoints/step_0003000 --data demo_out/test_data \
+    python research/probe_grounding.py --checkpoint BASE/checkpoints/step_0003000 --data demo_out/test_data \
         --split test
+
+The checkpoint (a run or checkpoint directory) is loaded by loc3r.train.checkpoint.load_model: a TinyLoc3R, whose
+`base` (loc3r.tiny.TinyBaseConfig) names the supervised heads; a tiny model without a base's settings is read with
+TinyBaseConfig's defaults.
 
 Prints a table; families: "What is the red object?" (colour -> category), "What color is the bed?" (category ->
 colour), existence, the list of the room's objects (exact), how many objects; with --copy-questions also the
@@ -26,10 +30,13 @@ from pathlib import Path
 
 import torch
 
-from loc3r.model.loc3r import Loc3R, position_ids_from_mask
+from loc3r.model.loc3r import position_ids_from_mask
 from loc3r.model.processor import Collator, make_dataset
-from loc3r.pretrain import GroundingDataset, grounding_records
 from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
+from loc3r.tiny import TinyBaseConfig
+from loc3r.tiny import losses as tiny_losses
+from loc3r.tiny.grounding_data import GroundingDataset, grounding_records
+from loc3r.train.checkpoint import load_model
 
 FAMILIES = (("Which object am I", "situation -> category"), ("What color is the object I am", "situation -> colour"),
             ("Which is in the room", "choice of two names"),
@@ -50,8 +57,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--copy-questions", action="store_true", help="with the choices and the situation readings")
     args = p.parse_args()
-    model = Loc3R.from_pretrained(args.checkpoint).eval()
+    model = load_model(args.checkpoint).eval()
     config = model.config
+    base = getattr(model, "base", None) or TinyBaseConfig()  # the heads the base's pretraining supervises
     records, scenes = grounding_records(args.data, args.split, 0, args.copy_questions)
     records = [records[i] for i in torch.randperm(len(records), generator=torch.Generator().manual_seed(0))
                [:args.max_questions].sort().values.tolist()]
@@ -77,8 +85,8 @@ def main() -> None:
                 right[family(s.question)].append(pred.answer == s.answers[0])
             # vision tokens read as their words: the argmax over the vocabulary is the colour / first category word
             vision = model.vision_tokens(batch.pixel_values_videos)  # [B, T, gh, gw, D]
-            with (model.attention_inputs(config.grounding_layer) as calls,
-                  model.attention_inputs(config.anchor_layer) as anchor_calls):
+            with (tiny_losses.attention_inputs(model, base.grounding_layer) as calls,
+                  tiny_losses.attention_inputs(model, base.anchor_layer) as anchor_calls):
                 out = model.vlm.model.language_model(
                     inputs_embeds=model.embed_inputs(batch, vision), attention_mask=batch.attention_mask,
                     position_ids=position_ids_from_mask(batch.attention_mask), output_hidden_states=True)
@@ -89,11 +97,12 @@ def main() -> None:
                     states = model.vlm.model.language_model.layers[layer].input_layernorm(h[where])
                     identity[kind, layer].append((states, batch.input_ids[where]))
             vision = vision.flatten(2, 3)  # [B, T, n, D]
-            grounding.append(float(model.grounding_attention_loss(batch, calls)))
-            if config.copy_layer is not None and "copy" in (losses := model(collate_labelled(samples)).losses):
+            grounding.append(float(tiny_losses.grounding_attention_loss(model, base, batch, calls)))
+            if base.copy_layer is not None and "copy" in (losses := model(collate_labelled(samples)).losses):
                 copy.append(float(losses["copy"]))
-            if config.anchor_layer is not None:
-                anchor.append(float(model.grounding_attention_loss(batch, anchor_calls, anchor=True)))
+            if base.anchor_layer is not None:
+                anchor.append(float(tiny_losses.grounding_attention_loss(model, base, batch, anchor_calls,
+                                                                         anchor=True)))
             states = model.vision_states(hidden, batch.input_ids)
             words = batch.token_words
             keep = words[..., 0] != -100
@@ -121,9 +130,9 @@ def main() -> None:
         probe = classes[torch.cdist(states[half:][test], means).argmin(-1)] == words[half:][test]
         print(f"{kind:<14}{layer:>12}{100 * lens.float().mean():>14.1f}{100 * probe.float().mean():>20.1f}")
     for name, layer, head, losses, what in (
-            ("grounding", config.grounding_layer, config.grounding_head, grounding, "the named object's vision tokens"),
-            ("anchor", config.anchor_layer, config.anchor_head, anchor, "<Ori> on the speaker's anchor's vision tokens"),
-            ("copy", config.copy_layer, config.copy_head, copy, "an answer word on where it stands in the prompt")):
+            ("grounding", base.grounding_layer, base.grounding_head, grounding, "the named object's vision tokens"),
+            ("anchor", base.anchor_layer, base.anchor_head, anchor, "<Ori> on the speaker's anchor's vision tokens"),
+            ("copy", base.copy_layer, base.copy_head, copy, "an answer word on where it stands in the prompt")):
         if losses:
             nll = sum(losses) / len(losses)
             print(f"{name} head (layer {layer}, head {head}): -log(attention mass of {what}) {nll:.2f}, "

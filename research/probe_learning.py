@@ -2,9 +2,10 @@
 
 Prints one table per probe:
 1. visibility  - of the situations of a split, the fraction whose anchor (the object the speaker stands next to)
-                 and facing target are seen in the T frames the model gets (a token >= 30% covered by the object),
-                 and the median number of such tokens. Pixels are assigned to objects exactly: a pixel belongs to an
-                 object when its depth-unprojected point lies in the object's box (the synth ground truth).
+                 and facing target are seen in the T frames the model gets, and the median number of vision tokens
+                 that see the anchor. A token sees an object as everywhere in the package
+                 (loc3r.synth.grounding.video_token_objects: the object whose footprint holds the token's median
+                 depth point); probes 2 and 3 label the tokens the same way.
 2. linear probe - can each vision token's object colour (or "none") be read linearly from the model's states:
                  logistic regression on the LLM input (after the projector) and on the final states of the vision
                  tokens, fitted on train scenes, scored on test scenes, against the majority class and the same
@@ -21,7 +22,12 @@ Prints one table per probe:
                  the first camera's: a later frame's tokens need where that frame's camera is, which the camera
                  token gives and a model without it must infer from the frames).
 
-    python benchmarks/probe_learning.py --data DIR --checkpoint RUN [--scenes 40]
+    python research/probe_learning.py --data DIR --checkpoint RUN [--scenes 40]
+
+The numbers of probe 1 (visibility) in docs/LOG.md, recorded before the move to research/, and the token labels of
+probes 2 and 3 then, were measured with this script's own pixel-coverage definition: a token showed an object when
+at least 30% of its pixels had their depth-unprojected point in the object's box (COVERED = 0.3). The synth
+definition replaced it so that the repository has one; expect different numbers.
 """
 
 from __future__ import annotations
@@ -36,47 +42,16 @@ import numpy as np
 import torch
 
 from loc3r import geometry
-from loc3r.checkpoint import resolve_checkpoint
-from loc3r.data.scannet import ScanNetScene
+from loc3r.evaluate.plots import token_colors
 from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Collator, make_dataset
-from loc3r.plots import token_colors
-
-COVERED = 0.3  # a token "shows" an object when at least this fraction of its pixels belong to it
-
-
-def token_objects(data: Path, scene_id: str, frame_ids, grid_hw, extent: float) -> tuple[np.ndarray, dict]:
-    """[T, n] id of the object each vision token shows (-1: none) and the scene description (synth json)."""
-    desc = json.loads((data / "synth" / f"{scene_id}.json").read_text())
-    scene = ScanNetScene(data, scene_id)
-    labels = []
-    for i in frame_ids:
-        depth = scene.read_depth_m(int(i))
-        H, W = depth.shape
-        points = geometry.depth_to_points(depth, scene.intrinsic_depth[:3, :3], scene.read_pose(int(i)))  # raw frame
-        owner = np.full((H, W), -1)
-        for o in desc["objects"]:
-            c, s, yaw = np.array(o["center"]), np.array(o["size"]), o["yaw"]
-            d = points - c
-            local_x = np.cos(yaw) * d[..., 0] + np.sin(yaw) * d[..., 1]
-            local_y = -np.sin(yaw) * d[..., 0] + np.cos(yaw) * d[..., 1]
-            inside = ((np.abs(local_x) <= s[0] / 2 + 0.03) & (np.abs(local_y) <= s[1] / 2 + 0.03)
-                      & (np.abs(d[..., 2]) <= s[2] / 2 + 0.03) & (depth > 0))
-            owner[inside] = o["id"]
-        cell = geometry.token_cell_index(H, W, grid_hw, extent)
-        n = grid_hw[0] * grid_hw[1]
-        row = np.full(n, -1)
-        for k in range(n):
-            ids, counts = np.unique(owner[cell == k], return_counts=True)
-            best = np.argmax(np.where(ids >= 0, counts, -1))
-            if ids[best] >= 0 and counts[best] >= COVERED * (cell == k).sum():
-                row[k] = ids[best]
-        labels.append(row)
-    return np.stack(labels), desc
+from loc3r.synth.grounding import read_scene, video_token_objects
+from loc3r.train.checkpoint import load_model
 
 
 def situation_objects(desc: dict) -> dict[str, tuple[int, int]]:
-    """situation text -> (anchor id, target id) for the basic rooms' "next to a, facing b" situations."""
+    """situation text -> (anchor id, target id) for the basic rooms' "next to a, facing b" situations (object ids
+    of the synth json)."""
     out = {}
     for s in desc["situations"]:
         if set(s["objects"]) == {"a", "b"}:
@@ -85,13 +60,23 @@ def situation_objects(desc: dict) -> dict[str, tuple[int, int]]:
     return out
 
 
+def scene_labels(data: Path, scene_id: str, cache) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+    """[T, n] index into scene.objects of the object each vision token of the scene's video (cache: its
+    SceneCache) sees, -1 none (loc3r.synth.grounding.video_token_objects), and situation text -> (anchor, target)
+    as indices into scene.objects."""
+    scene = read_scene(data, scene_id)
+    desc = json.loads((Path(data) / "synth" / f"{scene_id}.json").read_text())
+    index = {o.id: i for i, o in enumerate(scene.objects)}
+    situations = {text: (index[a], index[b]) for text, (a, b) in situation_objects(desc).items()}
+    return video_token_objects(scene, cache), situations
+
+
 def visibility(data: Path, split: str, config, scenes: int) -> dict:
     ds = make_dataset(config, data, split)
     seen_a, seen_b, tokens_a = [], [], []
     for scene_id in ds.scene_ids[:scenes]:
-        cache = ds.scene(scene_id)
-        labels, desc = token_objects(data, scene_id, cache.frame_ids, config.frame_grid, config.frame_grid_extent)
-        for a, b in situation_objects(desc).values():
+        labels, situations = scene_labels(data, scene_id, ds.scene(scene_id))
+        for a, b in situations.values():
             seen_a.append((labels == a).any())
             seen_b.append((labels == b).any())
             tokens_a.append((labels == a).sum())
@@ -102,13 +87,13 @@ def visibility(data: Path, split: str, config, scenes: int) -> dict:
 @torch.no_grad()
 def states(model: Loc3R, ds, scene_ids, output_attentions=False, hidden=False):
     """Per scene: one forward of its first 16 questions -> (labels [T, n], inputs [T, n, D], finals [T, n, D],
-    per-question attentions, the batch, its samples, the questions' anchor/target ids, every layer's states)."""
+    per-question attentions, the batch, its samples, the situations' anchor/target indices into scene.objects,
+    every layer's states)."""
     collate = Collator(model.tokenizer, model.config)
-    c = model.config
     for scene_id in scene_ids:
         idx = [i for i, r in enumerate(ds.records) if r.scene_id == scene_id][:16]
         samples = [ds[i] for i in idx]
-        labels, desc = token_objects(ds.data_root, scene_id, samples[0].frame_ids, c.frame_grid, c.frame_grid_extent)
+        labels, situations = scene_labels(ds.data_root, scene_id, ds.scene(scene_id))
         batch = collate([s for s in samples])
         embeds = model.embed_inputs(batch)
         mask = batch.attention_mask
@@ -116,7 +101,7 @@ def states(model: Loc3R, ds, scene_ids, output_attentions=False, hidden=False):
                                              position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                                              output_attentions=output_attentions, output_hidden_states=hidden)
         yield (labels, model.vision_states(embeds, batch.input_ids)[0], model.vision_states(out.last_hidden_state,
-               batch.input_ids)[0], out.attentions, batch, samples, situation_objects(desc), out.hidden_states)
+               batch.input_ids)[0], out.attentions, batch, samples, situations, out.hidden_states)
 
 
 def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
@@ -154,8 +139,7 @@ def linear_probe(model, data: Path, config, scenes: int) -> dict:
         ds = make_dataset(config, data, split)
         y = []
         for scene_id, lab in zip(ds.scene_ids[:scenes], sets[split][2]):
-            desc = json.loads((data / "synth" / f"{scene_id}.json").read_text())
-            colour_of = {o["id"]: colours.index(o["color"]) for o in desc["objects"]}
+            colour_of = {i: colours.index(o.color) for i, o in enumerate(read_scene(data, scene_id).objects)}
             y.append(np.array([colour_of.get(int(v), len(colours)) for v in lab]))
         sets[split] = (*sets[split][:2], np.concatenate(y))
     (tri, tro, ytr), (tei, teo, yte) = sets["train"], sets["test"]
@@ -164,7 +148,7 @@ def linear_probe(model, data: Path, config, scenes: int) -> dict:
     out["token mean RGB (reference)"] = fit_probe(np.concatenate(rgb["train"]), ytr, np.concatenate(rgb["test"]), yte)
     out["LLM input (projector)"] = fit_probe(tri, ytr, tei, yte)
     out["final vision states"] = fit_probe(tro, ytr, teo, yte)
-    out["tokens"] = int(len(yte))
+    out["tokens"] = len(yte)
     return out
 
 
@@ -227,10 +211,9 @@ def readout_probe(model, data: Path, config, scenes: int) -> dict:
             vision = torch.stack([model.vision_states(h, batch.input_ids)[0] for h in hidden])  # [layers+1, T, n, D]
             rows["vision"].append(vision.flatten(1, 2)[:, valid])
             rows["layout"].append(batch.layout_xy[0].reshape(-1, 2)[valid])
-            desc = json.loads((data / "synth" / f"{samples[0].scene_id}.json").read_text())
             world_to_bev = ds.scene(samples[0].scene_id).world_to_bev
-            centre = {o["id"]: geometry.world_to_bev_points(world_to_bev, np.array([o["center"]]))[0, :2]
-                      for o in desc["objects"]}
+            centre = {i: geometry.world_to_bev_points(world_to_bev, o.center[None])[0, :2]
+                      for i, o in enumerate(read_scene(data, samples[0].scene_id).objects)}
             for q, s in enumerate(samples):
                 if not s.has_situation or s.situation not in objects:
                     continue
@@ -276,7 +259,7 @@ def main() -> int:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--scenes", type=int, default=30)
     args = p.parse_args()
-    model = Loc3R.from_pretrained(resolve_checkpoint(args.checkpoint)).eval()
+    model = load_model(args.checkpoint).eval()
     config = model.config
     print("1. visibility of the named objects in the model's frames (test split)")
     for k, v in visibility(args.data, "test", config, args.scenes).items():

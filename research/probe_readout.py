@@ -7,12 +7,13 @@ fixed question; the position target is read from the camera tokens only:
 Prints the held-out median position error against the blind one (always the mean target) as training goes, and at
 the start the R^2 of a ridge regression of the target on the <Pos> token's state per layer (is it readable?).
 
-    python benchmarks/probe_readout.py --target mean --train head          # the position head alone, LLM frozen
-    python benchmarks/probe_readout.py --target last --train all [--head-norm]
+    python research/probe_readout.py --target mean --train head          # the position head alone, LLM frozen
+    python research/probe_readout.py --target last --train all
 
 Measured (2 cores, 150 steps of 16): mean target, head alone: 0.56 m vs 0.68 m blind (ridge R^2 of the final
-<Pos> state 0.97 at initialisation); with --head-norm 0.17 m. Last camera, everything trained, position loss only:
-2.3 m = blind; with --head-norm 1.0 m vs 2.4 m blind.
+<Pos> state 0.97 at initialisation). Last camera, everything trained, position loss only: 2.3 m = blind.
+The --head-norm option (standardised head inputs, Loc3RConfig.head_input_norm 'batch') was removed with the
+package's FeatureNorm; what it measured is in docs/LOG.md.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import build_tiny_tokenizer
 
-WORDS = "i am standing in the room what is on my left red".split()
+WORDS = ["i", "am", "standing", "in", "the", "room", "what", "is", "on", "my", "left", "red"]
 
 
 def make_sample(config: Loc3RConfig, target: str, rng) -> Sample:
@@ -58,14 +59,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", choices=["mean", "last"], default="mean")
     p.add_argument("--train", choices=["head", "all"], default="head", help="the position head alone, or everything")
-    p.add_argument("--head-norm", action="store_true", help="head_input_norm 'batch' (standardised head inputs)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--frames", type=int, default=8)
     a = p.parse_args()
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    config = Loc3RConfig.tiny(num_frames=a.frames, head_input_norm="batch" if a.head_norm else "none")
+    config = Loc3RConfig.tiny(num_frames=a.frames)
     tok = build_tiny_tokenizer(WORDS)
     model = Loc3R(config, tok)
     collate = Collator(tok, config)

@@ -6,7 +6,7 @@ reads `--pairs` (key, value) word pairs drawn without replacement from 7 keys x 
 distractor tokens, then a key of the pairs; it must answer that key's value. Prints held-out recall accuracy every
 `--every` steps (chance: 1 / pairs).
 
-    python benchmarks/toy_recall.py [--steps 3000] [--filler 128] [--lr 2e-3] [--layers 4] [--kv-heads 2] [--dense]
+    python research/toy_recall.py [--steps 3000] [--filler 128] [--lr 2e-3] [--layers 4] [--kv-heads 2] [--dense]
 
 Measured (2 cores, batch 64, 2 layers, lr 1e-3): one supervised answer per sequence stays at chance (0.17) for 5,500
 steps (with a 100-step warm-up); with --dense (every key asked again, all answers supervised) the first query is

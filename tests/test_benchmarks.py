@@ -28,15 +28,15 @@ def test_gpu_benchmark_fsdp_step_smoke():
 
 
 def test_yaw_blind_kl_is_the_log_bins_minus_the_targets_entropy():
-    """losses.yaw_blind_kl (the scale of the demo's --loop-starts-when, a fraction of it per sigma) against the KL to
-    the uniform distribution from explicit bin weights; the demo's threshold is that fraction at the tiny sigma."""
+    """losses.yaw_blind_kl (the scale of tiny_demo's --loop-starts-when, a fraction of it per sigma) against the KL to
+    the uniform distribution from explicit bin weights; the recipe's threshold is that fraction at the tiny sigma."""
     import math
 
     import numpy as np
 
-    from loc3r.demo import DEMO_RECIPE, LOOP_JOIN_FRACTION, loop_join_threshold
     from loc3r.model.config import Loc3RConfig
     from loc3r.model.losses import yaw_blind_kl
+    from loc3r.train.recipes import LOOP_JOIN_FRACTION, TINY_DEMO, loop_join_threshold
 
     def reference(sigma, bins=36):
         kls = []
@@ -54,5 +54,5 @@ def test_yaw_blind_kl_is_the_log_bins_minus_the_targets_entropy():
     # between two centres (1 in 10 of the whole-degree yaws for 10-degree bins)
     assert abs(yaw_blind_kl(1e-3, 36) - (math.log(36) - math.log(2) / 10)) < 1e-4
     tiny = Loc3RConfig.tiny().orientation_sigma_rad
-    assert abs(DEMO_RECIPE["loop_starts_when"] - LOOP_JOIN_FRACTION * reference(tiny)) < 1e-4
-    assert DEMO_RECIPE["loop_starts_when"] == loop_join_threshold(tiny)  # what the sigma sweep gives each sigma
+    assert abs(TINY_DEMO.settings["loop_starts_when"] - LOOP_JOIN_FRACTION * reference(tiny)) < 1e-4
+    assert TINY_DEMO.settings["loop_starts_when"] == loop_join_threshold(tiny)  # what the sigma sweep gives each sigma

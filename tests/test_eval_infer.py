@@ -34,7 +34,7 @@ def test_eval_writes_metrics_report_and_plots(synth_data, tiny_checkpoint, tmp_p
 
 
 def test_eval_batches_group_the_questions_of_each_video():
-    from loc3r.evaluate import video_batches
+    from loc3r.evaluate.evaluation import video_batches
 
     keys = ["a", "b", "a", "c", "b", "a"]  # questions of three videos, interleaved
     assert video_batches(keys, 6, 2) == [[[0, 2]], [[5], [1]], [[4], [3]]]
@@ -47,12 +47,11 @@ def test_eval_predictions_equal_answering_each_question_alone(synth_data, tiny_c
     (in the data set's order) equals answering its question alone, as one whole sequence."""
     import torch
 
-    from loc3r.checkpoint import resolve_checkpoint
-    from loc3r.evaluate import predict_dataset
-    from loc3r.model.loc3r import Loc3R
+    from loc3r.evaluate.evaluation import predict_dataset
     from loc3r.model.processor import Collator, make_benchmark_dataset
+    from loc3r.train.checkpoint import load_model
 
-    model = Loc3R.from_pretrained(resolve_checkpoint(tiny_checkpoint)).eval()
+    model = load_model(tiny_checkpoint).eval()
     dataset = make_benchmark_dataset(model.config, "sqa3d", synth_data, "train", None, None)
     n = 60
     assert len(set(dataset.video_keys[:n])) >= 2  # the batches span two rooms

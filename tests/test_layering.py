@@ -1,6 +1,6 @@
-"""Imports run one way (DESIGN.md): leaf modules <- data and synth (and the priors) <- model <- the commands
-(train, evaluate, infer, ...) <- cli. Every `import loc3r...` of every module, at any depth of the code, is checked
-against the layer of its module; and the import graph has no cycle."""
+"""Imports run one way (README.md, "Code map"): leaves <- data, synth, priors <- model <- tiny (the tiny base's
+machinery) <- train <- evaluate, infer and the other commands <- demo <- cli. Every `import loc3r...` of every module,
+at any depth of the code, is checked against the layer of its module; and the import graph has no cycle."""
 
 import ast
 from pathlib import Path
@@ -9,11 +9,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "loc3r"
 
 # layer of a module (dotted name without the "loc3r." prefix), by prefix; the longest prefix decides
 LAYERS = {
-    "errors": 0, "constants": 0, "io": 0, "command": 0, "geometry": 1,
+    "errors": 0, "constants": 0, "io": 0, "command": 0, "parallel": 0, "assets": 0, "geometry": 1,
     "data": 2, "synth": 2, "priors": 2,
     "model": 3,
-    "": 4,  # the commands and their helpers: train, evaluate, infer, checkpoint, plots, show, demo, ...
-    "cli": 5,
+    "tiny": 4,  # the tiny preset's base: depends on the paper's model, never the reverse
+    "train": 5,
+    "": 6,  # the other commands: evaluate, infer, show, extract_priors
+    "demo": 7,
+    "cli": 8,
 }
 # within the layer of data, synth and priors, only synth may use data (it writes the formats data reads)
 WITHIN_LAYER = {("synth", "data")}

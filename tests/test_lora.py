@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from test_collate import WORDS, make_samples
 from test_train import train_args, weights
 
-from loc3r import train as train_mod
+from loc3r.train import loop as train_mod
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R

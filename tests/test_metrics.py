@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from loc3r import metrics as m
+from loc3r.evaluate import metrics as m
 
 
 def test_localization_by_hand():

@@ -231,9 +231,8 @@ def test_overfits_one_batch_and_answers_it(tok):
     """Every loss part falls by > 90%. Gaussian NLLs can be negative, so for layout and position we measure their
     data term, the mean squared error of the predicted mean (min 0); for LM and orientation the CE / KL (min 0).
     Each frame is a 4x4 grid of flat-coloured cells whose layout target is a function of the cell's colour (as real
-    targets are a function of what the cell shows), so the token -> target map is learnable. The paper's plain
-    heads: batch statistics of three samples are not what a model is evaluated with (see the FeatureNorm test)."""
-    model = tiny(tok, head_input_norm="none")
+    targets are a function of what the cell shows), so the token -> target map is learnable."""
+    model = tiny(tok)
     config = model.config
     samples = make_samples(config, 3)
     rng = np.random.default_rng(1)
@@ -409,22 +408,3 @@ def test_llava_video_path_on_a_tiny_random_checkpoint(tmp_path, spare_rows):
     model.save_pretrained(tmp_path / "ckpt")
     reloaded = Loc3R.from_pretrained(tmp_path / "ckpt").eval()
     assert torch.equal(reloaded.generate(gen_batch, 4).token_ids, model.generate(gen_batch, 4).token_ids)
-
-
-def test_head_feature_norm():
-    """The tiny preset's head input standardisation: per feature over the batch in training (any leading shape),
-    running statistics at evaluation and for a lone training sample."""
-    from loc3r.model.heads import FeatureNorm
-
-    norm = FeatureNorm(5)
-    x = torch.randn(4, 3, 5) * torch.tensor([1.0, 10.0, 0.1, 3.0, 1.0]) + 7.0
-    y = norm(x)
-    flat = y.reshape(-1, 5)
-    assert y.shape == x.shape and torch.allclose(flat.mean(0), torch.zeros(5), atol=1e-5)
-    assert torch.allclose(flat.var(0, unbiased=False), torch.ones(5), atol=1e-3)
-    one = norm(x[:1, :1])  # training mode, one sample: the running statistics
-    running = (x[:1, :1] - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
-    assert torch.allclose(one, running, atol=1e-5)
-    assert Loc3RConfig.tiny().head_input_norm == "none"  # the paper's heads by default
-    heads = Loc3R(Loc3RConfig.tiny(num_frames=2, head_input_norm="batch"), build_tiny_tokenizer([]))
-    assert isinstance(heads.position_head.norm, FeatureNorm) and isinstance(heads.layout_head.norm, FeatureNorm)

@@ -4,11 +4,11 @@ import numpy as np
 import torch
 
 from loc3r import geometry
+from loc3r.evaluate.plots import draw_prediction, token_colors
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Collator
 from loc3r.model.tokenizer import build_tiny_tokenizer
-from loc3r.plots import draw_prediction, token_colors
 from tests.test_collate import WORDS, make_samples
 
 

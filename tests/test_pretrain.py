@@ -10,11 +10,13 @@ from safetensors.torch import load_file
 
 from loc3r.cli import main
 from loc3r.model.config import Loc3RConfig
-from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Collator
-from loc3r.pretrain import READINGS_PER_ROOM, GroundingDataset, grounding_records
 from loc3r.synth.grounding import READING_QUESTIONS, grounding_questions, reading_questions, token_objects
 from loc3r.synth.scene import Scene
+from loc3r.tiny import TinyBaseConfig, TinyLoc3R
+from loc3r.tiny import losses as tiny_losses
+from loc3r.tiny.grounding_data import READINGS_PER_ROOM, GroundingDataset, grounding_records
+from loc3r.tiny.init import read_base
 
 
 def room(objects):
@@ -80,13 +82,13 @@ def test_reading_questions_are_answered_by_the_situation_text(synth_data):
 def test_seeing_loss_equals_a_brute_force_reference():
     torch.manual_seed(0)
     config = Loc3RConfig.tiny(num_frames=2, prior="none")
-    model = Loc3R(config)
+    model = TinyLoc3R(config)
     T, G, D = 2, config.tokens_per_frame, config.hidden_size
     vision, states = torch.randn(1, T, G, D), torch.randn(1, T, G, D)
     words = torch.full((1, T, G, 3), -100)
     words[0, 0, 3] = torch.tensor([10, 11, 12])
     words[0, 1, 5, :2] = torch.tensor([13, 14])
-    got = model.seeing_loss(vision, states, words, None)
+    got = tiny_losses.seeing_loss(model, vision, states, words, None)
     table = model.vlm.get_input_embeddings().weight
     total, n = 0.0, 0
     for t in range(T):
@@ -107,7 +109,7 @@ def test_pretrained_base_starts_a_run(synth_data, tmp_path):
     log = [json.loads(line) for line in (base_run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["seeing"] > 0 and log[-1]["position"] == 0 and log[-1]["orientation"] == 0
     base = base_run / "checkpoints" / "step_0000002"
-    assert Loc3RConfig.load(base / "config.json").prior == "none"  # the base never sees a pose
+    assert read_base(base)[0].prior == "none"  # the base never sees a pose
 
     # the samples carry the words of what their vision tokens see
     records, scenes = grounding_records(synth_data, "train", 0)
@@ -145,8 +147,8 @@ def test_pretrained_base_starts_a_run(synth_data, tmp_path):
     assert set(load_file(str(continued / "model.safetensors"))) == set(start)
     for k, v in load_file(str(continued / "model.safetensors")).items():
         assert torch.allclose(start[k], v, atol=1e-6), k
-    config = Loc3RConfig.load(continued / "config.json")
-    assert config.prior == "none" and config.anchor_layer == Loc3RConfig.load(base / "config.json").anchor_layer
+    config, settings = read_base(continued)
+    assert config.prior == "none" and settings.anchor_layer == read_base(base)[1].anchor_layer
     assert (continued / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
 
 
@@ -170,18 +172,19 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     -log(attention mass on the named object's vision tokens), read from the layer's eager attention weights; the
     <Pos> / <Ori> tokens ground to the objects their situation names."""
     from loc3r.model.processor import make_dataset
-    from loc3r.train import tiny_tokenizer
+    from loc3r.train.loop import tiny_tokenizer
 
     torch.manual_seed(0)
-    config = Loc3RConfig.tiny(prior="none", lambda_seeing=0.0)
+    config = Loc3RConfig.tiny(prior="none")
     records, scenes = grounding_records(synth_data, "train", 0)
     data = GroundingDataset(make_dataset(config, synth_data, "train", None, records), scenes)
-    model = Loc3R(config, tiny_tokenizer(data)).eval()
+    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(lambda_seeing=0.0)).eval()
+    base = model.base
     data.bind(model.tokenizer)
     samples = [data[i] for i in range(6)]  # one room's questions: which object, which colour, ...
     assert len({s.scene_id for s in samples}) == 1 and all(s.situation.startswith("I am") for s in samples)
     grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
-    probs = out.attentions[config.grounding_layer][:, config.grounding_head]  # [B, L, L]
+    probs = out.attentions[base.grounding_layer][:, base.grounding_head]  # [B, L, L]
     ids, words = flat_batch.input_ids, flat_batch.token_words.flatten(1, 2)  # [B, L], [B, T * n, 3]
     video = (ids[0] == config.video_token_id).nonzero().squeeze(1)
     vision_positions = video[torch.from_numpy(config.vision_token_slots().reshape(-1))]
@@ -203,7 +206,7 @@ def test_grounding_attention_loss_equals_the_layers_own_attention(synth_data):
     assert torch.allclose(flat["grounding"], reference, atol=1e-4)
     assert torch.allclose(grouped["grounding"], reference, atol=1e-4)
     # the anchor head: only <Ori>, to the tokens of the object the speaker stands by
-    probs = out.attentions[config.anchor_layer][:, config.anchor_head]
+    probs = out.attentions[base.anchor_layer][:, base.anchor_head]
     anchor = [-torch.log(probs[b, flat_batch.ori_index[b], vision_positions[sees]].sum())
               for b in range(len(samples)) if (sees := (words[b] == flat_batch.situation_words[b, 0]).any(-1)).any()]
     assert len(anchor) >= 3
@@ -218,13 +221,14 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
     answer word on the places that word stands in the prompt, and the cross-entropy of that word read from the
     head's output (a brute-force loop over the positions); the total loss weighs them by lambda_copy."""
     from loc3r.model.processor import make_dataset
-    from loc3r.train import tiny_tokenizer
+    from loc3r.train.loop import tiny_tokenizer
 
     torch.manual_seed(0)
-    config = Loc3RConfig.tiny(prior="none", lambda_seeing=0.0, copy_layer=-1, copy_head=3)
+    config = Loc3RConfig.tiny(prior="none")
     records, scenes = grounding_records(synth_data, "train", 0, copy_questions=True)
     data = GroundingDataset(make_dataset(config, synth_data, "train", None, records), scenes)
-    model = Loc3R(config, tiny_tokenizer(data)).eval()
+    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(lambda_seeing=0.0, copy_layer=-1, copy_head=3)).eval()
+    base = model.base
     data.bind(model.tokenizer)
     scene = data[0].scene_id
     samples = [data[i] for i, r in enumerate(data.records) if r.scene_id == scene][-12:]  # choices and readings
@@ -233,13 +237,13 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
         lm = model.vlm.model.language_model
         # the head's output: its attention over its values (the layer's normed input through v_proj), through its
         # columns of o_proj, read through the LM head
-        layer = lm.layers[config.copy_layer]
+        layer = lm.layers[base.copy_layer]
         d = layer.self_attn.head_dim
         group = config.vlm["text_config"]["num_attention_heads"] // config.vlm["text_config"]["num_key_value_heads"]
-        values = layer.self_attn.v_proj(layer.input_layernorm(out.hidden_states[config.copy_layer]))
-        values = values[..., (config.copy_head // group) * d:(config.copy_head // group + 1) * d]  # [B, L, d]
-        o_proj = layer.self_attn.o_proj.weight[:, config.copy_head * d:(config.copy_head + 1) * d]
-    probs = out.attentions[config.copy_layer][:, config.copy_head]  # [B, L, L]
+        values = layer.self_attn.v_proj(layer.input_layernorm(out.hidden_states[base.copy_layer]))
+        values = values[..., (base.copy_head // group) * d:(base.copy_head // group + 1) * d]  # [B, L, d]
+        o_proj = layer.self_attn.o_proj.weight[:, base.copy_head * d:(base.copy_head + 1) * d]
+    probs = out.attentions[base.copy_layer][:, base.copy_head]  # [B, L, L]
     ids, labels, mask = flat_batch.input_ids, flat_batch.labels, flat_batch.attention_mask
     special = set(model.tokenizer.all_special_ids)
     where, what = [], []
@@ -260,7 +264,7 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
     # the total weighs both by lambda_copy (pretrain-base --copy-weight), not by the grounding's weight
     totals = {}
     for weight in (1.0, 0.25):
-        model.config.lambda_copy = weight
+        model.base.lambda_copy = weight
         with torch.no_grad():
             totals[weight] = model(Collator(model.tokenizer, model.config)(samples)).loss
     copy = flat["copy"] + flat["copy_output"]
@@ -270,7 +274,9 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
 def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
     """From a base: the vision tower frozen (as the paper's SigLIP), the base's weights at --init-lr (default
     0.3 x --lr), what the base never trained (camera projector, heads) at --lr; from scratch: one group."""
-    from loc3r.train import NEW_ON_A_BASE, TrainConfig, model_config, model_from_base, parameter_groups
+    from loc3r.tiny.init import NEW_ON_A_BASE, model_from_base
+    from loc3r.train.config import TrainConfig, model_config
+    from loc3r.train.loop import parameter_groups
 
     base_run = tmp_path / "base"
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
@@ -295,17 +301,18 @@ def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travel
     times S and the video block unchanged; the LM head reads the table unscaled; a run from the base (train --init)
     and a continued pretraining keep S, and a continuation given another scale takes it."""
     from loc3r.model.processor import make_dataset
-    from loc3r.train import TrainConfig, model_config, model_from_base
+    from loc3r.tiny.init import model_from_base
+    from loc3r.train.config import TrainConfig, model_config
 
     base_run = tmp_path / "base"
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
                  "--batch-size", "1", "--questions-per-video", "2", "--embed-scale", "4", "--quiet"]) == 0
     base = base_run / "checkpoints" / "step_0000001"
-    assert Loc3RConfig.load(base / "config.json").text_embed_scale == 4
+    assert read_base(base)[1].text_embed_scale == 4
     run = TrainConfig(data=str(synth_data), out=tmp_path / "run", init=str(base))
     scaled = model_from_base(run.init_base, model_config(run)).eval()
     plain = model_from_base(run.init_base, model_config(run), {"text_embed_scale": 1.0}).eval()
-    assert scaled.config.text_embed_scale == 4 and plain.config.text_embed_scale == 1
+    assert scaled.base.text_embed_scale == 4 and plain.base.text_embed_scale == 1
     plain.load_state_dict(scaled.state_dict())
     data = make_dataset(scaled.config, synth_data, "train", None)
     batch = Collator(scaled.tokenizer, scaled.config)([data[0], data[1]])
@@ -316,34 +323,31 @@ def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travel
     assert torch.equal(scaled.vlm.lm_head.weight, plain.vlm.get_input_embeddings().weight)
     assert main(["train", "--data", str(synth_data), "--out", str(tmp_path / "run"), "--init", str(base),
                  "--steps", "1", "--batch-size", "1", "--quiet"]) == 0
-    assert Loc3RConfig.load(tmp_path / "run" / "checkpoints" / "step_0000001" / "config.json").text_embed_scale == 4
+    assert read_base(tmp_path / "run" / "checkpoints" / "step_0000001")[1].text_embed_scale == 4
     for flags, scale in (([], 4), (["--embed-scale", "2"], 2)):  # a continued pretraining: the base's, or its own
         more = tmp_path / f"more{scale}"
         assert main(["pretrain-base", "--data", str(synth_data), "--out", str(more), "--steps", "1", "--batch-size",
                      "1", "--questions-per-video", "2", "--init", str(base), *flags, "--quiet"]) == 0
-        assert Loc3RConfig.load(more / "checkpoints" / "step_0000001" / "config.json").text_embed_scale == scale
+        assert read_base(more / "checkpoints" / "step_0000001")[1].text_embed_scale == scale
 
 
-@pytest.mark.parametrize("keep", ["query_key", None])
-def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path, keep):
+def test_a_run_from_a_base_keeps_where_its_grounding_heads_look(synth_data, tmp_path):
     """Two training steps from a base (pretrained with --copy-questions: a copy head too) change no query row of its
-    grounding and anchor heads (layer 2 head 0, layer 3 head 1) nor, with --keep-heads query_key, the key rows of
-    their key/value heads (the default, query, leaves those free), and do change the other rows of the same
-    projections, the copy head's (layer 3 head 3) and its key/value head's among them: the Loc3R stage trains the
-    copy head with its LM loss."""
+    grounding and anchor heads (layer 2 head 0, layer 3 head 1), and do change the key rows of their key/value heads
+    and the other rows of the same projections, the copy head's (layer 3 head 3) and its key/value head's among
+    them: the Loc3R stage trains the copy head with its LM loss."""
     base_run, run = tmp_path / "base", tmp_path / "run"
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
                  "--batch-size", "1", "--questions-per-video", "2", "--copy-questions", "--quiet"]) == 0
     base = base_run / "checkpoints" / "step_0000001"
     assert main(["train", "--data", str(synth_data), "--out", str(run), "--init", str(base), "--steps", "2",
-                 "--batch-size", "2", "--situation-start", "0", *(["--keep-heads", keep] if keep else []),
-                 "--quiet"]) == 0
-    config = Loc3RConfig.load(base / "config.json")
-    assert (config.copy_layer, config.copy_head) == (-1, 3)
+                 "--batch-size", "2", "--quiet"]) == 0
+    config, settings = read_base(base)
+    assert (settings.copy_layer, settings.copy_head) == (-1, 3)
     start = load_file(str(base / "model.safetensors"))
     trained = load_file(str(run / "checkpoints" / "step_0000002" / "model.safetensors"))
-    assert_kept_heads(config, start, trained, [(config.grounding_layer, config.grounding_head),
-                                               (config.anchor_layer, config.anchor_head)], keys=keep == "query_key")
+    assert_kept_heads(config, start, trained, [(settings.grounding_layer, settings.grounding_head),
+                                               (settings.anchor_layer, settings.anchor_head)], keys=False)
     d = config.vlm["text_config"]["hidden_size"] // config.vlm["text_config"]["num_attention_heads"]
     for proj, h in (("q_proj", 3), ("k_proj", 1)):  # the copy head, its key/value head
         key = f"vlm.model.language_model.layers.3.self_attn.{proj}.weight"
@@ -380,33 +384,22 @@ def test_a_base_continued_with_copy_questions_trains_a_copy_head(synth_data, tmp
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(base_run), "--steps", "1",
                  "--batch-size", "1", "--questions-per-video", "2", "--quiet"]) == 0
     base = base_run / "checkpoints" / "step_0000001"
-    assert Loc3RConfig.load(base / "config.json").copy_layer is None  # off without --copy-questions
+    assert read_base(base)[1].copy_layer is None  # off without --copy-questions
     assert main(["pretrain-base", "--data", str(synth_data), "--out", str(more), "--steps", "2", "--batch-size", "2",
                  "--questions-per-video", "8", "--init", str(base), "--copy-questions", "--quiet"]) == 0
     continued = more / "checkpoints" / "step_0000002"
-    config = Loc3RConfig.load(continued / "config.json")
-    assert (config.copy_layer, config.copy_head) == (-1, 3)
+    config, settings = read_base(continued)
+    assert (settings.copy_layer, settings.copy_head) == (-1, 3)
     log = [json.loads(line) for line in (more / "log.jsonl").read_text().splitlines()]
     assert log[-1]["copy"] > 0
     start = load_file(str(base / "model.safetensors"))
     trained = load_file(str(continued / "model.safetensors"))
-    assert_kept_heads(config, start, trained, [(config.grounding_layer, config.grounding_head),
-                                               (config.anchor_layer, config.anchor_head)])
+    assert_kept_heads(config, start, trained, [(settings.grounding_layer, settings.grounding_head),
+                                               (settings.anchor_layer, settings.anchor_head)])
     text = config.vlm["text_config"]
     d = text["hidden_size"] // text["num_attention_heads"]
     q = next(k for k in start if k.endswith("layers.3.self_attn.q_proj.weight"))
     assert not torch.equal(start[q][3 * d:4 * d], trained[q][3 * d:4 * d])
-
-
-@pytest.mark.parametrize("flags", [["--init", "scratch"], ["--lora", "4"]])
-def test_keep_heads_needs_a_base_without_lora(synth_data, tmp_path, capsys, flags):
-    """--keep-heads has no heads to keep from random weights or under LoRA: one line, exit 2, nothing written."""
-    run = tmp_path / "run"
-    assert main(["train", "--data", str(synth_data), "--out", str(run), "--steps", "1", "--keep-heads", "query",
-                 "--quiet", *flags]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--keep-heads query" in err and len(err.splitlines()) == 1
-    assert not run.exists()
 
 
 @pytest.mark.parametrize("flags, message", [(["--embed-scale", "0"], "--embed-scale must be > 0"),

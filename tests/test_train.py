@@ -13,22 +13,27 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loc3r import train as train_mod
-from loc3r.checkpoint import trainer_extra
+from loc3r import parallel
 from loc3r.cli import main as cli_main
 from loc3r.command import dataclass_from_args
 from loc3r.errors import Loc3rError
-from loc3r.train import micro_batch_indices
+from loc3r.train import config as train_config
+from loc3r.train import loop as train_mod
+from loc3r.train import order
+from loc3r.train.checkpoint import trainer_extra
+from loc3r.train.order import micro_batch_indices
 
 
-def train_args(data, out, *extra) -> train_mod.TrainConfig:
+def train_args(data, out, *extra) -> train_config.TrainConfig:
     """The TrainConfig of `loc3r train` flags (through the generated parser)."""
     import argparse
 
     p = argparse.ArgumentParser()
     train_mod.add_arguments(p)
-    args = p.parse_args(["--data", str(data), "--out", str(out), "--quiet", "--frames", "4", *extra])
-    return dataclass_from_args(train_mod.TrainConfig, args)
+    # one loop start unless a test asks for more: the recipe's three triple the videos (tests of their own below)
+    args = p.parse_args(["--data", str(data), "--out", str(out), "--quiet", "--frames", "4", "--loop-starts", "1",
+                         *extra])
+    return dataclass_from_args(train_config.TrainConfig, args)
 
 
 def weights(ckpt_dir):
@@ -47,12 +52,12 @@ def test_data_order_is_a_function_of_position():
 def test_every_flag_has_its_help_from_the_comment_beside_or_above_its_field():
     from loc3r.command import field_comments
 
-    comments = field_comments(train_mod.TrainConfig)
-    assert comments["steps"] == "optimizer steps"  # beside
-    assert comments["keep_heads"].startswith("from a base, without --lora: where its grounding")  # the lines above
-    assert comments["curriculum_scenes"].endswith("(in sorted order); 0: off")
-    assert comments["curriculum_steps"].startswith("the curriculum's steps")  # its own, not the block above the last
-    flags = [f.name for f in dataclasses.fields(train_mod.TrainConfig)]
+    comments = field_comments(train_config.TrainConfig)
+    assert comments["steps"] == "optimizer steps"  # beside, in the base class RunSettings
+    assert comments["init"].startswith("tiny: the pretrained base to start from")  # the lines above
+    assert comments["loop_starts"].endswith("1: the scan's own video only")
+    assert comments["loop_starts_when"].startswith("the scans' own videos only")  # its own, not the block above
+    flags = [f.name for f in dataclasses.fields(train_config.TrainConfig)]
     assert sorted(comments) == sorted(flags)
 
 
@@ -70,53 +75,40 @@ class _Units:
         return groups
 
 
-def test_curriculum_draws_its_first_scenes_then_every_scene():
-    # 6 scenes of 4 questions, 2 questions a unit: 12 units, those of scenes s0 and s1 are units 0-3
-    keys = [f"s{k}" for k in range(6) for _ in range(4)]
-    units = train_mod.video_groups(keys, 2, seed=0)
-    run = train_mod.TrainConfig(data="d", out="o", steps=10, batch_size=2, curriculum_scenes=2, curriculum_steps=0.4)
-    info = train_mod.parallel.DistInfo(0, 1, 0, torch.device("cpu"))
-    steps = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 0, 0)
-    drawn = [[keys[g[0]] for g in steps[i][0]] for i in range(len(steps))]
-    assert {k for d in drawn[:4] for k in d} == {"s0", "s1"}  # 4 steps of 2: two epochs of the first 4 units
-    after = [u for i in range(4, 10) for u in steps[i][0]]
-    assert sorted(map(tuple, after)) == sorted(map(tuple, units))  # the next 12 draws: one epoch of every unit
-    resumed = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 3, 3 * 2)  # resumed at step 3
-    assert [resumed[i] for i in range(len(resumed))] == [steps[i] for i in range(3, 10)]
-    with pytest.raises(Loc3rError, match="--curriculum-scenes"):
-        train_mod.TrainConfig(data="d", out="o", curriculum_scenes=-1)
-
-
-def test_loop_starts_after_draws_the_scans_own_videos_first():
+def test_loop_starts_draw_the_scans_own_videos_until_the_join():
     # 3 scenes of 4 questions on 2 loop starts (LoopStarts: items 0-11 the scans' own videos, 12-23 the second
-    # start), 2 questions a unit: the first 4 steps draw the own videos' 6 units, then every unit
+    # start), 2 questions a unit: joined at step 4, the first 4 steps draw the own videos' 6 units, then every unit
     keys = [f"s{k}" for k in range(3) for _ in range(4)]
     keys = keys + [f"{k}@start1of2" for k in keys]
-    units = train_mod.video_groups(keys, 2, seed=0, starts=2)
-    run = train_mod.TrainConfig(data="d", out="o", steps=10, batch_size=3, loop_starts=2, loop_starts_after=4)
-    info = train_mod.parallel.DistInfo(0, 1, 0, torch.device("cpu"))
-    steps = train_mod.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 0, 0)
+    units = order.video_groups(keys, 2, seed=0, starts=2)
+    run = train_config.TrainConfig(data="d", out="o", steps=10, batch_size=3, loop_starts=2, loop_starts_when=0.5)
+    info = parallel.DistInfo(0, 1, 0, torch.device("cpu"))
+    steps = order.StepBatches(run, _Units(keys), _Units(keys), units, 2, info, 0, 0)
+    steps.join(4)
     first = [u for i in range(4) for u in steps[i][0]]
     assert all(g[0] < 12 for g in first) and len({tuple(g) for g in first}) == 6  # two epochs of the own videos
     # until the join, exactly what a run without loop starts draws (its units, its order)
-    plain = train_mod.StepBatches(dataclasses.replace(run, loop_starts=1, loop_starts_after=0), _Units(keys[:12]),
-                                  _Units(keys[:12]), train_mod.video_groups(keys[:12], 2, seed=0), 2, info, 0, 0)
+    plain = order.StepBatches(dataclasses.replace(run, loop_starts=1, loop_starts_when=0.0), _Units(keys[:12]),
+                              _Units(keys[:12]), order.video_groups(keys[:12], 2, seed=0), 2, info, 0, 0)
     assert [steps[i] for i in range(4)] == [plain[i] for i in range(4)]
     after = [u for i in range(4, 8) for u in steps[i][0]]
     assert sorted(map(tuple, after)) == sorted(map(tuple, units))  # the next 12 draws: one epoch of every unit
-    for bad in (dict(loop_starts_after=-1), dict(loop_starts_after=4), dict(loop_starts=2, loop_starts_after=4,
-                                                                          curriculum_scenes=1)):
+    for bad in (dict(loop_starts=0), dict(loop_starts=2, loop_starts_when=-1), dict(loop_starts=1, loop_starts_when=1)):
         with pytest.raises(Loc3rError, match="--loop-starts"):
-            train_mod.TrainConfig(data="d", out="o", **bad)
+            train_config.TrainConfig(data="d", out="o", **bad)
     for beta in (-0.1, 1.5):  # refused as the flag, before any data is read
         with pytest.raises(Loc3rError, match=r"--nll-beta must be in \[0, 1\]"):
-            train_mod.TrainConfig(data="d", out="o", nll_beta=beta)
+            train_config.TrainConfig(data="d", out="o", nll_beta=beta)
 
 
 def test_few_steps_lower_the_loss(synth_data, tmp_path):
     out = tmp_path / "run"
     train_mod.train(train_args(synth_data, out, "--steps", "30", "--batch-size", "4", "--log-every", "1",
-                               "--lr", "2e-3", "--warmup", "3", "--situation-start", "0"))
+                               "--lr", "2e-3", "--warmup", "3"))
+    settings = json.loads((out / "settings.json").read_text())  # the resolved settings: recipe, flags, model
+    assert (settings["recipe"], settings["steps"], settings["schedule"], settings["loop_starts"]) == (
+        "tiny_demo", 30, "wsd", 1)
+    assert settings["model"]["nll_beta"] == 0.5 and settings["model"]["num_frames"] == 4
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 30
     first, last = np.mean([r["loss"] for r in log[:5]]), np.mean([r["loss"] for r in log[-5:]])
@@ -216,29 +208,28 @@ def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(syn
         resumed = weights(split / "checkpoints" / "step_0000023")
         for k in reference:
             assert torch.equal(reference[k], resumed[k]), (resume_at, k)
-    for bad in (dict(loop_starts_when=-1), dict(loop_starts_when=0.5),
-                dict(loop_starts=2, loop_starts_when=0.5, loop_starts_after=4)):
+    for bad in (dict(loop_starts=2, loop_starts_when=-1), dict(loop_starts=1, loop_starts_when=0.5)):
         with pytest.raises(Loc3rError, match="--loop-starts"):
-            train_mod.TrainConfig(data="d", out="o", **bad)
+            train_config.TrainConfig(data="d", out="o", **bad)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_fsdp2_with_activation_checkpointing_saves_and_resumes(synth_data, tmp_path):
     """The 7B's path (FSDP2 + activation checkpointing + bf16 compute) on the tiny model, two CPU processes:
     the gathered full checkpoint loads in one process, and training resumes from it."""
-    from loc3r.model.loc3r import Loc3R
+    from loc3r.train.checkpoint import load_model
 
     run = tmp_path / "fsdp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "loc3r.train",
             "--data", str(synth_data), "--out", str(run), "--quiet", "--frames", "4", "--batch-size", "2",
-            "--parallel", "fsdp", "--activation-checkpointing", "--device", "cpu"]
+            "--parallel", "fsdp", "--activation-checkpointing", "--device", "cpu", "--loop-starts", "1"]
     for steps, extra in (("2", []), ("3", ["--resume"])):
         res = subprocess.run([*base, "--steps", steps, *extra], env=env, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed from" in res.stdout
     before = weights(run / "checkpoints" / "step_0000002")
-    model = Loc3R.from_pretrained(run / "checkpoints" / "step_0000003")
+    model = load_model(run / "checkpoints" / "step_0000003")
     after = model.checkpoint_tensors()
     assert set(before) == set(after)
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the resumed step trained
@@ -265,9 +256,9 @@ def test_resume_refuses_contradicting_flags(synth_data, tmp_path):
         train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--no-layout"))
     with pytest.raises(Loc3rError, match="--resume with batch_size = 3, but the checkpoint was trained with 2"):
         train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "3", "--resume"))
-    with pytest.raises(Loc3rError, match="keep_heads = 'none', but the checkpoint was trained with 'query'"):
-        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--keep-heads",
-                                   "none"))
+    with pytest.raises(Loc3rError, match="loop_starts = 2, but the checkpoint was trained with 1"):
+        train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--loop-starts",
+                                   "2"))
     with pytest.raises(Loc3rError, match="--resume with seed = 1, but the checkpoint was trained with 0"):
         train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--seed", "1"))
     train_mod.train(train_args(synth_data, run, "--steps", "2", "--batch-size", "2", "--resume", "--frames", "4"))
@@ -323,6 +314,6 @@ def test_wsd_schedule_holds_the_peak_then_decays_to_zero(synth_data, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--decay 7 is 7 of 8 steps" in err[0] and not (tmp_path / "bad").exists()
     # a fraction of a short run (the demo's 0.3 at --steps 2) keeps one step of decay; of a long one, its share
-    short = train_mod.TrainConfig(data=synth_data, out=tmp_path / "short", steps=2, schedule="wsd", decay=0.3)
+    short = train_config.TrainConfig(data=synth_data, out=tmp_path / "short", steps=2, schedule="wsd", decay=0.3)
     assert short.decay_steps == 1
     assert dataclasses.replace(short, steps=900).decay_steps == 270

@@ -17,12 +17,12 @@ from typing import ClassVar
 
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
-from loc3r.io import atomic_path, write_json
 from loc3r.evaluate.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metrics, msqa_metrics, qa_metrics,
-                           scanqa_metrics, vsibench_metrics)
+                                    scanqa_metrics, vsibench_metrics)
+from loc3r.evaluate.plots import frame_strip, situation_plot, token_colors
+from loc3r.io import atomic_path, write_json
 from loc3r.model.processor import BENCHMARKS, Collator
 from loc3r.parallel import default_device
-from loc3r.evaluate.plots import frame_strip, situation_plot, token_colors
 
 
 @dataclass

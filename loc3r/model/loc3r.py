@@ -238,6 +238,11 @@ class Loc3R(nn.Module):
         return {"lm": (batch.labels[:, 1:] != IGNORE_INDEX).sum(), "layout": 2 * batch.layout_valid.sum(),
                 "position": 2 * situated, "orientation": situated}
 
+    def denominators(self, batch: Batch, given: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """What each loss is divided by: `given` (the trainer's counts over a whole optimizer step), else this batch's
+        own counts (at least 1)."""
+        return given or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+
     def shared_prefix_pass(self, batch: Batch, vision: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The LLM over a grouped batch (Collator.grouped): the video prefixes once [Bv, Lp], then every question's
         suffix [Bq, Ls] against its video's keys / values (gradients flow back into the shared prefix).
@@ -275,7 +280,7 @@ class Loc3R(nn.Module):
                loss_denominators: dict[str, torch.Tensor] | None = None) -> Loc3ROutput:
         """L = L_ce + lambda_layout * L_layout + lambda_situation * (L_pos + lambda_orientation * L_ori)."""
         c = self.config
-        den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+        den = self.denominators(batch, loss_denominators)
 
         # LM cross-entropy on the answer tokens: the state at i predicts label i + 1
         targets = batch.labels[:, 1:]  # [B, L-1]

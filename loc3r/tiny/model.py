@@ -18,8 +18,8 @@ from loc3r.constants import IGNORE_INDEX
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R, Loc3ROutput
 from loc3r.model.processor import Batch
-from loc3r.tiny import losses
 from loc3r.tiny.config import SECTION, TinyBaseConfig, split_legacy
+from loc3r.tiny.losses import attention_inputs, copy_attention_loss, grounding_attention_loss, seeing_loss
 
 
 class TinyLoc3R(Loc3R):
@@ -43,28 +43,28 @@ class TinyLoc3R(Loc3R):
         if batch.token_words is None:
             return super().forward(batch, loss_denominators)
         b = self.base
-        den = loss_denominators or {k: v.clamp(min=1) for k, v in self.loss_counts(batch).items()}
+        den = self.denominators(batch, loss_denominators)
         grounding = b.lambda_grounding > 0
         anchor = grounding and batch.situation_words is not None and b.anchor_layer is not None
         copy = grounding and b.copy_layer is not None and batch.labels is not None
         with contextlib.ExitStack() as stack:
-            calls = {name: stack.enter_context(losses.attention_inputs(self, layer if on else None))
+            calls = {name: stack.enter_context(attention_inputs(self, layer if on else None))
                      for name, layer, on in (("grounding", b.grounding_layer, grounding),
                                              ("anchor", b.anchor_layer, anchor), ("copy", b.copy_layer, copy))}
             encoded = self.encode(batch)
         out = self.losses(batch, encoded, den)
-        extra = {"seeing": losses.seeing_loss(self, encoded.vision.flatten(2, 3),
+        extra = {"seeing": seeing_loss(self, encoded.vision.flatten(2, 3),
                                               self.vision_states(encoded.video_hidden, batch.input_ids),
                                               batch.token_words, den.get("seeing"))}
         loss = out.loss + b.lambda_seeing * extra["seeing"]
         if grounding:
-            extra["grounding"] = losses.grounding_attention_loss(self, b, batch, calls["grounding"])
+            extra["grounding"] = grounding_attention_loss(self, b, batch, calls["grounding"])
             loss = loss + b.lambda_grounding * extra["grounding"]
         if anchor:
-            extra["anchor"] = losses.grounding_attention_loss(self, b, batch, calls["anchor"], anchor=True)
+            extra["anchor"] = grounding_attention_loss(self, b, batch, calls["anchor"], anchor=True)
             loss = loss + b.lambda_grounding * extra["anchor"]
         if copy:
-            extra["copy"], extra["copy_output"] = losses.copy_attention_loss(self, b, batch, calls["copy"])
+            extra["copy"], extra["copy_output"] = copy_attention_loss(self, b, batch, calls["copy"])
             loss = loss + b.lambda_copy * (extra["copy"] + extra["copy_output"])
         return Loc3ROutput(loss, {**out.losses, **extra}, out.layout, out.position, out.orientation_logits)
 

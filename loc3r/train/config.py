@@ -133,6 +133,8 @@ class TrainConfig(RunSettings):
         for field, value in recipe.settings.items():
             if field not in given and paired.get(field) not in given:
                 setattr(self, field, value)
+        if self.loop_starts == 1 and "loop_starts_when" not in given:  # the recipe's join of loop starts run without
+            self.loop_starts_when = 0.0
         self.check()
 
     def check(self) -> None:

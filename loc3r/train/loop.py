@@ -38,10 +38,11 @@ from loc3r.model.loc3r import Loc3R
 from loc3r.model.processor import Batch, Collator, MixtureDataset, make_training_set
 from loc3r.model.tokenizer import build_tiny_tokenizer
 from loc3r.parallel import print0
-from loc3r.tiny import TinyBaseConfig, TinyLoc3R
+from loc3r.tiny.config import TinyBaseConfig
 from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base, read_base
-from loc3r.train.checkpoint import LORA_STATE, latest_checkpoint, load_lora_run, load_model, load_trainer_state, \
-    prune_checkpoints, save_checkpoint
+from loc3r.tiny.model import TinyLoc3R
+from loc3r.train.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_model, load_trainer_state,
+                                    prune_checkpoints, save_checkpoint)
 from loc3r.train.config import TrainConfig, model_config, step_count
 from loc3r.train.order import StepBatches, video_groups
 

@@ -1,0 +1,121 @@
+"""Named recipes and the settings they resolve to; the paper's model free of the tiny base's settings; checkpoints
+written before the tiny base's settings had their own section still load."""
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import typing
+
+import pytest
+import torch
+
+from loc3r.assets import TINY_BASE
+from loc3r.command import dataclass_from_args
+from loc3r.errors import Loc3rError
+from loc3r.model.config import Loc3RConfig
+from loc3r.model.loc3r import Loc3R
+from loc3r.tiny import TinyLoc3R
+from loc3r.tiny.config import FIELDS, SECTION
+from loc3r.train import loop
+from loc3r.train.checkpoint import load_model
+from loc3r.train.config import TrainConfig
+from loc3r.train.recipes import DEFAULT_RECIPE, RECIPES
+
+REMOVED_FLAGS = ("--curriculum-scenes", "--curriculum-steps", "--loop-starts-after", "--head-input-norm",
+                 "--situation-start", "--keep-heads")
+
+
+def parse(*flags) -> TrainConfig:
+    p = argparse.ArgumentParser()
+    loop.add_arguments(p)
+    return dataclass_from_args(TrainConfig, p.parse_args(["--data", "d", "--out", "o", *flags]))
+
+
+def test_a_bare_tiny_run_is_the_tiny_demo_recipe():
+    bare, named = parse("--preset", "tiny"), parse("--recipe", "tiny_demo")
+    assert dataclasses.asdict(bare) == dataclasses.asdict(named) == dataclasses.asdict(parse())
+    assert bare.recipe == "tiny_demo" and (bare.steps, bare.schedule, bare.loop_starts) == (900, "wsd", 3)
+    assert DEFAULT_RECIPE == {"tiny": "tiny_demo", "llava_video_7b": "llava_video_7b_paper"}
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_setting_is_a_typed_train_field(name):
+    recipe = RECIPES[name]
+    hints = typing.get_type_hints(TrainConfig)
+    for field, value in recipe.settings.items():
+        assert field in hints, field
+        kinds = typing.get_args(hints[field]) or (hints[field],)
+        assert isinstance(value, tuple(k for k in kinds if k is not type(None))), (field, value)
+    resolved = TrainConfig(data="d", out="o", recipe=name)
+    assert resolved.preset == recipe.preset
+    assert all(getattr(resolved, k) == v for k, v in recipe.settings.items())
+
+
+def test_flags_override_the_recipe():
+    run = parse("--steps", "12", "--lr", "1e-3", "--loop-starts", "1")
+    assert (run.steps, run.lr, run.loop_starts, run.loop_starts_when) == (12, 1e-3, 1, 0.0)  # no join without starts
+    assert run.schedule == "wsd" and run.batch_size == 8  # the rest is the recipe's
+    paper = parse("--recipe", "llava_video_7b_paper")
+    assert (paper.preset, paper.epochs, paper.steps, paper.global_batch, paper.grad_accum) == (
+        "llava_video_7b", 1.0, None, 64, None)
+    assert (paper.lr, paper.schedule, paper.parallel, paper.activation_checkpointing) == (1e-5, "cosine", "fsdp", True)
+    short = parse("--recipe", "llava_video_7b_paper", "--steps", "5", "--grad-accum", "2")  # not the recipe's pair
+    assert (short.steps, short.epochs, short.grad_accum, short.global_batch) == (5, None, 2, None)
+    # one epoch over 1000 videos at 64 a step on 8 processes of 1: 8 micro-batches a step, 16 steps
+    sized = paper.sized(1000, 8)
+    assert (sized.steps, sized.grad_accum) == (math.ceil(1000 / 64), 8)
+    with pytest.raises(Loc3rError, match="--global-batch 64 is not a multiple"):
+        paper.sized(1000, 3)
+    with pytest.raises(Loc3rError, match="trains the llava_video_7b preset, not --preset tiny"):
+        parse("--recipe", "llava_video_7b_paper", "--preset", "tiny")
+    with pytest.raises(Loc3rError, match="pass one of the two"):
+        parse("--steps", "5", "--epochs", "1")
+
+
+def test_train_help_shows_defaults_and_no_removed_flag(capsys):
+    p = argparse.ArgumentParser()
+    loop.add_arguments(p)
+    text = p.format_help()
+    for group in ("data:", "model:", "loss:", "optimisation:", "schedule:", "checkpointing:", "parallelism:"):
+        assert f"\n{group}\n" in text, group
+    text = " ".join(text.split())  # unwrapped
+    assert not [f for f in REMOVED_FLAGS if f in text]
+    assert "(default: 900 in tiny_demo)" in text and "(default: 0.002 in tiny_demo, 1e-05 in llava_video_7b_paper)" in text
+    assert "(default: 500)" in text  # a plain field's default
+
+
+def test_a_7b_config_has_no_tiny_base_field(tmp_path):
+    from test_model import write_hf_llava_video
+
+    write_hf_llava_video(tmp_path / "llava-video", 8)
+    config = Loc3RConfig.llava_video_7b(tmp_path / "llava-video", num_frames=2)
+    tiny_only = {*FIELDS, SECTION, "head_input_norm"}
+    assert not set(config.to_dict()) & tiny_only
+    assert not set(Loc3R(config).config_dict()) & tiny_only  # what its checkpoints' config.json holds
+
+
+def test_the_shipped_base_and_checkpoints_of_the_earlier_format_load(tmp_path):
+    """The base's settings live under "tiny_base"; a checkpoint written before (its fields at the top level, with
+    head_input_norm) loads the same model; a plain Loc3R says which class loads a tiny base."""
+    base = load_model(TINY_BASE)
+    assert isinstance(base, TinyLoc3R) and base.base.text_embed_scale == 32 and base.base.copy_layer == -1
+    old = tmp_path / "old"
+    shutil.copytree(TINY_BASE, old)
+    fields = json.loads((TINY_BASE / "config.json").read_text())
+    flat = {k: v for k, v in fields.items() if k != SECTION} | fields[SECTION] | {"head_input_norm": "none"}
+    (old / "config.json").write_text(json.dumps(flat))
+    legacy = load_model(old)
+    assert legacy.base == base.base and legacy.config == base.config
+    ids = torch.tensor([[5, 6, 7]])
+    assert torch.equal(legacy.embed_text(ids), base.embed_text(ids))
+    assert torch.equal(base.embed_text(ids), 32 * base.vlm.get_input_embeddings()(ids))
+    legacy.save_pretrained(tmp_path / "resaved")  # written back in the current format
+    resaved = json.loads((tmp_path / "resaved" / "config.json").read_text())
+    assert resaved[SECTION]["text_embed_scale"] == 32 and "grounding_layer" not in resaved
+    (old / "config.json").write_text(json.dumps(flat | {"head_input_norm": "batch"}))
+    with pytest.raises(Loc3rError, match="head_input_norm 'batch' is no longer supported"):
+        load_model(old)
+    with pytest.raises(Loc3rError, match="tiny_base.*TinyLoc3R"):
+        Loc3R.from_pretrained(TINY_BASE)
