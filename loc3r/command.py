@@ -42,7 +42,8 @@ def field_comments(cls) -> dict[str, str]:
             if m and (m.group(2) or above):
                 comments[m.group(1)] = (m.group(2) or " ".join(above)).strip()
             above = []
-    return comments
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in comments.items() if k in names}
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:

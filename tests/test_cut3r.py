@@ -404,16 +404,17 @@ def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
     from loc3r.cli import main as cli_main
     from loc3r.model.config import Loc3RConfig
     from loc3r.model.loc3r import Loc3R
+    from loc3r.train.checkpoint import load_model
 
     data = tmp_path / "data"
     shutil.copytree(synth_data, data)
     assert cli_main(["extract-priors", "--cut3r", str(converted), "--data", str(data), "--frames", "4",
                      "--device", "cpu"]) == 0
     run = tmp_path / "run"
-    assert cli_main(["train", "--data", str(data), "--out", str(run), "--prior", "cut3r", "--frames", "4",
+    assert cli_main(["train", "--data", str(data), "--out", str(run), "--loop-starts", "1", "--prior", "cut3r", "--frames", "4",
                      "--steps", "2", "--batch-size", "2", "--quiet"]) == 0
     dim = Cut3r.from_pretrained(converted).dim
-    assert Loc3R.from_pretrained(run / "checkpoints" / "step_0000002").config.cut3r_dim == dim == 48
+    assert load_model(run / "checkpoints" / "step_0000002").config.cut3r_dim == dim == 48
     args = ["infer", "--checkpoint", str(run), "--frames", str(data / "scans" / "scene0000_00" / "color"),
             "--situation", "I am standing next to the bed.", "--question", "What is on my left?", "--json"]
     capsys.readouterr()
@@ -424,7 +425,7 @@ def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
     assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted)]) == 2
     assert f"{converted}: CUT3R camera tokens of width {dim}" in capsys.readouterr().err
     # tokens CUT3R computed from other input frames are refused by name
-    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--prior", "cut3r", "--frames",
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--loop-starts", "1", "--prior", "cut3r", "--frames",
                      "4", "--steps", "1", "--batch-size", "2", "--quiet", "--cut3r-input", "vlm3r"]) == 2
     assert "CUT3R saw the 'demo' input frames, the model takes 'vlm3r'" in capsys.readouterr().err
 
@@ -454,7 +455,7 @@ def test_stale_token_cache_is_refused_then_recomputed(converted, synth_data, tmp
     pose = scene.dir / "pose" / f"{scene.sampled_frame_ids(4)[1]}.txt"
     time.sleep(0.01)
     pose.write_text(pose.read_text())  # re-exported: same content, a new file
-    train = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--prior", "cut3r", "--frames", "4",
+    train = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--loop-starts", "1", "--prior", "cut3r", "--frames", "4",
              "--steps", "1", "--batch-size", "2", "--quiet"]
     capsys.readouterr()
     assert cli_main(train) == 2

@@ -143,7 +143,7 @@ def test_resume_after_kill_is_exact(synth_data, tmp_path, one_thread):
     train_mod.train(train_args(synth_data, full, *common))
 
     cmd = [sys.executable, "-m", "loc3r.train", "--data", str(synth_data), "--out", str(killed), "--quiet",
-           "--frames", "4", *common]
+           "--frames", "4", "--loop-starts", "1", *common]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=one_thread)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -297,7 +297,7 @@ def test_loop_starts_train_and_bad_values_are_refused(synth_data, tmp_path, caps
     assert len(err) == 1 and "--loop-starts must be >= 1" in err[0] and not (tmp_path / "r2").exists()
     assert cli_main(["train", "--data", f"sqa3d={synth_data}:0.5", "--out", str(tmp_path / "r3"),
                      "--loop-starts", "2"]) == 2
-    assert "--loop-starts: one SQA3D-format root" in capsys.readouterr().err
+    assert "--loop-starts 2: for one SQA3D-format root" in capsys.readouterr().err
 
 
 def test_wsd_schedule_holds_the_peak_then_decays_to_zero(synth_data, tmp_path, capsys):

@@ -135,6 +135,8 @@ class TrainConfig(RunSettings):
                 setattr(self, field, value)
         if self.loop_starts == 1 and "loop_starts_when" not in given:  # the recipe's join of loop starts run without
             self.loop_starts_when = 0.0
+        if self.activation_checkpointing and "questions_per_video" not in given:  # no shared prefix to recompute
+            self.questions_per_video = 1
         self.check()
 
     def check(self) -> None:
