@@ -1,5 +1,6 @@
 # Two commands on a fresh clone (only python3 and pip needed):
-#   make demo   -> the main job on the embedded default (synthetic rooms, tiny preset, CPU)
+#   make demo   -> the main job on the embedded default (synthetic rooms, tiny preset, CPU); again into the same
+#                  demo_out: make demo DEMO_FLAGS=--overwrite
 #   make test   -> the test suite
 PY ?= python3
 VENV := .venv
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/loc3r demo --out demo_out
+	$(BIN)/loc3r demo --out demo_out $(DEMO_FLAGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

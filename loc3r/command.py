@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from loc3r.errors import Loc3rError
+from loc3r.io import WRITE_ERRNOS, shown_path
 
 
 def run_command(module: ModuleType, name: str, argv: list[str], description: str | None = None) -> int:
@@ -25,6 +26,12 @@ def run_command(module: ModuleType, name: str, argv: list[str], description: str
         return int(module.run(args) or 0)
     except Loc3rError as e:
         print(f"loc3r: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be made or written (read-only, full, denied): the user's to fix
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = shown_path(e.filename) if e.filename else "?"
+        print(f"loc3r: error: {where}: cannot write ({(e.strerror or str(e)).lower()})", file=sys.stderr)
         return 2
 
 

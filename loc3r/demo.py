@@ -24,6 +24,7 @@ from loc3r import geometry, show
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
+from loc3r.errors import Loc3rError
 from loc3r.evaluate.baselines import baselines
 from loc3r.train.recipes import TINY_DEMO
 
@@ -41,6 +42,7 @@ class DemoConfig:
     steps: int = TINY_DEMO.settings["steps"]  # training steps
     batch_size: int = TINY_DEMO.settings["batch_size"]  # videos per step
     seed: int = 0  # training rooms and training; the held-out rooms use seed + 1000
+    overwrite: bool = False  # run again in an --out that holds a previous demo (its run is replaced)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from loc3r.train.config import TrainConfig
     from loc3r.train.loop import train
 
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())) and not args.overwrite:
+        raise Loc3rError(f"{args.out}: is not empty (a previous demo?): pass --overwrite to run the demo again there "
+                         "(make demo DEMO_FLAGS=--overwrite), or another --out")
     data, test_data = args.out / "data", args.out / "test_data"
     run_dir, eval_dir = args.out / "run", args.out / "eval"
     t0 = step(f"1/4 synthetic rooms -> {data} (training), {test_data} (held out)")
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     t1 = step(f"2/4 training the tiny Loc3R-VLM ({args.steps} steps) -> {run_dir}")
     train(TrainConfig(data=data, out=run_dir, recipe=TINY_DEMO.name, steps=args.steps, batch_size=args.batch_size,
-                      seed=args.seed, save_every=args.steps, log_every=20))
+                      seed=args.seed, save_every=args.steps, log_every=20, overwrite=args.overwrite))
 
     t2 = step(f"3/4 evaluation on the held-out rooms -> {eval_dir}")
     evaluate(EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir))

@@ -29,8 +29,7 @@ from loc3r.data.cache import source_fingerprint
 from loc3r.data.scannet import ScanNetScene, list_scenes
 from loc3r.errors import Loc3rError
 from loc3r.io import write_npz
-from loc3r.priors.cut3r import (CUT3R_INPUTS, Cut3rPrior, model_fingerprint, pose_to_c2w, read_token_cache,
-                                token_cache_path)
+from loc3r.priors.cut3r import CUT3R_INPUTS, Cut3rPrior, pose_to_c2w, read_token_cache, token_cache_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -50,6 +49,10 @@ class ExtractConfig:
     dtype: str = "float32"  # compute dtype: float32 | float16 | bfloat16 (autocast; the pose MLP stays float32)
 
     CHOICES: ClassVar[dict] = {"cut3r_input": CUT3R_INPUTS, "device": ("cpu", "cuda"), "dtype": tuple(DTYPES)}
+
+    def __post_init__(self):
+        if self.frames < 1:
+            raise Loc3rError(f"--frames must be >= 1, got {self.frames}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,17 +87,21 @@ def _read_cache(path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def stale(arrays: dict[str, np.ndarray], args, scene_id: str) -> bool:
-    """Whether a cache must be computed again: another input mode, another CUT3R, or other scan files."""
+def stale(arrays: dict[str, np.ndarray], args, scene_id: str, model: str) -> bool:
+    """Whether a cache must be computed again: another input mode, another CUT3R (`model`: the fingerprint of this
+    one), or other scan files."""
     scene = ScanNetScene(args.data, scene_id)
     return (str(arrays.get("input_mode", "demo")) != args.cut3r_input
-            or str(arrays.get("model", "")) != model_fingerprint(args.cut3r)
+            or str(arrays.get("model", "")) != model
             or str(arrays.get("source", "")) != source_fingerprint(scene.dir, arrays["frame_ids"]))
 
 
 def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, with_poses: bool) -> dict:
     """Run CUT3R on one scene's sampled frames and write its cache file; returns the cached arrays."""
     scene = ScanNetScene(data_root, scene_id)
+    valid = len(scene.valid_frame_ids)
+    if num_frames > valid:  # the uniform sample would repeat frames (and take minutes for nothing)
+        raise Loc3rError(f"{scene.dir}: --frames {num_frames} is more than its {valid} frames with a valid pose")
     ids = scene.sampled_frame_ids(num_frames)
     frames = np.stack([scene.read_color(int(i)) for i in ids])  # [T, H, W, 3] uint8
     out = prior.run(frames)
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         path = token_cache_path(args.data, scene_id, args.frames)
         arrays = _read_cache(path)
         status = "cached"
-        if arrays is None or stale(arrays, args, scene_id) or (args.check_poses and "camera_pose" not in arrays):
+        if arrays is None or stale(arrays, args, scene_id, prior.fingerprint) or (args.check_poses and "camera_pose" not in arrays):
             start = time.perf_counter()
             try:
                 arrays = extract_scene(prior, args.data, scene_id, args.frames, args.check_poses)

@@ -46,6 +46,10 @@ class InferConfig:
     max_new_tokens: int = 32  # longest generated answer
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
 
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise Loc3rError(f"--batch-size must be >= 1, got {self.batch_size}")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p, InferConfig)
@@ -113,7 +117,10 @@ def read_questions(args) -> list[dict]:
                 raise Loc3rError(f"{args.questions}:{n}: not a JSON object ({e.msg})") from None
             if not isinstance(item, dict) or not isinstance(item.get("question"), str):
                 raise Loc3rError(f'{args.questions}:{n}: expected {{"situation": ..., "question": ...}}')
-            items.append({"situation": item.get("situation", NO_SITUATION), **item})
+            situation = NO_SITUATION if item.get("situation") is None else item["situation"]
+            if not isinstance(situation, str):
+                raise Loc3rError(f"{args.questions}:{n}: the situation must be text, got {type(situation).__name__}")
+            items.append({**item, "situation": situation})
             where.append(f"{args.questions}:{n}")
         if not items:
             raise Loc3rError(f"{args.questions}: no questions")

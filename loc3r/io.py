@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,18 +21,27 @@ import numpy as np
 from loc3r.errors import Loc3rError
 
 # errors of writing that are the user's to fix (disk, quota, permissions): one line naming the target
-_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.\w+\.tmp")  # what atomic_path / atomic_dir name their temporaries
+
+
+def shown_path(path: str | os.PathLike) -> Path:
+    """The path as the user knows it: a temporary of atomic_path / atomic_dir (`.<name>.<random>.tmp`), at any depth,
+    named as its target."""
+    return Path(*[m.group(1) if (m := _TEMPORARY.fullmatch(part)) else part for part in Path(path).parts])
 
 
 @contextlib.contextmanager
 def _as_write_errors(path: Path) -> Iterator[None]:
-    """OSErrors of _WRITE_ERRNOS -> Loc3rError("<path>: cannot write (<reason>)")."""
+    """OSErrors of WRITE_ERRNOS -> Loc3rError("<path>: cannot write (<reason>)")."""
     try:
         yield
     except OSError as e:
-        if e.errno not in _WRITE_ERRNOS:
+        if e.errno not in WRITE_ERRNOS:
             raise
-        raise Loc3rError(f"{path}: cannot write ({(e.strerror or str(e)).lower()})") from None
+        raise Loc3rError(f"{shown_path(path)}: cannot write ({(e.strerror or str(e)).lower()})") from None
 
 
 def current_umask() -> int:
@@ -72,6 +82,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         with _as_write_errors(path):
             yield tmp
+        mode = 0o666 & ~current_umask()  # what a plain write gives: writers such as safetensors' make files 0600
+        for f in tmp.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                f.chmod(mode)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -84,15 +98,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_replaceable(out_dir: str | os.PathLike, overwrite: bool, previous: Callable[[Path], bool]) -> None:
-    """Refuse to replace out_dir unless it is absent, empty or `previous(out_dir)` (what the same command wrote
+def check_replaceable(out_dir: str | os.PathLike, overwrite: bool, previous: Callable[[Path], bool],
+                      what: str = "a previous conversion") -> None:
+    """Refuse to replace out_dir unless it is absent, empty or `previous(out_dir)` (`what` the same command wrote
     before), or overwrite is set: anything else may be the user's. With overwrite, a file at that path is removed."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         if not out_dir.is_dir():
             raise Loc3rError(f"{out_dir}: exists and is not a directory (pass --overwrite to replace it)")
         if any(out_dir.iterdir()) and not previous(out_dir):
-            raise Loc3rError(f"{out_dir}: not empty and not a previous conversion: refusing to replace it "
+            raise Loc3rError(f"{out_dir}: not empty and not {what}: refusing to replace it "
                              "(pass --overwrite to replace it)")
     if overwrite and out_dir.is_file():
         out_dir.unlink()

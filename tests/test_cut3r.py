@@ -376,7 +376,7 @@ def test_conversion_never_replaces_what_it_did_not_write(tmp_path, converted, ca
     shutil.copytree(converted, again)  # a previous conversion is replaced
     assert cli_main(["convert-cut3r", pth, str(again)]) == 0
     assert cli_main(["convert-cut3r", pth, str(user), "--overwrite"]) == 0
-    assert sorted(p.name for p in user.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in user.iterdir()) == ["config.json", "fingerprint.json", "model.safetensors"]
 
 
 def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.constants import NO_SITUATION
+from loc3r.data import paths
 from loc3r.errors import Loc3rError
 
 SCANQA_SPLITS = ("train", "val", "test_w_obj", "test_wo_obj")
@@ -88,6 +89,14 @@ def _get(path: Path, index: int, entry, name: str, kind, what: str = "entry"):
     return value
 
 
+MAX_COORDINATE_M = 1e4
+
+
+def _scene(path: Path, index: int, entry, name: str) -> str:
+    """A scene id field, checked to name a folder inside the data root (data.paths)."""
+    return paths.scene_id(_get(path, index, entry, name, str), f"{path}: entry {index} field {name!r}")
+
+
 def _vector(path: Path, index: int, entry, name: str, size: int) -> np.ndarray:
     value = _get(path, index, entry, name, list)
     try:
@@ -96,6 +105,9 @@ def _vector(path: Path, index: int, entry, name: str, size: int) -> np.ndarray:
         v = np.zeros(0)
     if v.shape != (size,) or not np.isfinite(v).all():
         raise Loc3rError(f"{path}: entry {index} field {name!r} must be {size} finite numbers")
+    if np.abs(v).max() > MAX_COORDINATE_M:  # a room's coordinates; 1e300 would overflow in the frame changes
+        raise Loc3rError(f"{path}: entry {index} field {name!r} is {v.tolist()}: beyond {MAX_COORDINATE_M:g} m, not "
+                         "a position or direction in a room")
     return v
 
 
@@ -118,7 +130,7 @@ def read_scanqa(path: str | Path) -> list[QARecord]:
         if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
             raise Loc3rError(f"{path}: entry {k} field 'answers' must be a list of strings")
         records.append(QARecord(
-            "scanqa", str(_get(path, k, e, "question_id", (str, int))), _get(path, k, e, "scene_id", str),
+            "scanqa", str(_get(path, k, e, "question_id", (str, int))), _scene(path, k, e, "scene_id"),
             NO_SITUATION, _get(path, k, e, "question", str), list(answers), "N/A",
             extra={n: e[n] for n in ("object_ids", "object_names") if n in e}))
     return records
@@ -152,13 +164,13 @@ def read_msqa(path: str | Path) -> list[QARecord]:
             raise Loc3rError(f"{path}: {where} has no 'orientation'")
         answers = _get(path, k, e, "answers", (list, str))
         answers = [answers] if isinstance(answers, str) else answers
-        if not all(isinstance(a, str) for a in answers):
-            raise Loc3rError(f"{path}: {where} field 'answers' must be strings")
+        if not answers or not all(isinstance(a, str) for a in answers):
+            raise Loc3rError(f"{path}: {where} field 'answers' must be one or more strings")
         facing = _vector(path, k, e, "orientation", 3)[:2]
         if np.linalg.norm(facing) < 1e-8:
             raise Loc3rError(f"{path}: {where} 'orientation' has no horizontal direction")
         records.append(QARecord(
-            "msqa", str(e.get("index", k)), _get(path, k, e, "scan_id", str),
+            "msqa", str(e.get("index", k)), _scene(path, k, e, "scan_id"),
             msqa_text(_get(path, k, e, "situation", str)), msqa_text(_get(path, k, e, "question", str)),
             [msqa_text(a) for a in answers], str(e.get("type", "N/A")),
             location_xyz=_vector(path, k, e, "location", 3), facing_xy=facing))
@@ -191,6 +203,27 @@ def _rows(path: Path) -> list:
     return _list(path, _load(path))
 
 
+def _vsi_truth(path: Path, k: int, kind: str, truth, options: list[str] | None):
+    """A row's ground truth, checked as the official evaluation reads it: a choice's letter among its options'
+    ("A. table" -> "A"); a number that is finite and not 0 (MRA divides by it: thinking-in-space's vsibench utils
+    raise ZeroDivisionError there, so such a row cannot be scored)."""
+    if kind in VSI_MULTIPLE_CHOICE:
+        letters = [o.split(".")[0].strip() for o in options]
+        if str(truth).strip() not in letters:
+            raise Loc3rError(f"{path}: entry {k} ground_truth {truth!r} is not one of its options' letters "
+                             f"({', '.join(letters)})")
+        return truth
+    try:
+        value = float(truth)
+    except ValueError:
+        raise Loc3rError(f"{path}: entry {k} ground_truth {truth!r} of a numeric question ({kind}) is not a "
+                         "number") from None
+    if not np.isfinite(value) or value == 0:
+        raise Loc3rError(f"{path}: entry {k} ground_truth {truth!r} of a numeric question ({kind}) cannot be scored: "
+                         "MRA divides by it (the official evaluator fails on 0) and needs a finite number")
+    return truth
+
+
 def read_vsibench(path: str | Path) -> list[QARecord]:
     """VSI-Bench rows, or VLM-3R's training conversations (recognised by their 'conversations' field)."""
     path = Path(path)
@@ -200,7 +233,7 @@ def read_vsibench(path: str | Path) -> list[QARecord]:
         if kind not in VSI_MULTIPLE_CHOICE + VSI_NUMERIC:
             raise Loc3rError(f"{path}: entry {k} has an unknown question_type {kind!r} (VSI-Bench has "
                              f"{', '.join(VSI_MULTIPLE_CHOICE + VSI_NUMERIC)})")
-        scene = _get(path, k, e, "scene_name", str)
+        scene = _scene(path, k, e, "scene_name")
         if "conversations" in e:  # VLM-3R / LLaVA conversation format
             turns = _get(path, k, e, "conversations", list)
             human = next((t.get("value") for t in turns if isinstance(t, dict) and t.get("from") == "human"), None)
@@ -208,15 +241,19 @@ def read_vsibench(path: str | Path) -> list[QARecord]:
             if not isinstance(human, str) or not isinstance(gpt, str):
                 raise Loc3rError(f"{path}: entry {k} needs a 'human' and a 'gpt' turn in 'conversations'")
             question = human.replace("<image>", "").strip()
-            video = e.get("video") or f"{e.get('data_source', 'scannet')}/{scene}.mp4"
+            source = paths.scene_id(str(e.get("data_source", "scannet")), f"{path}: entry {k} field 'data_source'")
+            video = paths.relative_file(str(e.get("video") or f"{source}/{scene}.mp4"),
+                                        f"{path}: entry {k} field 'video'")
             records.append(QARecord("vsibench", str(e.get("id", k)), scene, NO_SITUATION, question, [gpt.strip()],
                                     kind, video=str(video)))
             continue
         options = e.get("options")
         if kind in VSI_MULTIPLE_CHOICE and not (isinstance(options, list) and options):
             raise Loc3rError(f"{path}: entry {k} is multiple choice ({kind}) but has no 'options'")
-        truth = _get(path, k, e, "ground_truth", (str, int, float))
-        dataset = _get(path, k, e, "dataset", str)
+        if options is not None and not (isinstance(options, list) and all(isinstance(o, str) for o in options)):
+            raise Loc3rError(f"{path}: entry {k} field 'options' must be a list of strings")
+        truth = _vsi_truth(path, k, kind, _get(path, k, e, "ground_truth", (str, int, float)), options)
+        dataset = paths.scene_id(_get(path, k, e, "dataset", str), f"{path}: entry {k} field 'dataset'")
         records.append(QARecord(
             "vsibench", str(e.get("id", k)), scene, NO_SITUATION,
             vsi_question(_get(path, k, e, "question", str), kind, options), [str(truth)], kind,

@@ -12,6 +12,7 @@ import numpy as np
 
 from loc3r import geometry
 from loc3r.constants import NO_SITUATION
+from loc3r.data import paths
 from loc3r.data.benchmarks import QARecord
 from loc3r.data.cache import SceneCache, scene_cache
 from loc3r.data.sample import Sample
@@ -197,7 +198,7 @@ class VideoQADataset(_QuestionSet):
         if name not in self._videos:
             from loc3r.data.video import read_video, resize_frames, video_frame_rate
 
-            path = self.data_root / name
+            path = paths.inside(self.data_root, name, str(self.data_root))
             raw, total = read_video(path, self.num_frames)
             fps = video_frame_rate(path) or 30.0
             times = uniform_indices(total, self.num_frames) / fps

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from loc3r import geometry
+from loc3r.data import paths
 from loc3r.errors import Loc3rError
 
 
@@ -124,7 +125,7 @@ class ScanNetScene:
 
     def __init__(self, root: str | Path, scene_id: str):
         self.root = Path(root)
-        self.scene_id = scene_id
+        self.scene_id = paths.scene_id(scene_id, str(self.root / "scans"))  # caches and plots are named by it
         self.dir = self.root / "scans" / scene_id
         if not self.dir.is_dir():
             raise Loc3rError(f"{self.dir}: unknown scene id {scene_id!r} (no such directory)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r import geometry
+from loc3r.data import paths
 from loc3r.errors import Loc3rError
 
 SPLITS = ("train", "val", "test")
@@ -109,7 +110,7 @@ def read_sqa3d(root: str | Path, split: str) -> list[SQA3DRecord]:
         rotation = np.array([_number(a_path, j, rot, "rotation", c) for c in ("_x", "_y", "_z", "_w")])
         if np.linalg.norm(rotation) < 1e-8:
             raise Loc3rError(f"{a_path}: entry {j} rotation is a zero quaternion")
-        scene_id = _field(q_path, k, q, "scene_id", str)
+        scene_id = paths.scene_id(_field(q_path, k, q, "scene_id", str), f"{q_path}: entry {k} field 'scene_id'")
         if _field(a_path, j, ann, "scene_id", str) != scene_id:
             raise Loc3rError(f"{a_path}: entry {j} scene_id differs from the question's ({scene_id})")
         records.append(SQA3DRecord(

@@ -64,6 +64,8 @@ def read_video(path: str | Path, num_frames: int) -> tuple[np.ndarray, int]:
     """[T, H, W, 3] uint8 frames sampled uniformly from a video file, and the video's number of frames.
     Only the T sampled frames are kept in memory (a long video is decoded, not stored)."""
     path = Path(path)
+    if path.is_dir():
+        raise Loc3rError(f"{path}: a directory, not a video file (a folder of frames: infer --frames DIR)")
     if not path.is_file():
         raise Loc3rError(f"{path}: file not found")
     total = video_frame_count(path)

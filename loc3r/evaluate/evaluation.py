@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
+from loc3r.data.paths import file_part
 from loc3r.errors import Loc3rError
 from loc3r.evaluate.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metrics, msqa_metrics, qa_metrics,
                                     scanqa_metrics, vsibench_metrics)
 from loc3r.evaluate.plots import frame_strip, situation_plot, token_colors
-from loc3r.io import atomic_path, write_json
+from loc3r.io import atomic_dir, atomic_path, check_replaceable, write_json
 from loc3r.model.processor import BENCHMARKS, Collator
 from loc3r.parallel import default_device
 
@@ -42,11 +43,18 @@ class EvalConfig:
     batch_size: int = 8  # questions a forward pass
     max_new_tokens: int = 16  # longest generated answer
     plots: int = 6  # situations drawn as bird's-eye plots
+    overwrite: bool = False  # replace --out whatever it holds (a previous evaluation is replaced without it)
     limit: int | None = None  # evaluate the first N questions only
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
 
     CHOICES: ClassVar[dict] = {"benchmark": BENCHMARKS, "normalisation": SCANQA_NORMALISATIONS}
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise Loc3rError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise Loc3rError(f"--limit must be >= 1 (the first N questions), got {self.limit}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -183,7 +191,7 @@ def write_report(out: Path, metrics: dict, records: list[dict], plots: list[Path
         lines += [f"| {t} | {v['n']} | {v['em1']:.1f} | {v['em_refined']:.1f} |"
                   for t, v in qa["by_question_type"].items()]
     lines += ["", "## Examples", "", "| scene | situation | question | answer | prediction |", "|---|---|---|---|---|"]
-    lines += [f"| {r['scene_id']} | {r['situation']} | {r['question']} | {r['answers'][0]} | {r['prediction']} |"
+    lines += [f"| {r['scene_id']} | {r['situation']} | {r['question']} | {(r['answers'] or [''])[0]} | {r['prediction']} |"
               for r in records[:12]]
     if plots:
         heading = "Bird's-eye views" if metrics["benchmark"] == "msqa" else "The examples' frames"
@@ -203,10 +211,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         if cfg.benchmark != "msqa":
             raise Loc3rError("--judge-url is MSQA's GPT-score: pass it with --benchmark msqa")
         judge = OpenAIJudge(cfg.judge_url, cfg.judge_model, os.environ.get(cfg.judge_key_env))
+    check_replaceable(out, cfg.overwrite, lambda d: (d / "metrics.json").is_file(), "a previous evaluation")
     dev = default_device(cfg.device)
     ckpt = resolve_checkpoint(cfg.checkpoint)
     model = load_model(ckpt).to(dev)
     dataset = make_benchmark_dataset(model.config, cfg.benchmark, data, split, cfg.cache_dir, cfg.cut3r)
+    if len(dataset) == 0:
+        raise Loc3rError(f"{data}: the {split} split of {cfg.benchmark} has no questions")
     maps: dict = {}
     records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps)
     metrics = compute_metrics(records, cfg.benchmark, cfg.normalisation, judge)
@@ -215,14 +226,23 @@ def evaluate(cfg: EvalConfig) -> dict:
         if not metrics.get("qa", {}).get("java", True):
             print("note: no Java found: ScanQA's METEOR and PTB tokenizer are skipped (install a JRE, e.g. Debian's "
                   "default-jre-headless); the other metrics are reported")
-    out.mkdir(parents=True, exist_ok=True)
+    if metrics.get("qa", {}).get("n_unscored"):
+        print(f"note: {metrics['qa']['n_unscored']} questions of types MSR3D's evaluator does not group are not scored")
+    title = f"Evaluation of {ckpt} on {cfg.benchmark} {split}"
+    with atomic_dir(out) as tmp:  # the outputs of one evaluation together: a kill leaves the previous ones whole
+        write_outputs(tmp, cfg, data, dataset, model, records, maps, metrics, title)
+    return metrics
+
+
+def write_outputs(out: Path, cfg: EvalConfig, data: Path, dataset, model, records: list[dict], maps: dict,
+                  metrics: dict, title: str) -> None:
+    """metrics.json, predictions.jsonl, the plots and report.md of an evaluation, into `out`."""
     write_json(out / "metrics.json", metrics)
-    with atomic_path(out / "predictions.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     plots = []
     for r in unique_situations(records)[:cfg.plots] if cfg.benchmark in ("sqa3d", "msqa") else []:
         scene = dataset.scene(r["scene_id"])
-        path = out / "plots" / f"{r['scene_id']}_{r['question_id']}.png"
+        path = out / "plots" / f"{r['scene_id']}_{file_part(r['question_id'])}.png"
         map_colors = token_colors(scene.frames, model.config.frame_grid, model.config.frame_grid_extent)
         situation_plot(data, r["scene_id"], scene.world_to_bev, r, path, maps[r["question_id"]].reshape(-1, 2),
                        map_colors.reshape(-1, 3))
@@ -232,12 +252,10 @@ def evaluate(cfg: EvalConfig) -> dict:
             path = out / "plots" / f"frames_{i}.png"
             frame_strip(dataset[i].frames, path)
             plots.append(path)
-    title = f"Evaluation of {ckpt} on {cfg.benchmark} {split}"
     if cfg.benchmark == "sqa3d":
         write_report(out, metrics, records, plots, title)
     else:
         write_benchmark_report(out, metrics, records, plots, title)
-    return metrics
 
 
 def run(args: argparse.Namespace) -> int:

@@ -223,9 +223,11 @@ def msqa_metrics(predictions: list[str], references: list[list[str]], types: lis
     (count-weighted over the groups). With `judge` (question, prediction, reference) -> 1..5, the GPT-score
     (score - 1) * 25 likewise."""
     rows = defaultdict(list)  # group -> [(strict, refined, gpt)]
+    unscored = 0
     for i, (pred, refs, kind) in enumerate(zip(predictions, references, types)):
         group = msqa_group(kind)
-        if group is None:
+        if group is None:  # a type no group names: not scored, and counted so that a report says so
+            unscored += 1
             continue
         ref = refs[0] if refs else ""
         strict, refined = answer_match(clean_answer(pred), [clean_answer(ref)])
@@ -244,6 +246,8 @@ def msqa_metrics(predictions: list[str], references: list[list[str]], types: lis
             out[f"GPT-Score_{group}"] = sum(g for _, _, g in v) / len(v)
         out[f"n_{group}"] = len(v)
     total = sum(len(v) for v in rows.values())
+    if unscored:
+        out["n_unscored"] = unscored
     if total:
         out["EM-R_overall"] = 100.0 * sum(r for v in rows.values() for _, r, _ in v) / total
         out["EM_overall"] = 100.0 * sum(s for v in rows.values() for s, _, _ in v) / total

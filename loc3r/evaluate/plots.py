@@ -125,7 +125,7 @@ def situation_plot(data_root: Path, scene_id: str, world_to_bev: np.ndarray, rec
     scene = ScanNetScene(data_root, scene_id)
     points, colors = scene_points_bev(scene, world_to_bev, 12)
     traj = geometry.poses_to_bev(world_to_bev, scene.read_poses(scene.valid_frame_ids))[:, :2, 3]
-    title = f"{scene_id}: {record['situation']}\nQ: {record['question']}  A: {record['answers'][0]}  " \
+    title = f"{scene_id}: {record['situation']}\nQ: {record['question']}  A: {(record['answers'] or [''])[0]}  " \
             f"predicted: {record['prediction']}"
     draw_prediction(points, colors, traj, np.array(record["pred_xy"]), np.array(record["pred_sigma"]),
                     record["pred_yaw_rad"], np.array(record["yaw_probs"]), np.array(record["gt_xy"]),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loc3r.errors import Loc3rError
+from loc3r.errors import Loc3rError, naming
 
 PRIORS = ("poses", "cut3r", "none")
 NEWLINE_LAYOUTS = ("grid", "one_token")
@@ -222,7 +222,8 @@ class Loc3RConfig:
                              + (" (a tiny model's base settings: loc3r.tiny.TinyLoc3R loads it)"
                                 if "tiny_base" in unknown else ""))
         # checkpoints written before the field existed were built with transformers' layout
-        return cls(**{"newline_layout": "one_token", **d})
+        with naming(source):
+            return cls(**{"newline_layout": "one_token", **d})
 
     @classmethod
     def load(cls, path: str | Path) -> "Loc3RConfig":

@@ -59,6 +59,8 @@ def detect_layout(in_dir: Path) -> str:
         raise Loc3rError(f"{config_file}: no such file (expected a LLaVA-Video model directory)") from None
     except (OSError, ValueError) as e:
         raise Loc3rError(f"{config_file}: not readable JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise Loc3rError(f"{config_file}: not a JSON object (a model's config.json maps names to values)")
     if config.get("model_type") == "llava_onevision":
         return "transformers"
     if set(config.get("architectures") or ()) & set(ORIGINAL_ARCHITECTURES) or "mm_vision_tower" in config:
@@ -67,8 +69,40 @@ def detect_layout(in_dir: Path) -> str:
                      f"(model_type {config.get('model_type')!r}, architectures {config.get('architectures')})")
 
 
+INDEX_NAME = "model.safetensors.index.json"  # a sharded release's map of tensor -> shard
+
+
+def shard_map(in_dir: Path) -> dict[str, list[str]] | None:
+    """{shard file: its tensors} of IN_DIR's safetensors index, every shard checked to exist; None without an
+    index. Safetensors files the index does not name are refused (a stray copy would override the release's
+    tensors)."""
+    index_file = in_dir / INDEX_NAME
+    if not index_file.is_file():
+        return None
+    try:
+        weight_map = json.loads(index_file.read_text())["weight_map"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise Loc3rError(f"{index_file}: not a safetensors index (no weight_map: {e})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise Loc3rError(f"{index_file}: weight_map must map tensor names to shard files")
+    shards: dict[str, list[str]] = {}
+    for key, shard in weight_map.items():
+        if Path(shard).name != shard:
+            raise Loc3rError(f"{index_file}: shard {shard!r} is not a file of {in_dir}")
+        shards.setdefault(shard, []).append(key)
+    for shard in shards:
+        if not (in_dir / shard).is_file():
+            raise Loc3rError(f"{index_file}: names the shard {shard}, which is missing")
+    stray = sorted(f.name for f in in_dir.glob("*.safetensors") if f.name not in shards)
+    if stray:
+        raise Loc3rError(f"{in_dir / stray[0]}: a safetensors file the index {INDEX_NAME} does not name: refusing to "
+                         "mix it into the release's tensors (move it away)")
+    return shards
+
+
 def read_safetensors(in_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of IN_DIR's safetensors files (all shards); pickled weights are refused."""
+    """Every tensor of IN_DIR's safetensors weights: the shards its index names (each tensor from the shard the index
+    says), else every *.safetensors file, a tensor in two files refused; pickled weights are refused."""
     files = sorted(in_dir.glob("*.safetensors"))
     if not files:
         pickles = sorted(p.name for p in in_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -76,12 +110,20 @@ def read_safetensors(in_dir: Path) -> dict[str, torch.Tensor]:
             raise Loc3rError(f"{in_dir / pickles[0]}: pickled weights are refused (they can run code when loaded); "
                              "use the release's safetensors files")
         raise Loc3rError(f"{in_dir}: no *.safetensors weights")
-    tensors = {}
-    for f in files:
+    shards = shard_map(in_dir)
+    tensors, source = {}, {}
+    for f in (in_dir / name for name in sorted(shards)) if shards is not None else files:
         try:
             with safe_open(str(f), framework="pt") as reader:
-                for key in reader.keys():
-                    tensors[key] = reader.get_tensor(key)
+                keys = set(reader.keys())
+                wanted = shards[f.name] if shards is not None else sorted(keys)
+                for key in wanted:
+                    if key not in keys:
+                        raise Loc3rError(f"{f}: has no tensor {key}, which {INDEX_NAME} places there")
+                    if key in source:
+                        raise Loc3rError(f"{f}: tensor {key} is also in {source[key].name}: which one is the "
+                                         "release's? (keep one file, or give an index)")
+                    tensors[key], source[key] = reader.get_tensor(key), f
         except (SafetensorError, OSError) as e:
             raise Loc3rError(f"{f}: not a readable safetensors file ({e})") from None
     return tensors
@@ -106,8 +148,16 @@ def vision_config_from_weights(tensors: dict[str, torch.Tensor], source: Path) -
                               patch_size=patch_size, layer_norm_eps=SIGLIP_NORM_EPS, vision_use_head=False)
 
 
-def text_config_from_release(config: dict) -> Qwen2Config:
+SIZES = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+         "vocab_size")  # Qwen2 sizes a release's config.json must give as positive integers
+
+
+def text_config_from_release(config: dict, source: Path) -> Qwen2Config:
     """Qwen2's config from the release's config.json (its Qwen2 fields; the mm_* fields are LLaVA's)."""
+    for name in SIZES:
+        value = config.get(name)
+        if name in config and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise Loc3rError(f"{source}: {name} must be a positive integer, got {value!r}")
     known = set(Qwen2Config().to_dict()) | {"rope_theta", "rope_scaling"}  # transformers 5 folds these two into
     fields = {k: v for k, v in config.items() if k in known and not k.startswith("mm_")  # rope_parameters
               and k not in ("architectures", "model_type", "transformers_version", "auto_map")}
@@ -147,8 +197,12 @@ def convert_llava_next(in_dir: Path, tmp: Path) -> dict:
     release = json.loads((in_dir / "config.json").read_text())
     tensors = read_safetensors(in_dir)
     vision = vision_config_from_weights(tensors, in_dir)
-    text = text_config_from_release(release)
-    tokenizer = AutoTokenizer.from_pretrained(str(in_dir))
+    text = text_config_from_release(release, in_dir / "config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(in_dir))
+    except (OSError, ValueError, TypeError) as e:
+        raise Loc3rError(f"{in_dir}: no usable tokenizer files (tokenizer.json / tokenizer_config.json of the "
+                         f"release: {str(e).splitlines()[0][:120]})") from None
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in ("<image>", "<video>")],
                          special_tokens=True)
     image_id, video_id = tokenizer.convert_tokens_to_ids(["<image>", "<video>"])

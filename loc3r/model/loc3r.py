@@ -20,6 +20,7 @@ grad), and the LM loss applies `lm_head` to the answer positions only, not to th
 from __future__ import annotations
 
 import dataclasses
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -397,8 +398,13 @@ class Loc3R(nn.Module):
         tensors = self.checkpoint_tensors() if tensors is None else tensors
         with atomic_dir(path) as tmp:
             write_json(tmp / "config.json", self.config_dict())
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"),
-                      metadata={"format": "pt"})
+            try:
+                save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "model.safetensors"),
+                          metadata={"format": "pt"})
+            except SafetensorError as e:  # its I/O errors arrive as text: a full disk is the user's to fix
+                if "StorageFull" in str(e) or "No space left" in str(e):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(path / "model.safetensors")) from None
+                raise
             self.tokenizer.save_pretrained(str(tmp))
 
     def config_dict(self) -> dict:

@@ -351,7 +351,9 @@ class Source:
             try:
                 root, fraction = head, float(tail)
             except ValueError:
-                pass
+                if not Path(rest).exists():  # a directory whose name holds ':' is read as it is
+                    raise Loc3rError(f"--data {text}: {tail!r} after ':' is not a fraction (name=DIR:FRACTION)") \
+                        from None
         if name not in BENCHMARKS:
             raise Loc3rError(f"--data {text}: unknown data set {name!r} (expected one of {', '.join(BENCHMARKS)})")
         if not 0 < fraction <= 1:

@@ -322,16 +322,43 @@ class Cut3rPrior:
         return self.run(frames).camera_tokens.float()
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """A hash of a converted CUT3R's files (names, sizes, modification times): tokens of another model are stale."""
+FINGERPRINT_NAME = "fingerprint.json"  # the weights' content hash, written beside them by convert-cut3r
+
+
+def weights_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (a safetensors file: its header and data), read in 16 MB pieces."""
     import hashlib
 
-    h = hashlib.sha1()
-    for f in sorted(Path(model_dir).glob("*")):
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            h.update(chunk)
     return h.hexdigest()
+
+
+def fingerprint_record(model_dir: Path) -> dict:
+    """What FINGERPRINT_NAME holds: the weights' sha256, with the size and modification time it was taken at."""
+    weights = Path(model_dir) / WEIGHTS_NAME
+    st = weights.stat()
+    return {"weights_sha256": weights_sha256(weights), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """The content hash of a converted CUT3R's weights (tokens another model computed are stale): read from
+    FINGERPRINT_NAME while the weights keep the size and modification time it was taken at, else hashed now (a
+    conversion made before it existed, or weights replaced by hand)."""
+    weights = Path(model_dir) / WEIGHTS_NAME
+    try:
+        stored = json.loads((Path(model_dir) / FINGERPRINT_NAME).read_text())
+        st = weights.stat()
+        if (stored["size"], stored["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+            return str(stored["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return weights_sha256(weights)
+    except OSError as e:
+        raise Loc3rError(f"{weights}: cannot read the CUT3R weights ({e.strerror or e})") from None
 
 
 def cached_token_width(data_root: str | Path, num_frames: int) -> int:

@@ -31,7 +31,8 @@ import torch
 
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, check_replaceable
-from loc3r.priors.cut3r import CONFIG_NAME, FORMAT, WEIGHTS_NAME, Cut3r, Cut3rConfig, load_weights
+from loc3r.priors.cut3r import (CONFIG_NAME, FINGERPRINT_NAME, FORMAT, WEIGHTS_NAME, Cut3r, Cut3rConfig,
+                                fingerprint_record, load_weights)
 
 log = logging.getLogger(__name__)
 INF = float("inf")
@@ -324,8 +325,10 @@ def split_state_dict(state_dict: dict[str, torch.Tensor], source) -> tuple[dict[
 
 
 def previous_conversion(out_dir: Path) -> bool:
-    """Whether out_dir holds exactly what convert_cut3r writes (its config.json in our format + the weights)."""
-    if sorted(p.name for p in out_dir.iterdir()) != sorted([CONFIG_NAME, WEIGHTS_NAME]):
+    """Whether out_dir holds exactly what convert_cut3r writes (its config.json in our format, the weights and, since
+    it is written, their fingerprint)."""
+    names = {p.name for p in out_dir.iterdir()}
+    if not {CONFIG_NAME, WEIGHTS_NAME} <= names <= {CONFIG_NAME, WEIGHTS_NAME, FINGERPRINT_NAME}:
         return False
     try:
         return json.loads((out_dir / CONFIG_NAME).read_text()).get("format") == FORMAT
@@ -355,6 +358,7 @@ def convert_cut3r(in_path: str | Path, out_dir: str | Path, overwrite: bool = Fa
     with atomic_dir(out_dir) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        (tmp / FINGERPRINT_NAME).write_text(json.dumps(fingerprint_record(tmp)) + "\n")  # once per conversion
     log.info("converted %s -> %s: kept %d tensors, dropped (never run) %s",
              in_path, out_dir, len(kept), ", ".join(dropped))
     return meta

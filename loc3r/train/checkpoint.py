@@ -109,7 +109,11 @@ def load_trainer_state(path: Path, wrapped, optimizer, scheduler,
 
         set_optimizer_state_dict(wrapped, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
     else:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as e:  # parameter groups of another size: trained from another start or with LoRA
+            raise Loc3rError(f"{path / TRAINER_STATE}: its optimizer state does not fit this run's parameters ({e}): "
+                             "resume with the flags the run was started with") from None
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
@@ -184,3 +188,32 @@ def load_model(path: str | Path) -> Loc3R:
     checkpoint = resolve_checkpoint(path)
     tiny = has_tiny_base(read_config_json(checkpoint / "config.json"))
     return (TinyLoc3R if tiny else Loc3R).from_pretrained(checkpoint)
+
+
+RUN_FILES = ("checkpoints", "latest.json", "log.jsonl", "settings.json", "manifest.json")  # what a run writes
+
+
+def claim_run_dir(out: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    """Check --out before a run writes anything: absent or empty; with --resume a run to continue; with --overwrite a
+    run started again (its RUN_FILES removed, by the main process; nothing else in the folder is touched). Anything
+    else is refused in one line: an existing run is never replaced without --overwrite."""
+    out = Path(out)
+    if resume and overwrite:
+        raise Loc3rError("--resume continues a run, --overwrite starts it again: pass one of the two")
+    if out.exists() and not out.is_dir():
+        raise Loc3rError(f"{out}: exists and is not a directory")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    ours = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if not ours:
+            raise Loc3rError(f"{out}: not a run directory (no checkpoints, latest.json or log.jsonl): --resume "
+                             "continues a run")
+        return
+    if not overwrite:
+        raise Loc3rError(f"{out}: {'holds a run' if ours else 'is not empty'}: pass --resume to continue it, "
+                         "--overwrite to start again, or another --out")
+    if is_main:
+        for name in ours:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -44,6 +44,7 @@ class RunSettings:
     save_every: int = 500  # checkpoint every N steps (and at the end)
     log_every: int = 10  # steps between log.jsonl records
     resume: bool = False  # continue from the newest checkpoint in --out
+    overwrite: bool = False  # start again in --out when it holds a run (its checkpoints and logs are removed)
     quiet: bool = False  # no progress bar
 
     def __post_init__(self):
@@ -110,7 +111,7 @@ class TrainConfig(RunSettings):
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
         "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
-        "checkpointing": ("out", "resume", "save_every", "keep", "log_every", "quiet"),
+        "checkpointing": ("out", "resume", "overwrite", "save_every", "keep", "log_every", "quiet"),
         "parallelism": ("device", "parallel", "activation_checkpointing"),
     }
     # filled from the recipe only when the other of the pair was not given
@@ -148,6 +149,10 @@ class TrainConfig(RunSettings):
             raise Loc3rError("--loop-starts-when needs --loop-starts K > 1")
         if self.nll_beta is not None and not 0 <= self.nll_beta <= 1:
             raise Loc3rError(f"--nll-beta must be in [0, 1], got {self.nll_beta:g}")
+        roots = [(src.benchmark, src.root.resolve()) for src in self.sources]
+        if len(set(roots)) < len(roots):
+            twice = next(d for d, r in zip(self.data, roots) if roots.count(r) > 1)
+            raise Loc3rError(f"--data {twice}: the same source is given twice (it would count its questions twice)")
         for name in ("grad_accum", "global_batch"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise Loc3rError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

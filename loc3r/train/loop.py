@@ -41,8 +41,8 @@ from loc3r.parallel import print0
 from loc3r.tiny.config import TinyBaseConfig
 from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base, read_base
 from loc3r.tiny.model import TinyLoc3R
-from loc3r.train.checkpoint import (LORA_STATE, latest_checkpoint, load_lora_run, load_model, load_trainer_state,
-                                    prune_checkpoints, save_checkpoint)
+from loc3r.train.checkpoint import (LORA_STATE, claim_run_dir, latest_checkpoint, load_lora_run, load_model,
+                                    load_trainer_state, prune_checkpoints, save_checkpoint, trainer_extra)
 from loc3r.train.config import TrainConfig, model_config, step_count
 from loc3r.train.order import StepBatches, video_groups
 
@@ -74,7 +74,9 @@ def trajectory_settings(run: TrainConfig, per_video: int, keep_heads: str | None
     with every checkpoint and compared on --resume (--steps and the learning rates may change)."""
     return {"seed": run.seed, "batch_size": run.batch_size, "grad_accum": run.grad_accum,
             "questions_per_video": per_video, "keep_heads": keep_heads, "loop_starts": run.loop_starts,
-            "loop_starts_when": run.loop_starts_when}
+            "loop_starts_when": run.loop_starts_when,
+            "start": "random weights" if run.init_base is None and not run.is_7b else "a pretrained base",
+            "data": [f"{s.benchmark}={s.root.resolve()}:{s.fraction:g}" for s in run.sources]}
 
 
 def check_resume_trajectory(trajectory: dict, stored: dict, checkpoint: Path) -> None:
@@ -172,6 +174,9 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     has one), `base_settings` (TinyBaseConfig fields) are the base's, on top of an --init base's, and `keep_keys`
     keeps an --init base's grounding heads' keys too."""
     info = parallel.compute_init(run.device)
+    claim_run_dir(run.out, run.resume, run.overwrite, info.is_main)
+    if info.distributed:
+        dist.barrier()  # the main process has removed what --overwrite replaces
     torch.manual_seed(run.seed)
     config = model_config(run)
     start_step, position, stored = 0, 0, {}
@@ -246,10 +251,10 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, run.steps)  # linear warm-up, cosine to 0
     trajectory = trajectory_settings(run, per_video, keep_heads)
     if resume_dir is not None:
+        check_resume_trajectory(trajectory, trainer_extra(resume_dir).get("trajectory", {}), resume_dir)
         start_step, position, stored = load_trainer_state(resume_dir, wrapped, optimizer, scheduler, info)
         for group, base in zip(optimizer.param_groups, scheduler.base_lrs):  # this run's schedule (--steps may differ)
             group["lr"] = base * scheduler.lr_lambdas[0](start_step)
-        check_resume_trajectory(trajectory, stored.get("trajectory", {}), resume_dir)
         print0(f"resumed from {resume_dir} at step {start_step}")
 
     steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
@@ -304,12 +309,7 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
     returns the final checkpoint directory."""
     s = set_up(run, dataset, base_settings, keep_keys)
     run, info = s.run, s.info
-    run.out.mkdir(parents=True, exist_ok=True)
-    if info.is_main:
-        write_json(run.out / "settings.json", settings_record(run) | {"model": {
-            k: v for k, v in s.model.config.to_dict().items() if k not in ("vlm", "base_model_path")}})
-        truncate_log(run.out / "log.jsonl", s.start_step)
-    log_file = open(run.out / "log.jsonl", "a") if info.is_main else None
+    log_file = None  # the run's files are made once its first step has run: a run failing on its data leaves none
     bar = None
     if info.is_main and not run.quiet:
         from tqdm import tqdm
@@ -322,6 +322,8 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
     window = s.join_window
     for step, batches in zip(range(s.start_step, run.steps), s.loader):
         sums = train_step(s, step, batches)
+        if info.is_main and log_file is None:
+            log_file = open_run_files(s)
         questions_since += sums.pop("questions")
         grad_norm = sums.pop("grad_norm")
         position += s.step_samples
@@ -364,6 +366,16 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
         final_dir = latest_checkpoint(run.out)
     print0(f"checkpoint: {final_dir}")
     return final_dir
+
+
+def open_run_files(s: Session):
+    """Write RUN/settings.json, keep log.jsonl's records up to the step the run starts at, and open it to append."""
+    run = s.run
+    run.out.mkdir(parents=True, exist_ok=True)
+    write_json(run.out / "settings.json", settings_record(run) | {"model": {
+        k: v for k, v in s.model.config.to_dict().items() if k not in ("vlm", "base_model_path")}})
+    truncate_log(run.out / "log.jsonl", s.start_step)
+    return open(run.out / "log.jsonl", "a")
 
 
 def settings_record(run: TrainConfig) -> dict:
