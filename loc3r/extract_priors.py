@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
         path = token_cache_path(args.data, scene_id, args.frames)
         arrays = _read_cache(path)
         status = "cached"
-        if arrays is None or stale(arrays, args, scene_id, prior.fingerprint) or (args.check_poses and "camera_pose" not in arrays):
+        if (arrays is None or stale(arrays, args, scene_id, prior.fingerprint)
+                or (args.check_poses and "camera_pose" not in arrays)):
             start = time.perf_counter()
             try:
                 arrays = extract_scene(prior, args.data, scene_id, args.frames, args.check_poses)

@@ -411,8 +411,8 @@ def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
     assert cli_main(["extract-priors", "--cut3r", str(converted), "--data", str(data), "--frames", "4",
                      "--device", "cpu"]) == 0
     run = tmp_path / "run"
-    assert cli_main(["train", "--data", str(data), "--out", str(run), "--loop-starts", "1", "--prior", "cut3r", "--frames", "4",
-                     "--steps", "2", "--batch-size", "2", "--quiet"]) == 0
+    assert cli_main(["train", "--data", str(data), "--out", str(run), "--loop-starts", "1", "--prior", "cut3r",
+                     "--frames", "4", "--steps", "2", "--batch-size", "2", "--quiet"]) == 0
     dim = Cut3r.from_pretrained(converted).dim
     assert load_model(run / "checkpoints" / "step_0000002").config.cut3r_dim == dim == 48
     args = ["infer", "--checkpoint", str(run), "--frames", str(data / "scans" / "scene0000_00" / "color"),
@@ -425,8 +425,9 @@ def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
     assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted)]) == 2
     assert f"{converted}: CUT3R camera tokens of width {dim}" in capsys.readouterr().err
     # tokens CUT3R computed from other input frames are refused by name
-    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--loop-starts", "1", "--prior", "cut3r", "--frames",
-                     "4", "--steps", "1", "--batch-size", "2", "--quiet", "--cut3r-input", "vlm3r"]) == 2
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--loop-starts", "1", "--prior",
+                     "cut3r", "--frames", "4", "--steps", "1", "--batch-size", "2", "--quiet", "--cut3r-input",
+                     "vlm3r"]) == 2
     assert "CUT3R saw the 'demo' input frames, the model takes 'vlm3r'" in capsys.readouterr().err
 
 
@@ -455,8 +456,8 @@ def test_stale_token_cache_is_refused_then_recomputed(converted, synth_data, tmp
     pose = scene.dir / "pose" / f"{scene.sampled_frame_ids(4)[1]}.txt"
     time.sleep(0.01)
     pose.write_text(pose.read_text())  # re-exported: same content, a new file
-    train = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--loop-starts", "1", "--prior", "cut3r", "--frames", "4",
-             "--steps", "1", "--batch-size", "2", "--quiet"]
+    train = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--loop-starts", "1", "--prior", "cut3r",
+             "--frames", "4", "--steps", "1", "--batch-size", "2", "--quiet"]
     capsys.readouterr()
     assert cli_main(train) == 2
     err = capsys.readouterr().err

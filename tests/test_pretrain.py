@@ -227,7 +227,8 @@ def test_copy_attention_loss_equals_the_layers_own_attention(synth_data):
     config = Loc3RConfig.tiny(prior="none")
     records, scenes = grounding_records(synth_data, "train", 0, copy_questions=True)
     data = GroundingDataset(make_dataset(config, synth_data, "train", None, records), scenes)
-    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(lambda_seeing=0.0, copy_layer=-1, copy_head=3)).eval()
+    settings = TinyBaseConfig(lambda_seeing=0.0, copy_layer=-1, copy_head=3)
+    model = TinyLoc3R(config, tiny_tokenizer(data), settings).eval()
     base = model.base
     data.bind(model.tokenizer)
     scene = data[0].scene_id

@@ -82,7 +82,8 @@ def test_train_help_shows_defaults_and_no_removed_flag(capsys):
         assert f"\n{group}\n" in text, group
     text = " ".join(text.split())  # unwrapped
     assert not [f for f in REMOVED_FLAGS if f in text]
-    assert "(default: 900 in tiny_demo)" in text and "(default: 0.002 in tiny_demo, 1e-05 in llava_video_7b_paper)" in text
+    assert "(default: 900 in tiny_demo)" in text
+    assert "(default: 0.002 in tiny_demo, 1e-05 in llava_video_7b_paper)" in text
     assert "(default: 500)" in text  # a plain field's default
 
 

@@ -421,7 +421,8 @@ def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None
         if not single or config.prior == "cut3r" or config.time_instruction:
             raise Loc3rError(f"--loop-starts {loop_starts}: for one SQA3D-format root of looped scans (loc3r synth's "
                              "rooms), a model with known poses or no prior and no time instruction (the tiny preset); "
-                             "the recipe tiny_demo draws 3 for the synthetic rooms: pass --loop-starts 1 for other data")
+                             "the recipe tiny_demo draws 3 for the synthetic rooms: pass --loop-starts 1 for other "
+                             "data")
         return LoopStarts(make_dataset(config, sources[0].root, "train", cache_dir), loop_starts)
     if single:
         return make_dataset(config, sources[0].root, "train", cache_dir)

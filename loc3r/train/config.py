@@ -232,7 +232,8 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
     if run.preset == "tiny":
         config = Loc3RConfig.tiny(**overrides)
     elif run.base is None:
-        raise Loc3rError("--preset llava_video_7b needs --base DIR (a local LLaVA-Video-7B-Qwen2 in transformers format)")
+        raise Loc3rError("--preset llava_video_7b needs --base DIR (a local LLaVA-Video-7B-Qwen2 in transformers "
+                         "format)")
     else:
         config = Loc3RConfig.llava_video_7b(run.base, **overrides)
     if config.prior == "cut3r" and run.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
