@@ -78,17 +78,20 @@ def load_video(args, num_frames: int, fps: float) -> Video:
 
 
 def build_sample(video: Video, situation: str, question: str, config, camera_tokens: np.ndarray | None = None,
-                 poses_dir: Path | None = None, question_id: int = 0) -> Sample:
+                 poses_dir: Path | None = None, question_id: int = 0, frames: np.ndarray | None = None) -> Sample:
     """A prompt-only Sample of a user's video (no targets); poses_dir (where the poses came from) names the BEV
-    frame's errors."""
+    frame's errors; `frames`: the video's frames already resized for the model (shared by the samples of one
+    video), else resized here."""
     T, G = config.num_frames, config.tokens_per_frame
+    if frames is None:
+        frames = resize_frames(video.frames, config.image_size)
     if video.c2w is not None:
         with naming(poses_dir):  # the BEV frame needs a valid first pose that is not straight up or down
             world_to_bev = geometry.bev_frame_of_video(video.c2w)
         c2bev = geometry.poses_to_bev(world_to_bev, video.c2w).astype(np.float32)
     else:
         c2bev = np.full((T, 4, 4), np.nan, np.float32)  # unknown poses: the poses prior flags them invalid
-    return Sample(scene_id="input", question_id=question_id, frames=resize_frames(video.frames, config.image_size),
+    return Sample(scene_id="input", question_id=question_id, frames=frames,
                   camera_poses_bev=c2bev, layout_xy=np.zeros((T, G, 2), np.float32),
                   layout_valid=np.zeros((T, G), bool), situation=situation, question=question, answers=[""],
                   position_xy=np.zeros(2, np.float32), yaw_rad=0.0, has_situation=True,
@@ -131,7 +134,7 @@ def read_questions(args) -> list[dict]:
             raise Loc3rError(f"{w}: the situation is empty: describe the speaker's situation, or use '{NO_SITUATION}'")
         if not question:
             raise Loc3rError(f"{w}: the question is empty")
-        out.append({"id": item.get("id", i), "situation": situation, "question": question})
+        out.append({"id": item.get("id", i), "situation": situation, "question": question, "where": w})
     return out
 
 
@@ -151,12 +154,14 @@ def infer(args: InferConfig) -> list[dict]:
     tokens = None
     if config.prior == "cut3r":
         tokens = load_cut3r_prior(config, args.cut3r, device).tokens_for_frames(video.frames).cpu().numpy()
-    samples = [build_sample(video, q["situation"], q["question"], config, tokens, args.poses, i)
-               for i, q in enumerate(questions)]
     collate = Collator(model.tokenizer, config, for_generation=True)
-    results, plots = [], []
-    for start in range(0, len(samples), args.batch_size):
-        chunk = samples[start:start + args.batch_size]
+    for q in questions:  # every text checked before any is answered, named by its file and line
+        collate.check_text(q["situation"], q["question"], q["where"])
+    frames = resize_frames(video.frames, config.image_size)  # once: the samples share it, memory flat in questions
+    results, first = [], None  # first: the first question's (sample, prediction), for the plot
+    for start in range(0, len(questions), args.batch_size):  # samples built a batch at a time
+        chunk = [build_sample(video, questions[i]["situation"], questions[i]["question"], config, tokens, args.poses,
+                              i, frames) for i in range(start, min(start + args.batch_size, len(questions)))]
         batch = collate.grouped([chunk]).to(device)
         for s, pred in zip(chunk, model.predict(batch, args.max_new_tokens)):
             results.append({
@@ -165,11 +170,11 @@ def infer(args: InferConfig) -> list[dict]:
                 "position_sigma_m": [float(v) for v in pred.position_sigma],
                 "yaw_deg": float(np.degrees(pred.yaw_rad)), "yaw_probs": [float(v) for v in pred.yaw_probs],
                 "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"})
-            plots.append(pred)
+            first = first or (s, pred)
     if args.plot is not None:
         from loc3r.evaluate.plots import draw_prediction, token_colors
 
-        pred, s = plots[0], samples[0]
+        s, pred = first
         traj = s.camera_poses_bev[:, :2, 3] if video.c2w is not None else None
         colors = token_colors(s.frames, config.frame_grid, config.frame_grid_extent)
         results[0]["plot"] = lambda: draw_prediction(  # drawn after the answers are printed (run)

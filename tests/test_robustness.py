@@ -7,6 +7,7 @@ import re
 import shutil
 import stat
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -347,3 +348,43 @@ def test_eval_outputs_are_written_together_and_never_over_a_users_folder(tiny_ch
     assert main(["eval", "--checkpoint", str(tiny_checkpoint), "--data", str(empty), "--split", "val", "--out",
                  str(tmp_path / "e2")]) == 2
     assert "the val split of sqa3d has no questions" in capsys.readouterr().err
+
+
+def test_infer_checks_every_text_first_and_builds_its_samples_a_batch_at_a_time(tiny_checkpoint, synth_data, tmp_path,
+                                                                                capsys, monkeypatch):
+    """An over-long question is named by its file and line before anything is answered; the video's frames are
+    resized once for all questions (memory flat in their number), and the answers equal one question at a time."""
+    from loc3r import infer
+
+    scene = sorted((synth_data / "scans").iterdir())[0]
+    video = ["--frames", str(scene / "color"), "--poses", str(scene / "pose")]
+    questions = tmp_path / "q.jsonl"
+    long = " ".join(["bed"] * 2000)
+    questions.write_text(json.dumps({"question": "What is in the room?"}) + "\n" + json.dumps({"question": long}))
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), *video, "--questions", str(questions)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{questions}:2: situation + question are" in err[0]
+    asked = ["What is in the room?", "What color is the bed?", "Is there a chair?", "How many objects are there?"]
+    questions.write_text("".join(json.dumps({"question": q, "id": i}) + "\n" for i, q in enumerate(asked * 3)))
+    calls = []
+    resize = infer.resize_frames
+    monkeypatch.setattr(infer, "resize_frames", lambda *a: calls.append(1) or resize(*a))
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), *video, "--questions", str(questions), "--json",
+                 "--batch-size", "5"]) == 0
+    together = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(calls) == 1 and len(together) == 12
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), *video, "--question", asked[1], "--situation",
+                 "I am standing in the room.", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert alone["answer"] == together[1]["answer"]
+    assert np.allclose(alone["position_xy_m"], together[1]["position_xy_m"], atol=1e-4)
+
+
+def test_an_empty_question_in_a_data_file_names_the_file(tmp_path):
+    from loc3r.data import benchmarks as b
+    from loc3r.errors import Loc3rError
+
+    f = tmp_path / "ScanQA_v1.0_val.json"
+    f.write_text(json.dumps([{"scene_id": "scene0000_00", "question_id": "q", "question": "  "}]))
+    with pytest.raises(Loc3rError, match=re.escape(f"{f}: entry 0 field 'question' is empty")):
+        b.read_scanqa(f)

@@ -92,6 +92,14 @@ def _get(path: Path, index: int, entry, name: str, kind, what: str = "entry"):
 MAX_COORDINATE_M = 1e4
 
 
+def _text(path: Path, index: int, entry, name: str) -> str:
+    """A text field that must say something (a question, a situation)."""
+    value = _get(path, index, entry, name, str)
+    if not value.strip():
+        raise Loc3rError(f"{path}: entry {index} field {name!r} is empty")
+    return value
+
+
 def _scene(path: Path, index: int, entry, name: str) -> str:
     """A scene id field, checked to name a folder inside the data root (data.paths)."""
     return paths.scene_id(_get(path, index, entry, name, str), f"{path}: entry {index} field {name!r}")
@@ -131,7 +139,7 @@ def read_scanqa(path: str | Path) -> list[QARecord]:
             raise Loc3rError(f"{path}: entry {k} field 'answers' must be a list of strings")
         records.append(QARecord(
             "scanqa", str(_get(path, k, e, "question_id", (str, int))), _scene(path, k, e, "scene_id"),
-            NO_SITUATION, _get(path, k, e, "question", str), list(answers), "N/A",
+            NO_SITUATION, _text(path, k, e, "question"), list(answers), "N/A",
             extra={n: e[n] for n in ("object_ids", "object_names") if n in e}))
     return records
 
@@ -171,7 +179,7 @@ def read_msqa(path: str | Path) -> list[QARecord]:
             raise Loc3rError(f"{path}: {where} 'orientation' has no horizontal direction")
         records.append(QARecord(
             "msqa", str(e.get("index", k)), _scene(path, k, e, "scan_id"),
-            msqa_text(_get(path, k, e, "situation", str)), msqa_text(_get(path, k, e, "question", str)),
+            msqa_text(_text(path, k, e, "situation")), msqa_text(_text(path, k, e, "question")),
             [msqa_text(a) for a in answers], str(e.get("type", "N/A")),
             location_xyz=_vector(path, k, e, "location", 3), facing_xy=facing))
     return records
@@ -256,6 +264,6 @@ def read_vsibench(path: str | Path) -> list[QARecord]:
         dataset = paths.scene_id(_get(path, k, e, "dataset", str), f"{path}: entry {k} field 'dataset'")
         records.append(QARecord(
             "vsibench", str(e.get("id", k)), scene, NO_SITUATION,
-            vsi_question(_get(path, k, e, "question", str), kind, options), [str(truth)], kind,
+            vsi_question(_text(path, k, e, "question"), kind, options), [str(truth)], kind,
             video=f"{dataset}/{scene}.mp4", extra={"options": options} if options else {}))
     return records

@@ -84,6 +84,12 @@ def _number(path: Path, index: int, obj: dict, parent: str, name: str) -> float:
     return float(value)
 
 
+def _nonempty(path: Path, index: int, name: str, value: str) -> str:
+    if not value.strip():
+        raise Loc3rError(f"{path}: entry {index} field {name!r} is empty")
+    return value
+
+
 def read_sqa3d(root: str | Path, split: str) -> list[SQA3DRecord]:
     """All records of a split, in the question file's order."""
     q_path, a_path = sqa3d_paths(root, split)
@@ -116,9 +122,9 @@ def read_sqa3d(root: str | Path, split: str) -> list[SQA3DRecord]:
         records.append(SQA3DRecord(
             question_id=qid,
             scene_id=scene_id,
-            situation=_field(q_path, k, q, "situation", str),
+            situation=_nonempty(q_path, k, "situation", _field(q_path, k, q, "situation", str)),
             alternative_situation=list(q.get("alternative_situation") or []),
-            question=_field(q_path, k, q, "question", str),
+            question=_nonempty(q_path, k, "question", _field(q_path, k, q, "question", str)),
             answers=texts,
             question_type=str(ann.get("question_type", "N/A")),
             answer_type=str(ann.get("answer_type", "other")),

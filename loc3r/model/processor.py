@@ -97,15 +97,19 @@ class Collator:
         self.mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(config.image_std).view(1, 3, 1, 1)
 
-    def tokenize(self, sample: Sample) -> tuple[list[int], list[int]]:
-        """Token ids of one sample (video run expanded) and their labels."""
-        where = f"{sample.scene_id} question {sample.question_id}"
-        if not sample.situation.strip() or not sample.question.strip():
+    def check_text(self, situation: str, question: str, where: str) -> None:
+        """An empty situation or question, or a pair longer than max_text_tokens: one line naming `where`."""
+        if not situation.strip() or not question.strip():
             raise Loc3rError(f"{where}: empty situation or question")
-        n_text = len(self.tokenizer(f"{sample.situation} {sample.question}", add_special_tokens=False).input_ids)
+        n_text = len(self.tokenizer(f"{situation} {question}", add_special_tokens=False).input_ids)
         if n_text > self.config.max_text_tokens:
             raise Loc3rError(f"{where}: situation + question are {n_text} tokens, more than "
                              f"max_text_tokens={self.config.max_text_tokens}")
+
+    def tokenize(self, sample: Sample) -> tuple[list[int], list[int]]:
+        """Token ids of one sample (video run expanded) and their labels."""
+        where = f"{sample.scene_id} question {sample.question_id}"
+        self.check_text(sample.situation, sample.question, where)
         user = f"{sample.situation} {POS_TOKEN} {ORI_TOKEN} {sample.question}"
         if self.config.time_instruction:
             if sample.frame_times is None or sample.duration_s is None:
