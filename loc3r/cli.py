@@ -60,10 +60,26 @@ def main(argv: list[str] | None = None) -> int:
     # Build only the parser of the command asked for: the other modules (torch, transformers) stay unimported.
     if argv and argv[0] in COMMANDS:
         return run_command(command_module(argv[0]), argv[0], argv[1:], COMMANDS[argv[0]])
-    parser = argparse.ArgumentParser(prog="loc3r", description="Loc3R-VLM: localization and 3D reasoning from video.")
-    parser.add_argument("command", choices=list(COMMANDS), help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items()))
+    parser = argparse.ArgumentParser(
+        prog="loc3r", description="Loc3R-VLM: localization and 3D reasoning from video.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {k:<21}{v}" for k, v in COMMANDS.items())
+        + "\n\n`loc3r COMMAND --help` lists a command's flags with their defaults.")
+    parser.add_argument("--version", action="version", version=f"loc3r {version()}")
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of the commands below")
     parser.parse_args(argv[:1])
     return 2
+
+
+def version() -> str:
+    """The installed package's version (pyproject.toml's)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("loc3r")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 if __name__ == "__main__":

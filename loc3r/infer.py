@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from loc3r.data.sample import Sample
 from loc3r.data.scannet import uniform_indices
 from loc3r.data.video import frame_files, read_frame_dir, read_pose_dir, read_video, resize_frames, video_frame_rate
 from loc3r.errors import Loc3rError, naming
+from loc3r.model.config import read_config_json
 from loc3r.model.processor import Collator, load_cut3r_prior
 from loc3r.parallel import default_device
 
@@ -40,6 +42,7 @@ class InferConfig:
     situation: str | None = None  # the speaker's situation ('I am standing in the room.' if none)
     question: str | None = None  # the question
     questions: Path | None = None  # JSONL of {"situation", "question"[, "id"]}, answered together (video computed once)
+    allow_unknown_words: bool = False  # answer although some words are unknown to the model's tokenizer
     batch_size: int = 16  # questions answered together
     json: bool = False  # print one JSON object per question
     plot: Path | None = None  # write a bird's-eye plot of the (first) prediction (PNG)
@@ -61,6 +64,7 @@ class Video:
     c2w: np.ndarray | None  # [T, 4, 4] camera-to-world poses (--poses), else None
     frame_times: np.ndarray  # [T] seconds of the sampled frames
     duration_s: float  # the whole video's length
+    available: int  # frames the video has (fewer than T: some are taken twice, as the training's sampling does)
 
 
 def load_video(args, num_frames: int, fps: float) -> Video:
@@ -74,7 +78,7 @@ def load_video(args, num_frames: int, fps: float) -> Video:
         frames, names = read_frame_dir(args.frames, num_frames)
         total = len(frame_files(args.frames))
     poses = read_pose_dir(args.poses, names) if args.poses is not None else None
-    return Video(frames, poses, uniform_indices(total, num_frames) / fps, total / fps)
+    return Video(frames, poses, uniform_indices(total, num_frames) / fps, total / fps, total)
 
 
 def build_sample(video: Video, situation: str, question: str, config, camera_tokens: np.ndarray | None = None,
@@ -101,9 +105,10 @@ def build_sample(video: Video, situation: str, question: str, config, camera_tok
 def read_questions(args) -> list[dict]:
     """[{"situation", "question", "id"}]: --situation / --question, or every line of --questions FILE.jsonl."""
     if args.questions is None:
-        if args.situation is None or args.question is None:
-            raise Loc3rError("pass --situation and --question, or --questions FILE.jsonl")
-        items = [{"situation": args.situation, "question": args.question}]
+        if args.question is None:
+            raise Loc3rError("pass --question (and --situation, the speaker's; without it the question is not "
+                             "situated), or --questions FILE.jsonl")
+        items = [{"situation": NO_SITUATION if args.situation is None else args.situation, "question": args.question}]
         where = ["--situation / --question"]
     else:
         if args.situation is not None or args.question is not None:
@@ -138,19 +143,65 @@ def read_questions(args) -> list[dict]:
     return out
 
 
+def check_model_serves(checkpoint: Path, args) -> None:
+    """Refuse, before anything is computed, what the checkpoint cannot answer: a tiny base never trained for
+    localization; a poses-prior model on a video without --poses."""
+    config = read_config_json(checkpoint / "config.json")
+    if config.get("lambda_layout") == 0 and config.get("lambda_situation") == 0:
+        raise Loc3rError(f"{checkpoint}: a base never trained for localization (its position and orientation heads "
+                         "are untrained): train it first (loc3r train --init BASE)")
+    if config.get("prior") == "poses" and args.poses is None:
+        raise Loc3rError(f"{checkpoint}: trained with the poses prior, it needs a camera pose per frame: pass --poses "
+                         "DIR (4x4 camera-to-world txt files named like the frames); a plain video needs a checkpoint "
+                         "trained with the cut3r or none prior")
+
+
+def unknown_words(tokenizer, texts: list[str]) -> list[str]:
+    """The words of `texts` the tokenizer reads as its unknown token (a word-level vocabulary such as the tiny
+    preset's; a byte-level tokenizer knows every word), in order of appearance."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
+    out = []
+    for word in " ".join(texts).split():
+        if word not in out and unk in tokenizer(word, add_special_tokens=False).input_ids:
+            out.append(word)
+    return out
+
+
 def infer(args: InferConfig) -> list[dict]:
     """The predictions for the user's video, one dict per question (printed by run); the video's prefix (its
     frames through the LLM) is computed once for all questions. With --plot, result["plot"] draws the bird's-eye
     plot when called (run calls it after printing the answers)."""
-    from loc3r.train.checkpoint import load_model
+    from loc3r.train.checkpoint import load_model, resolve_checkpoint
 
     if (args.video is None) == (args.frames is None):
         raise Loc3rError("pass the video as --video FILE or as --frames DIR (one of them)")
+    checkpoint = resolve_checkpoint(args.checkpoint)  # paths first, then what they hold
+    for path in (args.video, args.frames, args.poses, args.questions):
+        if path is not None and not path.exists():
+            raise Loc3rError(f"{path}: no such file or directory")
     questions = read_questions(args)
+    check_model_serves(checkpoint, args)
     device = default_device(args.device)
-    model = load_model(args.checkpoint).to(device).eval()
+    model = load_model(checkpoint).to(device).eval()
     config = model.config
+    unknown = unknown_words(model.tokenizer, [f"{q['situation']} {q['question']}" for q in questions])
+    if unknown and not args.allow_unknown_words:
+        raise Loc3rError(f"{checkpoint}: its tokenizer does not know {len(unknown)} word(s) of the questions "
+                         f"({', '.join(unknown[:8])}): rephrase with the words it was trained on, or pass "
+                         "--allow-unknown-words to answer anyway")
+    if unknown:
+        print(f"note: {len(unknown)} word(s) unknown to the model read as unknown: {', '.join(unknown[:8])}")
     video = load_video(args, config.num_frames, config.video_fps)
+    source = args.video or args.frames
+    if video.available < config.num_frames:
+        print(f"note: {source} has {video.available} frames, the model takes {config.num_frames}: frames are "
+              "repeated, as the uniform sampling of training does")
+    height, width = video.frames.shape[1:3]
+    if height != width:
+        print(f"note: {width}x{height} frames are resized to {config.image_size}x{config.image_size} without "
+              "cropping, as LLaVA-Video's video processor and training do")
     tokens = None
     if config.prior == "cut3r":
         tokens = load_cut3r_prior(config, args.cut3r, device).tokens_for_frames(video.frames).cpu().numpy()
@@ -166,7 +217,7 @@ def infer(args: InferConfig) -> list[dict]:
         for s, pred in zip(chunk, model.predict(batch, args.max_new_tokens)):
             results.append({
                 "id": questions[s.question_id]["id"], "situation": s.situation, "question": s.question,
-                "answer": pred.answer, "position_xy_m": [float(v) for v in pred.position_xy],
+                "situated": s.situation != NO_SITUATION, "answer": pred.answer, "position_xy_m": [float(v) for v in pred.position_xy],
                 "position_sigma_m": [float(v) for v in pred.position_sigma],
                 "yaw_deg": float(np.degrees(pred.yaw_rad)), "yaw_probs": [float(v) for v in pred.yaw_probs],
                 "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"})
@@ -177,10 +228,11 @@ def infer(args: InferConfig) -> list[dict]:
         s, pred = first
         traj = s.camera_poses_bev[:, :2, 3] if video.c2w is not None else None
         colors = token_colors(s.frames, config.frame_grid, config.frame_grid_extent)
+        pose = (dict(pred_xy=pred.position_xy, pred_sigma=pred.position_sigma, pred_yaw=pred.yaw_rad,
+                     yaw_probs=pred.yaw_probs) if results[0]["situated"] else {})  # no situation: no pose drawn
         results[0]["plot"] = lambda: draw_prediction(  # drawn after the answers are printed (run)
-            trajectory=traj, pred_xy=pred.position_xy, pred_sigma=pred.position_sigma, pred_yaw=pred.yaw_rad,
-            yaw_probs=pred.yaw_probs, title=f"{s.situation}\nQ: {s.question}  A: {pred.answer}",
-            out=args.plot, map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3))
+            trajectory=traj, title=f"{s.situation}\nQ: {s.question}  A: {pred.answer}", out=args.plot,
+            map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3), **pose)
     return results
 
 
@@ -191,8 +243,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(args: InferConfig, results: list[dict]) -> None:
-    """Print the answers (JSON lines with --json), then draw the plot: a plot that cannot be written loses nothing."""
+    """Print the answers (JSON lines with --json), then draw the plot: a plot that cannot be written loses nothing,
+    and a reader that closes the output early (`| head`) does not stop the plot."""
     plot = results[0].pop("plot", None)
+    try:
+        print_results(args, results)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the rest is not wanted: point stdout at nothing so that exit does not fail on it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if plot is not None:  # after the answers: a plot that cannot be written loses nothing computed
+        plot()
+
+
+def print_results(args: InferConfig, results: list[dict]) -> None:
     for i, r in enumerate(results):
         if args.json:
             print(json.dumps(r if args.questions is not None else {k: v for k, v in r.items() if k != "id"}))
@@ -202,8 +265,8 @@ def report(args: InferConfig, results: list[dict]) -> None:
         if args.questions is not None:
             print(f"{'' if i == 0 else chr(10)}[{r['id']}] {r['situation']} {r['question']}")
         print(f"answer:   {r['answer']}")
+        if not r["situated"]:
+            print("position: (no --situation: the question is not situated, so no position or facing is read)")
+            continue
         print(f"position: x = {x:.2f} m (sigma {sx:.2f}), y = {y:.2f} m (sigma {sy:.2f})  [{r['frame']}]")
         print(f"facing:   {r['yaw_deg']:.1f} deg (counter-clockwise from +x)")
-    if plot is not None:  # after the answers: a plot that cannot be written loses nothing computed
-        sys.stdout.flush()
-        plot()

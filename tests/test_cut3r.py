@@ -422,7 +422,8 @@ def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
     r = json.loads(capsys.readouterr().out)
     assert len(r["position_xy_m"]) == 2 and abs(sum(r["yaw_probs"]) - 1) < 1e-4
     Loc3R(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=dim + 2, num_frames=4)).save_pretrained(tmp_path / "other")
-    assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted)]) == 2
+    assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted),
+                     "--allow-unknown-words"]) == 2  # a model of no vocabulary: its words are all unknown
     assert f"{converted}: CUT3R camera tokens of width {dim}" in capsys.readouterr().err
     # tokens CUT3R computed from other input frames are refused by name
     assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run2"), "--loop-starts", "1", "--prior",

@@ -114,8 +114,10 @@ def test_infer_video(tiny_checkpoint, scene_dir, tmp_path, capsys):
     scene = ScanNetScene(scene_dir.parent.parent, scene_dir.name)
     video = tmp_path / "room.mp4"
     write_video(video, np.stack([scene.read_color(i) for i in scene.frame_ids]))
-    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--video", str(video),
-                 "--situation", "I am standing in the room.", "--question", "How many chairs are there?"]) == 0
+    assert scene.frame_ids == list(range(len(scene.frame_ids)))  # the video's frame i has pose/<i>.txt
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--video", str(video), "--poses",
+                 str(scene_dir / "pose"), "--situation", "I am standing next to the bed.", "--question",
+                 "How many chairs are there?"]) == 0
     out = capsys.readouterr().out
     assert "answer:" in out and "position:" in out and "facing:" in out
 
@@ -155,10 +157,10 @@ def test_infer_bad_input(case, message, tiny_checkpoint, scene_dir, tmp_path, ca
         ckpt = str(tmp_path / "nothing")
     elif case == "bad video":
         (tmp_path / "bad.mp4").write_bytes(b"\x00not a video" * 10)
-        src = ["--video", str(tmp_path / "bad.mp4")]
+        src = ["--video", str(tmp_path / "bad.mp4"), "--poses", str(scene_dir / "pose")]
     else:
         situation = "  "
-    assert main(["infer", "--checkpoint", ckpt, *src, "--situation", situation, "--question", "What is that?"]) == 2
+    assert main(["infer", "--checkpoint", ckpt, *src, "--situation", situation, "--question", "What is in the room?"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
 
@@ -174,7 +176,7 @@ def test_infer_names_the_poses_folder_whose_first_camera_has_no_heading(tiny_che
     down[:3, :3] = [[1, 0, 0], [0, -1, 0], [0, 0, -1]]  # OpenCV camera z (forward) = world -z: straight down
     first.write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in down) + "\n")
     assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--frames", str(scene_dir / "color"), "--poses",
-                 str(poses), "--situation", "I am by the bed.", "--question", "What is that?"]) == 2
+                 str(poses), "--situation", "I am by the bed.", "--question", "What is in the room?"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{poses}: the first valid camera's forward axis" in err
 
