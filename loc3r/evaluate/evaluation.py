@@ -91,6 +91,9 @@ def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device
     n = len(dataset) if limit is None else min(limit, len(dataset))
     records: dict[int, dict] = {}
     model.eval()
+    from tqdm import tqdm
+
+    bar = tqdm(total=n, desc="eval", unit="question", dynamic_ncols=True, disable=None)  # on a terminal only
     for groups in video_batches(dataset.video_keys, n, batch_size):
         samples = [[dataset[i] for i in group] for group in groups]
         batch = collate.grouped(samples).to(device)
@@ -106,6 +109,8 @@ def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device
                 "pred_yaw_rad": float(p.yaw_rad), "yaw_probs": [float(v) for v in p.yaw_probs],
             }
             maps[s.question_id] = p.layout_xy
+        bar.update(len(indices))
+    bar.close()
     return [records[i] for i in range(n)]
 
 

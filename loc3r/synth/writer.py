@@ -211,11 +211,14 @@ def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 12
     (out_dir / MARKER).write_text("written by loc3r synth\n")
     remove_temporaries(out_dir)  # what an interrupted run left (never read as data, see list_scenes)
     job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style)
+    from tqdm import tqdm
+
+    bar = partial(tqdm, total=n_scenes, desc="synth", unit="room", dynamic_ncols=True, disable=None)  # a terminal's
     if workers == 1:
-        results = [job(i) for i in range(n_scenes)]
+        results = [job(i) for i in bar(range(n_scenes))]
     else:  # spawned workers: no state forked from a parent that may hold torch / BLAS threads
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            results = list(pool.map(job, range(n_scenes)))
+            results = list(bar(pool.map(job, range(n_scenes))))
 
     splits = ["test"] * n_scenes if held_out else scene_splits(n_scenes, seed)
     balanced = out_dir / "sqa_task" / "balanced"
