@@ -109,6 +109,9 @@ def test_few_steps_lower_the_loss(synth_data, tmp_path):
     assert (settings["recipe"], settings["steps"], settings["schedule"], settings["loop_starts"]) == (
         "tiny_demo", 30, "wsd", 1)
     assert settings["model"]["nll_beta"] == 0.5 and settings["model"]["num_frames"] == 4
+    card = (out / "checkpoints" / "step_0000030" / "README.md").read_text()  # the model card of the checkpoint
+    assert "| camera-token prior | `poses`: at inference it needs a 4x4 camera-to-world pose per frame" in card
+    assert "`tiny_demo`: 30 of 30 steps of 4 videos" in card and "--poses POSES_DIR" in card
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 30
     first, last = np.mean([r["loss"] for r in log[:5]]), np.mean([r["loss"] for r in log[-5:]])

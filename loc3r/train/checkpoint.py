@@ -50,9 +50,11 @@ def _full_states(wrapped, optimizer):
 
 
 def save_checkpoint(run_dir: Path, step: int, position: int, wrapped, model, optimizer, scheduler,
-                    info: parallel.DistInfo, tensor_names: list[str], extra: dict | None = None) -> Path:
+                    info: parallel.DistInfo, tensor_names: list[str], extra: dict | None = None,
+                    card: str | None = None) -> Path:
     """Write RUN/checkpoints/step_<step> and point RUN/latest.json at it (rank 0 writes; all ranks join).
-    tensor_names: model.checkpoint_tensors() names, taken before wrapping (what the model directory stores)."""
+    tensor_names: model.checkpoint_tensors() names, taken before wrapping (what the model directory stores); card:
+    the model card, the checkpoint's README.md."""
     model_state, optim_state = _full_states(wrapped, optimizer)
     path = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     if info.is_main:
@@ -64,6 +66,8 @@ def save_checkpoint(run_dir: Path, step: int, position: int, wrapped, model, opt
             else:
                 tensors = None
             model.save_pretrained(tmp, tensors)
+            if card is not None:
+                (tmp / "README.md").write_text(card)
             if model.has_lora:
                 from safetensors.torch import save_file
 

@@ -355,7 +355,7 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
                       if run.loop_starts_when else {})
             final_dir = save_checkpoint(run.out, done, position, s.wrapped, s.model, s.optimizer, s.scheduler, info,
                                         s.tensor_names, extra={"run": settings_record(run), "trajectory": s.trajectory,
-                                                               **joined})
+                                                               **joined}, card=model_card(s, done))
             if info.is_main:
                 prune_checkpoints(run.out, run.keep)
     if bar is not None:
@@ -366,6 +366,44 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
         final_dir = latest_checkpoint(run.out)
     print0(f"checkpoint: {final_dir}")
     return final_dir
+
+
+def model_card(s: Session, step: int) -> str:
+    """The checkpoint's README.md: what the model is, what it needs at inference, what it was trained on."""
+    run, c = s.run, s.model.config
+    needs = {"poses": "a 4x4 camera-to-world pose per frame (`loc3r infer --poses DIR`)",
+             "cut3r": "CUT3R's camera tokens (`loc3r infer --cut3r DIR`, a `loc3r convert-cut3r` directory)",
+             "none": "the frames only"}[c.prior]
+    vocabulary = ("the base's word list (`--init`; words outside it read as unknown)" if run.init_base is not None
+                  else "LLaVA-Video's tokenizer" if run.is_7b else "the training data's words (`--init scratch`)")
+    data = "; ".join(f"{src.benchmark} {src.root}" + (f" ({src.fraction:g})" if src.fraction < 1 else "")
+                     for src in run.sources)
+    return f"""---
+library_name: loc3r
+tags: [loc3r, video-language-model, 3d, localization, situated-qa]
+---
+# Loc3R-VLM checkpoint: step {step} of {run.out.name}
+
+A Loc3R-VLM model (Qu et al., 2026): from a video of a room, a situation and a question, the answer, the speaker's
+position (x, y in metres, with sigma) and facing (36 yaw bins) in the bird's-eye frame of the video's first camera.
+
+| | |
+|---|---|
+| preset | `{run.preset}` ({sum(p.numel() for p in s.model.parameters()) / 1e6:.1f}M parameters), {c.num_frames} frames of {c.image_size} px |
+| camera-token prior | `{c.prior}`: at inference it needs {needs} |
+| vocabulary | {vocabulary} |
+| recipe | `{run.recipe}`: {step} of {run.steps} steps of {run.batch_size * run.grad_accum} videos, lr {run.lr:g} ({run.schedule}), seed {run.seed} |
+| training data | {data} |
+| losses | LM + {c.lambda_layout:g} layout + {c.lambda_situation:g} x (position + {c.lambda_orientation:g} orientation) |
+
+All settings: `../../settings.json`; the log: `../../log.jsonl`.
+
+## Use
+```bash
+loc3r infer --checkpoint THIS_DIR --video my_room.mp4 {"--poses POSES_DIR " if c.prior == "poses" else "--cut3r CUT3R_DIR " if c.prior == "cut3r" else ""}--situation "I am standing next to the bed." --question "What is on my left?"
+loc3r eval --checkpoint THIS_DIR --data DATA --split test --out EVAL_DIR
+```
+"""
 
 
 def open_run_files(s: Session):
