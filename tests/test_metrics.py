@@ -89,7 +89,9 @@ def test_msqa_groups_and_count_weighted_overall():
     refs = [["3"], ["red"], ["one"], ["on the left"], ["bedroom"], ["red chair"]]
     types = ["counting", "attribute-color", "counting", "spatial relationship", "room type", "description"]
     out = m.msqa_metrics(preds, refs, types)
-    assert m.msqa_group("attribute-color") == "attribute_description" and m.msqa_group("refer-object") == "spatial_refer"
+    assert m.msqa_groups("attribute-color") == ["attribute_description"]
+    assert m.msqa_groups("refer-object") == ["spatial_refer"]
+    assert m.msqa_groups("attribute description") == ["attribute_description"] * 2  # counted in each base type
     assert out["EM-R_counting"] == 50.0 and out["n_counting"] == 2
     assert out["EM-R_attribute_description"] == 100.0  # "red" == "red", "red chair" == "red chair" after cleaning
     assert out["EM-R_spatial_refer"] == 100.0 and out["EM_spatial_refer"] == 0.0  # "left" inside "on left"
@@ -135,11 +137,15 @@ def test_msqa_gpt_score_through_a_local_judge():
 
 
 def test_vsibench_metrics_by_hand():
-    assert m.mean_relative_accuracy("10", 10) == 1.0
-    assert m.mean_relative_accuracy("11.5 meters", 10) == pytest.approx(0.8)  # 0.15 <= 1 - c for c = 0.50 ... 0.85
+    def mra(prediction, protocol="thinking_in_space"):
+        return m.vsi_sample_score(prediction, "10", "object_counting", protocol)
+
+    assert mra("10") == 1.0
+    assert mra("11.5 meters") == pytest.approx(0.8)  # 0.15 <= 1 - c for c = 0.50 ... 0.85
     # on a boundary the official float arithmetic decides: 1 - 0.8 = 0.19999999999999996 < 0.2, so c = 0.80 fails
-    assert m.mean_relative_accuracy("12", 10) == pytest.approx(0.6)
-    assert m.mean_relative_accuracy("9.5.", 10) == 1.0 and m.mean_relative_accuracy("about 10", 10) == 0.0
+    assert mra("12") == pytest.approx(0.6)
+    assert mra("9.5.") == 1.0 and mra("about 10") == 0.0 and mra(" 10") == 0.0  # the first ' '-separated word
+    assert mra("about 10", "lmms_eval_latest") == 1.0 and mra("ten", "lmms_eval_latest") == 1.0
     preds = ["B.", "a", "C", "D", "3", "two", "A"]
     targets = ["b", "B", "C", "A", "3", "2", "A"]
     types = ["object_rel_direction_easy", "object_rel_direction_easy", "object_rel_direction_medium",

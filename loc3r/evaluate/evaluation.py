@@ -18,8 +18,8 @@ from typing import ClassVar
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.data.paths import file_part
 from loc3r.errors import Loc3rError
-from loc3r.evaluate.metrics import (SCANQA_NORMALISATIONS, OpenAIJudge, localization_metrics, msqa_metrics, qa_metrics,
-                                    scanqa_metrics, vsibench_metrics)
+from loc3r.evaluate.metrics import (PROTOCOL_SOURCES, PROTOCOLS, OpenAIJudge, localization_metrics, msqa_metrics,
+                                    qa_metrics, scanqa_metrics, vsibench_metrics)
 from loc3r.evaluate.plots import frame_strip, situation_plot, token_colors
 from loc3r.io import atomic_dir, atomic_path, check_replaceable, write_json
 from loc3r.model.processor import BENCHMARKS, Collator
@@ -35,7 +35,10 @@ class EvalConfig:
     out: Path  # output directory: metrics.json, predictions.jsonl, report.md, plots/
     benchmark: str = "sqa3d"  # sqa3d | scanqa | msqa | vsibench
     split: str = "test"  # the benchmark's split (ScanQA: val, test_w_obj, ...; VSI-Bench: the rows file's name)
-    normalisation: str = "leo"  # ScanQA answer normalisation: leo (LEO / VLM-3R) | raw (Video-3D-LLM)
+    # the official evaluator the answer metrics follow, written into metrics.json (docs/data.md): scanqa leo
+    # (VLM-3R / LLaVA-3D, the default) | raw (Video-3D-LLM); vsibench thinking_in_space (the default) |
+    # lmms_eval_latest; msqa msr3d; sqa3d leo. Default: the benchmark's first
+    protocol: str | None = None
     judge_url: str | None = None  # MSQA GPT-score: an OpenAI-compatible endpoint (off when not given)
     judge_model: str = "gpt-4o-2024-08-06"  # MSQA GPT-score: the judge model (MSR3D's default)
     judge_key_env: str = "OPENAI_API_KEY"  # MSQA GPT-score: the environment variable holding the API key
@@ -48,9 +51,13 @@ class EvalConfig:
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
 
-    CHOICES: ClassVar[dict] = {"benchmark": BENCHMARKS, "normalisation": SCANQA_NORMALISATIONS}
+    CHOICES: ClassVar[dict] = {"benchmark": BENCHMARKS}
 
     def __post_init__(self):
+        allowed = PROTOCOLS[self.benchmark]
+        self.protocol = self.protocol or allowed[0]
+        if self.protocol not in allowed:
+            raise Loc3rError(f"--protocol {self.protocol}: {self.benchmark} follows {' or '.join(allowed)}")
         if self.batch_size < 1:
             raise Loc3rError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
@@ -125,16 +132,17 @@ def unique_situations(records: list[dict]) -> list[dict]:
     return out
 
 
-def compute_metrics(records: list[dict], benchmark: str = "sqa3d", normalisation: str = "leo", judge=None) -> dict:
+def compute_metrics(records: list[dict], benchmark: str = "sqa3d", protocol: str | None = None, judge=None) -> dict:
     """The benchmark's official metrics of prediction records (and localization where it has situations)."""
     if benchmark == "sqa3d":
-        return sqa3d_metrics(records)
+        return {**sqa3d_metrics(records), "protocol": protocol or PROTOCOLS[benchmark][0]}
     preds, refs = [r["prediction"] for r in records], [r["answers"] for r in records]
     if records and not any(any(a.strip() for a in r["answers"]) for r in records):
         return {"benchmark": benchmark, "n": len(records), "note": "the split has no answers: predictions only"}
-    out = {"benchmark": benchmark, "n": len(records)}
+    protocol = protocol or PROTOCOLS[benchmark][0]
+    out = {"benchmark": benchmark, "protocol": protocol, "n": len(records)}
     if benchmark == "scanqa":
-        out["qa"] = scanqa_metrics(preds, refs, normalisation)
+        out["qa"] = scanqa_metrics(preds, refs, protocol)
     elif benchmark == "msqa":
         out["qa"] = msqa_metrics(preds, refs, [r["question_type"] for r in records],
                                  [r["question"] for r in records], judge)
@@ -144,7 +152,7 @@ def compute_metrics(records: list[dict], benchmark: str = "sqa3d", normalisation
             [r["pred_yaw_rad"] for r in situations], [r["gt_yaw_rad"] for r in situations])
         out["n_situations"] = len(situations)
     elif benchmark == "vsibench":
-        out["qa"] = vsibench_metrics(preds, [r[0] for r in refs], [r["question_type"] for r in records])
+        out["qa"] = vsibench_metrics(preds, [r[0] for r in refs], [r["question_type"] for r in records], protocol)
     return out
 
 
@@ -225,9 +233,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise Loc3rError(f"{data}: the {split} split of {cfg.benchmark} has no questions")
     maps: dict = {}
     records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps)
-    metrics = compute_metrics(records, cfg.benchmark, cfg.normalisation, judge)
+    metrics = compute_metrics(records, cfg.benchmark, cfg.protocol, judge)
+    print(f"answer metrics: the {cfg.protocol} protocol ({PROTOCOL_SOURCES[cfg.protocol]})")
     if cfg.benchmark == "scanqa":
-        metrics["normalisation"] = cfg.normalisation
         if not metrics.get("qa", {}).get("java", True):
             print("note: no Java found: ScanQA's METEOR and PTB tokenizer are skipped (install a JRE, e.g. Debian's "
                   "default-jre-headless); the other metrics are reported")

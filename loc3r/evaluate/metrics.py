@@ -209,32 +209,88 @@ MSQA_GROUPS = {"counting": ("counting",), "existence": ("existence",),
                "others": ("affordance", "room type")}
 
 
-def msqa_group(question_type: str) -> str | None:
-    """The reported group of an MSQA question type, None when no base type matches it."""
+def leo_clean_answer(text: str) -> str:
+    """LEO's answer normalisation as MSR3D's evaluator/utils.py clean_answer (l.11-68) runs it, step for step:
+    lower case; ASCII spaces stripped and collapsed (not tabs or newlines: the character class is '[ ]'); '.' and
+    two or more spaces -> '. '; every character but ASCII letters, digits, ',', "'", whitespace, '-' and ':'
+    removed (so the later 'ç' -> 'c' and '’' -> "'" never apply); typo fixes, 'tv' -> 'TV', numbers 0-20 and 23 spelled
+    out and 'none' -> 'zero', each at word boundaries (also inside "2-3" or "let's"); a digit glued to a word dropped
+    ("mat2" -> "mat"); 'a', 'an', 'the' dropped before a word of letters (after 'tv' became 'TV': "the tv" -> "TV");
+    'backwards' -> 'backward'. Nothing is stripped at the end."""
+    s = text.lower()
+    for pattern, replacement in _LEO_STEPS:
+        s = re.sub(pattern, replacement, s)
+    return s
+
+
+_LEO_STEPS = [(r"[ ]+$", ""), (r"^[ ]+", ""), (r" {2,}", " "), (r"\.[ ]{2,}", ". "),
+              (r"[^a-zA-Z0-9,'\s\-:]+", ""), ("ç", "c"), ("’", "'"),
+              *[(rf"\b{wrong}\b", right) for wrong, right in
+                (("letf", "left"), ("let", "left"), ("tehre", "there"), ("rigth", "right"), ("rght", "right"),
+                 ("behine", "behind"), ("tv", "TV"), ("chai", "chair"), ("wasing", "washing"),
+                 ("waslked", "walked"), ("oclock", "o'clock"))],
+              (r"\bo'[ ]+clock\b", "o'clock"),
+              (r"\b0\b", "zero"), (r"\bnone\b", "zero"), *[(rf"\b{i}\b", _NUMBERS[i]) for i in range(1, 21)],
+              (r"\b23\b", "twenty-three"),
+              (r"\b([a-zA-Z]+)([0-9])\b", r"\g<1>"), *[(rf"\b{article}\b ([a-zA-Z]+)", r"\g<1>")
+                                                         for article in ("a", "an", "the")],
+              (r"\bbackwards\b", "backward")]
+
+
+def leo_answer_match(prediction: str, references: list[str]) -> bool:
+    """MSR3D's EM_Evaluator.answer_match (evaluator/utils.py l.80-89): equal to a reference, or either contained in
+    the other once their whitespace is removed ('' is contained in every string, so an empty side matches)."""
+    squeeze = "".join(prediction.split())
+    return any(prediction == r or squeeze in "".join(r.split()) or "".join(r.split()) in squeeze
+               for r in references)
+
+
+def msqa_sample(prediction: str, answers: list[str]) -> tuple[int, int]:
+    """(strict EM, EM-R) of one MSQA answer as MSQAEvaluator.eval_metrics scores it: against the first reference
+    only (evaluate_msqa.py l.84); EM-R = answer_match of the cleaned texts, strict EM = equality after cleaning the
+    cleaned texts once more (utils.py l.100-110, so "the the chair" equals "chair")."""
+    pred, ref = leo_clean_answer(prediction), leo_clean_answer(answers[0])
+    return int(leo_clean_answer(pred) == leo_clean_answer(ref)), int(leo_answer_match(pred, [ref]))
+
+
+def msqa_groups(question_type: str) -> list[str]:
+    """The reported groups an MSQA question type counts in: once for every base type that is a substring of the
+    lower-cased type (evaluate_msqa.py l.130-135), so "attribute description" counts twice in attribute_description
+    and "counting-existence" in both counting and existence; [] for a type that names none (not scored)."""
     t = question_type.lower()
-    base = next((b for b in MSQA_BASE_TYPES if b in t), None)
-    return next((g for g, members in MSQA_GROUPS.items() if base in members), None)
+    return [g for base in MSQA_BASE_TYPES if base in t for g, members in MSQA_GROUPS.items() if base in members]
+
+
+def judge_score(reply: str) -> int | None:
+    """The GPT-score judge's reply read as MSR3D does (evaluate_msqa.py l.13-16): its first run of digits as an
+    integer, unclamped ("10" -> 10, "5/5" -> 5, "3.5" -> 3); None without a digit (the official code then fails)."""
+    m = re.search(r"\d+", reply)
+    return int(m.group(0)) if m else None
 
 
 def msqa_metrics(predictions: list[str], references: list[list[str]], types: list[str],
                  questions: list[str] | None = None, judge=None) -> dict:
-    """MSQA's metrics as MSR3D's evaluator groups them (percent): EM-R (refined EM against the first reference,
-    both sides cleaned: equal, or containment either way with spaces removed), strict EM, per group and overall
-    (count-weighted over the groups). With `judge` (question, prediction, reference) -> 1..5, the GPT-score
-    (score - 1) * 25 likewise."""
+    """MSQA's metrics as MSR3D's MSQAEvaluator.eval_metrics computes them (percent): EM-R and strict EM per group,
+    a sample counted in every group its type names (msqa_groups), each group the mean over its entries, overall the
+    count-weighted mean over the groups (l.194). With `judge` (question, prediction, reference) -> the judge's
+    reply, the GPT-score (score - 1) * 25, unclamped (l.90); a reply without a number is left out of it and counted
+    (`gpt_unparsed`; the official code fails there). Groups without questions are left out (the official code raises
+    KeyError for them)."""
     rows = defaultdict(list)  # group -> [(strict, refined, gpt)]
-    unscored = 0
+    unscored = unparsed = 0
     for i, (pred, refs, kind) in enumerate(zip(predictions, references, types)):
-        group = msqa_group(kind)
-        if group is None:  # a type no group names: not scored, and counted so that a report says so
+        groups = msqa_groups(kind)
+        if not groups:  # a type no group names: not scored, and counted so that a report says so
             unscored += 1
             continue
-        ref = refs[0] if refs else ""
-        strict, refined = answer_match(clean_answer(pred), [clean_answer(ref)])
+        strict, refined = msqa_sample(pred, refs or [""])
         gpt = None
         if judge is not None:
-            gpt = (judge(questions[i] if questions else "", pred, ref) - 1) * 25.0
-        rows[group].append((strict, refined, gpt))
+            score = judge_score(judge(questions[i] if questions else "", pred, (refs or [""])[0]))
+            unparsed += score is None
+            gpt = None if score is None else (score - 1) * 25.0
+        for group in groups:
+            rows[group].append((strict, refined, gpt))
     out = {}
     for group in MSQA_GROUPS:
         v = rows.get(group, [])
@@ -242,8 +298,9 @@ def msqa_metrics(predictions: list[str], references: list[list[str]], types: lis
             continue
         out[f"EM-R_{group}"] = 100.0 * sum(r for _, r, _ in v) / len(v)
         out[f"EM_{group}"] = 100.0 * sum(s for s, _, _ in v) / len(v)
-        if judge is not None:
-            out[f"GPT-Score_{group}"] = sum(g for _, _, g in v) / len(v)
+        gpts = [g for _, _, g in v if g is not None]
+        if judge is not None and gpts:
+            out[f"GPT-Score_{group}"] = sum(gpts) / len(gpts)
         out[f"n_{group}"] = len(v)
     total = sum(len(v) for v in rows.values())
     if unscored:
@@ -251,16 +308,20 @@ def msqa_metrics(predictions: list[str], references: list[list[str]], types: lis
     if total:
         out["EM-R_overall"] = 100.0 * sum(r for v in rows.values() for _, r, _ in v) / total
         out["EM_overall"] = 100.0 * sum(s for v in rows.values() for s, _, _ in v) / total
-        if judge is not None:
-            out["GPT-Score_overall"] = sum(g for v in rows.values() for _, _, g in v) / total
+        gpts = [g for v in rows.values() for _, _, g in v if g is not None]
+        if judge is not None and gpts:
+            out["GPT-Score_overall"] = sum(gpts) / len(gpts)
+    if unparsed:
+        out["gpt_unparsed"] = unparsed
     out["n"] = total
+    out["protocol"] = "msr3d"
     return out
 
 
 class OpenAIJudge:
     """MSQA's GPT-score judge through an OpenAI-compatible chat endpoint the user gives (off by default). MSR3D
     sends its judge prompt from a file it does not publish, then "Question: ...\\nAnswer: ...\\nGround Truth: ...",
-    and reads the first integer of the reply as a 1-5 score; the system prompt below is ours."""
+    and reads the first integer of the reply as the score (judge_score); the system prompt below is ours."""
 
     SYSTEM = ("You grade answers to questions about a 3D scene. Compare the answer with the ground truth and reply "
               "with one integer from 1 (wrong) to 5 (fully correct and complete), nothing else.")
@@ -269,7 +330,7 @@ class OpenAIJudge:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key, self.timeout_s = model, api_key, timeout_s
 
-    def __call__(self, question: str, prediction: str, reference: str) -> int:
+    def __call__(self, question: str, prediction: str, reference: str) -> str:
         import json as json_module
         import urllib.request
 
@@ -285,8 +346,7 @@ class OpenAIJudge:
                 reply = json_module.loads(response.read())["choices"][0]["message"]["content"]
         except (OSError, ValueError, KeyError, IndexError) as e:
             raise RuntimeError(f"{self.url}: the judge did not answer ({e})") from None
-        m = re.search(r"\d+", reply)
-        return min(5, max(1, int(m.group(0)))) if m else 1
+        return reply
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -295,34 +355,97 @@ class OpenAIJudge:
 
 
 
+# Per-sample scoring as the official code does it (the file and lines each quirk follows are named):
+# "thinking_in_space": vision-x-nyu/thinking-in-space lmms_eval/tasks/vsibench/utils.py (51e089c), behind the
+# published VSI-Bench numbers; "lmms_eval_latest": EvolvingLMMs-Lab/lmms-eval's (75571cf), which reads numeric
+# answers with extract_number ("about 3 meters" -> 3). Outcomes equal theirs on every case of
+# tests/fixtures/official_metrics/vsibench.json.
+VSI_PROTOCOLS = ("thinking_in_space", "lmms_eval_latest")
+VSI_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # MRA's confidence thresholds 0.50, 0.55, ..., 0.95
+_NUMBER_WORDS = {w: i for i, w in enumerate(_NUMBERS)} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+                                                          "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
+                                                          "thousand": 1000}
+
+
 def vsi_first_word(prediction: str) -> str:
-    """lmms-eval's fuzzy_matching: the first space-separated word, trailing '.' removed."""
-    return prediction.strip().split(" ")[0].rstrip(".").strip()
+    """fuzzy_matching (T l.81-82): the text up to the first ' ' (no strip before the split: " A" reads as ""), then
+    trailing '.' and surrounding whitespace removed, in that order ("A.\n" stays "A.")."""
+    return prediction.split(" ")[0].rstrip(".").strip()
 
 
-def mean_relative_accuracy(prediction: str, target: float) -> float:
-    """VSI-Bench's MRA: the share of thresholds c in 0.50, 0.55, ..., 0.95 with |pred - target| / target <= 1 - c;
-    a prediction that is not a number scores 0."""
+def _to_float(text) -> float | None:
+    """to_float (T l.101-106): float(text), None when it is not a number ("nan" and "inf" are numbers)."""
     try:
-        value = float(vsi_first_word(prediction))
-    except ValueError:
+        return float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def vsi_extract_number(text: str) -> float | None:
+    """lmms-eval's extract_number (l.201-257): the first number of the lower-cased text, whichever comes first of a
+    run of digits (an optional '-', optional decimals) and a run of English number words ("three hundred and
+    twenty-one": words joined by 'and' or anything but letters; 'hundred' multiplies what came before, 'thousand'
+    closes a group); None without either."""
+    s = str(text).strip().lower()
+    digits = re.search(r"-?\d+(?:\.\d+)?", s)
+    words, start = [], None
+    for m in re.finditer(r"[a-z]+", s):
+        token = m.group(0)
+        if start is None and token in _NUMBER_WORDS:
+            start = m.start()
+            words.append(token)
+        elif start is not None and token != "and":
+            if token not in _NUMBER_WORDS:
+                break
+            words.append(token)
+    if digits is not None and (start is None or digits.start() < start):
+        return float(digits.group(0))
+    if start is None:
+        return None
+    total = current = 0
+    for token in words:
+        value = _NUMBER_WORDS[token]
+        if value == 100:
+            current = max(current, 1) * 100
+        elif value == 1000:
+            total, current = total + max(current, 1) * 1000, 0
+        else:
+            current += value
+    return float(total + current)
+
+
+def mean_relative_accuracy(value: float | None, target: float | None) -> float:
+    """VSI-Bench's MRA (T l.87-94): the share of thresholds c with |value - target| / target <= 1 - c. As the official
+    code: divided by the signed target (a negative target scores any number 1.0), a target of 0 raises
+    ZeroDivisionError (the data readers refuse such rows), a value or target that is not a number scores 0 (the
+    TypeError it raises is caught into WORST_CASE_FOR_METRICS, l.116-119)."""
+    if value is None or target is None:
         return 0.0
-    thresholds = np.linspace(0.5, 0.95, 10)
-    return float(np.mean(abs(value - target) / abs(target) <= 1 - thresholds))
+    return float(np.mean(abs(float(value) - float(target)) / float(target) <= 1 - VSI_THRESHOLDS))
 
 
-def vsibench_metrics(predictions: list[str], targets: list[str], types: list[str]) -> dict:
-    """Per task (percent): accuracy of multiple choice (first word, case-insensitive exact match to the letter),
-    MRA of numeric answers; the three relative-direction sub-types averaged into one task; overall = the unweighted
-    mean of the 8 task scores. Names as lmms-eval's vsibench task writes them."""
+def vsi_sample_score(prediction: str, target: str, kind: str, protocol: str = "thinking_in_space") -> float:
+    """One question's score in [0, 1] (vsibench_process_results, T l.108-123 / lmms-eval l.260-284)."""
+    if kind in VSI_MULTIPLE_CHOICE:  # exact_match: lower-cased, the target as given (not stripped)
+        return float(vsi_first_word(prediction).lower() == str(target).lower())
+    if kind in VSI_NUMERIC:
+        value = (_to_float(vsi_first_word(prediction)) if protocol == "thinking_in_space"
+                 else vsi_extract_number(prediction))
+        return mean_relative_accuracy(value, _to_float(target))
+    raise ValueError(f"unknown VSI-Bench question_type {kind!r}")
+
+
+def vsibench_metrics(predictions: list[str], targets: list[str], types: list[str],
+                     protocol: str = "thinking_in_space") -> dict:
+    """Per task (percent): accuracy of multiple choice, MRA of numeric answers; the relative direction's three
+    sub-types averaged into one task; overall = the unweighted mean of the task scores present (T l.125-185,
+    lmms-eval _compute_all_subscores). Where the official aggregation raises (a relative-direction sub-type present
+    without the others) the sub-types present are averaged. Names as lmms-eval's vsibench task writes them."""
+    if protocol not in VSI_PROTOCOLS:
+        raise ValueError(f"unknown VSI-Bench protocol {protocol!r}: expected one of {', '.join(VSI_PROTOCOLS)}")
     per_type = defaultdict(list)
     for pred, target, kind in zip(predictions, targets, types):
-        if kind in VSI_MULTIPLE_CHOICE:
-            per_type[kind].append(float(vsi_first_word(pred).lower() == str(target).strip().lower()))
-        elif kind in VSI_NUMERIC:
-            per_type[kind].append(mean_relative_accuracy(pred, float(target)))
-        else:
-            raise ValueError(f"unknown VSI-Bench question_type {kind!r}")
+        per_type[kind].append(vsi_sample_score(pred, target, kind, protocol))
     out = {}
     for kind in VSI_NUMERIC:
         if per_type.get(kind):
@@ -337,4 +460,20 @@ def vsibench_metrics(predictions: list[str], targets: list[str], types: list[str
     if tasks:
         out["vsibench_overall"] = float(np.mean(tasks))
     out["n"] = sum(len(v) for v in per_type.values())
+    out["protocol"] = protocol
     return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# Protocols: the official evaluator each benchmark's answer metrics follow (`loc3r eval --protocol`)
+# --------------------------------------------------------------------------------------------------------
+
+PROTOCOLS = {"sqa3d": ("leo",), "scanqa": SCANQA_NORMALISATIONS, "msqa": ("msr3d",), "vsibench": VSI_PROTOCOLS}
+PROTOCOL_SOURCES = {
+    "leo": "LEO's clean_answer and EM, as VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py and LLaVA-3D use it",
+    "raw": "LaVi-Lab/Video-3D-LLM llava/eval/eval_scanqa.py",
+    "msr3d": "MSR3D/MSR3D evaluator/evaluate_msqa.py + evaluator/utils.py",
+    "thinking_in_space": "vision-x-nyu/thinking-in-space lmms_eval/tasks/vsibench/utils.py, behind the published "
+                         "VSI-Bench numbers",
+    "lmms_eval_latest": "EvolvingLMMs-Lab/lmms-eval lmms_eval/tasks/vsibench/utils.py with extract_number",
+}
