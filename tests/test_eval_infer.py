@@ -194,7 +194,7 @@ def test_eval_scanqa_and_msqa_on_synthetic_rooms(synth_data, tiny_checkpoint, tm
     ids = [str(e["question_id"]) if benchmark == "scanqa" else str(e["index"]) for e in entries]
     assert [p["id"] for p in preds] == ids and m["benchmark"] == benchmark and m["n"] == len(entries) > 0
     if benchmark == "scanqa":
-        assert m["protocol"] == "leo" and {"em1", "em_refined", "bleu4", "cider", "rouge_l", "meteor"} <= set(m["qa"])
+        assert m["protocol"] == "vlm3r" and {"em1", "em_refined", "bleu4", "cider", "rouge_l", "meteor"} <= set(m["qa"])
         assert not any(p["has_situation"] for p in preds) and len(list((out / "plots").glob("frames_*.png"))) == 1
     else:
         assert "EM-R_overall" in m["qa"] and {"acc_0.5m", "acc_30deg"} <= set(m["localization"])

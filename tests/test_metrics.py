@@ -32,7 +32,7 @@ def test_yaw_error_wraps():
     ("a brown  table", "brown table"), ("mat2", "mat"), ("3 o' clock", "three o'clock"), ("TV!", "TV"),
 ])
 def test_clean_answer(raw, clean):
-    assert m.clean_answer(raw) == clean
+    assert m.leo_clean_answer(raw) == clean
 
 
 def test_qa_metrics_by_hand():
@@ -53,23 +53,15 @@ def test_qa_metrics_by_hand():
                          "navigation": {"em1": 0.0, "em_refined": 0.0, "n": 2}}
 
 
-def test_caption_metrics_identical_answers_score_high():
-    refs = [["brown table"], ["two chairs"], ["the bed"]]
-    perfect = m.caption_metrics(["brown table", "two chairs", "bed"], refs)
-    wrong = m.caption_metrics(["lamp", "sofa", "window"], refs)
-    assert perfect["rouge_l"] == pytest.approx(100.0) and wrong["rouge_l"] == 0.0
-    assert perfect["cider"] > wrong["cider"]
-
-
-def test_scanqa_metrics_both_normalisations_by_hand():
+def test_scanqa_metrics_both_protocols_by_hand():
     preds = ["The brown table.", "two", "chair"]
     refs = [["brown table"], ["2 "], ["table", "desk"]]
-    leo = m.scanqa_metrics(preds, refs, "leo")  # cleaned: "brown table" == "brown table", "two" == "two"
+    leo = m.scanqa_metrics(preds, refs, "vlm3r")  # cleaned: "brown table" == "brown table", "two" == "two"
     assert leo["em1"] == pytest.approx(200 / 3) and leo["em_refined"] == pytest.approx(200 / 3)
-    raw = m.scanqa_metrics(preds, refs, "raw")  # "The brown table" != "brown table", but contains it (refined)
-    assert raw["em1"] == 0.0 and raw["em_refined"] == pytest.approx(100 / 3)
-    assert leo["normalisation"] == "leo" and raw["normalisation"] == "raw" and leo["n"] == 3
-    perfect = m.scanqa_metrics(["brown table", "two chairs"], [["brown table"], ["two chairs"]], "leo")
+    raw = m.scanqa_metrics(preds, refs, "video3dllm")  # the raw answer exactly one of the references: none is
+    assert raw["em1"] == 0.0 and "em_refined" not in raw  # Video-3D-LLM reports no refined EM
+    assert leo["protocol"] == "vlm3r" and raw["protocol"] == "video3dllm" and leo["n"] == 3
+    perfect = m.scanqa_metrics(["brown table", "two chairs"], [["brown table"], ["two chairs"]], "vlm3r")
     assert perfect["bleu1"] == pytest.approx(100.0) and perfect["rouge_l"] == pytest.approx(100.0)
     assert perfect["em1"] == 100.0 and leo["cider"] != raw["cider"]
     if m.java_available():
@@ -80,7 +72,7 @@ def test_scanqa_metrics_both_normalisations_by_hand():
 
 def test_scanqa_metrics_without_java(monkeypatch):
     monkeypatch.setattr(m, "java_available", lambda: False)
-    out = m.scanqa_metrics(["brown table"], [["brown table"]], "leo")
+    out = m.scanqa_metrics(["brown table"], [["brown table"]], "vlm3r")
     assert out["java"] is False and out["meteor"] is None and out["bleu1"] == pytest.approx(100.0)
 
 

@@ -1,14 +1,13 @@
-"""Evaluation metrics, following the official definitions.
+"""Evaluation metrics, equal to the official evaluators' per sample and in aggregate (their quirks included, each
+commented with the official file and lines it follows; tests/test_official_metrics.py checks them against the
+official code's own outputs on stress cases, tests/fixtures/official_metrics).
 
 - Localization (SQA3D's utils/localization_metric.py): a position is correct when its x-y distance to the truth
   is < 0.5 m / 1.0 m; an orientation when the yaw error min(|d|, 360 - |d|) is < 15 / 30 degrees. Reported in
   percent, with the median errors.
-- Situated QA (SQA3D as evaluated by LEO and its successors): answers are normalised (lower case, punctuation
-  dropped, common typos fixed, numbers 0-20 spelled out, leading articles removed); EM@1 is an exact match of the
-  normalised top answer; refined EM also accepts a prediction that contains, or is contained in, a reference
-  (spaces ignored). Per question type by the question's first word (what / is / how / can / which / others).
-- Open-ended QA (ScanQA style): CIDEr, BLEU-4, ROUGE-L from pycocoevalcap on whitespace-tokenised normalised text
-  (its PTB tokenizer and METEOR need Java, which a CPU training box rarely has).
+- SQA3D answers (protocol "leo"): LEO's clean_answer on both sides, EM@1 = one of the references, refined EM also
+  containment either way (LEO's SQA3DEvaluator); per question type by the question's first word.
+- ScanQA ("vlm3r", "video3dllm"), MSQA ("msr3d"), VSI-Bench ("thinking_in_space", "lmms_eval_latest"): below.
 """
 
 from __future__ import annotations
@@ -52,161 +51,9 @@ def localization_metrics(pred_xy, gt_xy, pred_yaw_rad, gt_yaw_rad) -> dict[str, 
 # Situated QA
 # --------------------------------------------------------------------------------------------------------
 
-_TYPOS = {"letf": "left", "let": "left", "tehre": "there", "rigth": "right", "rght": "right", "behine": "behind",
-          "chai": "chair", "wasing": "washing", "waslked": "walked", "oclock": "o'clock", "backwards": "backward",
-          "tv": "TV"}
 _NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
             "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
-_WORD_SUBS = {**_TYPOS, **{str(i): w for i, w in enumerate(_NUMBERS)}, "none": "zero", "23": "twenty-three"}
 QUESTION_TYPES = ("what", "is", "how", "can", "which", "others")
-
-
-def clean_answer(text: str) -> str:
-    """SQA3D answer normalisation used for EM@1 and refined EM."""
-    s = " ".join(text.lower().replace("’", "'").replace("ç", "c").split())
-    s = re.sub(r"[^a-z0-9,'\s\-:]+", "", s)
-    s = re.sub(r"\bo'\s+clock\b", "o'clock", s)
-    s = re.sub(r"\b[a-z0-9'\-]+\b", lambda m: _WORD_SUBS.get(m.group(0), m.group(0)), s)
-    s = re.sub(r"\b([a-z]+)[0-9]\b", r"\1", s)  # "mat2" -> "mat"
-    s = re.sub(r"\b(a|an|the)\b ([a-z]+)", r"\2", s)
-    return s.strip()
-
-
-def answer_match(pred: str, refs: list[str]) -> tuple[int, int]:
-    """(exact match, refined match) of a cleaned prediction against cleaned references."""
-    if pred in refs:
-        return 1, 1
-    squeeze = "".join(pred.split())
-    for ref in refs:
-        r = "".join(ref.split())
-        if squeeze and r and (squeeze in r or r in squeeze):
-            return 0, 1
-    return 0, 0
-
-
-def question_type(question: str) -> str:
-    """SQA3D question type from the question's first word."""
-    first = question.strip().lower().split(" ", 1)[0] if question.strip() else ""
-    return first if first in QUESTION_TYPES[:-1] else "others"
-
-
-def qa_metrics(predictions: list[str], references: list[list[str]], questions: list[str],
-               types: list[str] | None = None) -> dict:
-    """EM@1 and refined EM (percent): overall, per SQA3D question type (the question's first word) in `by_type`,
-    and, when `types` is given (one per question, e.g. our synthetic rooms' question families), per those types
-    in `by_question_type`. Each answer is matched once."""
-    scores = [answer_match(clean_answer(pred), [clean_answer(r) for r in refs])
-              for pred, refs in zip(predictions, references)]  # (em, refined em) per question
-    n = max(len(scores), 1)
-    out = {"em1": 100.0 * sum(em for em, _ in scores) / n, "em_refined": 100.0 * sum(emr for _, emr in scores) / n,
-           "by_type": _grouped(scores, [question_type(q) for q in questions])}
-    if types is not None:
-        out["by_question_type"] = _grouped(scores, types)
-    return out
-
-
-def _grouped(scores: list[tuple[int, int]], kinds: list[str]) -> dict:
-    """{kind: {em1, em_refined, n}} of (em, refined em) scores grouped by kind."""
-    groups = defaultdict(list)
-    for score, kind in zip(scores, kinds):
-        groups[kind].append(score)
-    return {k: {"em1": 100.0 * sum(em for em, _ in v) / len(v), "em_refined": 100.0 * sum(emr for _, emr in v) / len(v),
-                "n": len(v)} for k, v in sorted(groups.items())}
-
-
-def caption_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float]:
-    """CIDEr, BLEU-4 and ROUGE-L (x100) of open-ended answers, with pycocoevalcap's scorers."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    res = {i: [clean_answer(p) or "none"] for i, p in enumerate(predictions)}
-    gts = {i: [clean_answer(r) or "none" for r in refs] for i, refs in enumerate(references)}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    cider, _ = Cider().compute_score(gts, res)
-    rouge, _ = Rouge().compute_score(gts, res)
-    return {"cider": 100.0 * float(cider), "bleu4": 100.0 * float(bleu[3]), "rouge_l": 100.0 * float(rouge)}
-
-
-# --------------------------------------------------------------------------------------------------------
-# ScanQA
-# --------------------------------------------------------------------------------------------------------
-
-SCANQA_NORMALISATIONS = ("leo", "raw")
-
-
-def java_available() -> bool:
-    """pycocoevalcap's PTB tokenizer and METEOR run a Java program."""
-    import shutil
-
-    return shutil.which("java") is not None
-
-
-def scanqa_metrics(predictions: list[str], references: list[list[str]], normalisation: str = "leo") -> dict:
-    """ScanQA's answer metrics (percent): EM@1, refined EM, BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap).
-
-    The published evaluators differ in normalisation, which moves CIDEr by several points, so both are offered:
-    - "leo" (LEO's clean_answer, as LLaVA-3D and VLM-3R; VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py): both
-      sides cleaned, then pycocoevalcap's PTB tokenizer; EM = the cleaned prediction equals a cleaned reference,
-      refined EM also accepts containment either way with spaces removed.
-    - "raw" (Video-3D-LLM's llava/eval/eval_scanqa.py, as Ross3D): the prediction's trailing '.' stripped, no
-      cleaning and no tokenizer (the scorers split on spaces); EM = the prediction equals a reference exactly
-      (case-sensitive); refined EM uses the containment rule on these raw strings.
-    The PTB tokenizer and METEOR need Java: without it, METEOR is None, "leo" splits on spaces, and "java" is False.
-    """
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    if normalisation not in SCANQA_NORMALISATIONS:
-        raise ValueError(f"unknown ScanQA normalisation {normalisation!r}: expected one of "
-                         f"{', '.join(SCANQA_NORMALISATIONS)}")
-    if normalisation == "leo":
-        preds = [clean_answer(p) for p in predictions]
-        refs = [[clean_answer(r) for r in rs] for rs in references]
-    else:
-        preds = [p.strip().rstrip(".") for p in predictions]
-        refs = [list(rs) for rs in references]
-    scores = [answer_match(p, rs) for p, rs in zip(preds, refs)]
-    n = max(len(scores), 1)
-    java = java_available()
-    res = {i: [p] for i, p in enumerate(preds)}
-    gts = {i: list(rs) for i, rs in enumerate(refs)}
-    if normalisation == "leo" and java:
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-        tokenizer = PTBTokenizer()
-        res = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in res.items()})
-        gts = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in gts.items()})
-    res = {i: [v[0] if v and v[0].strip() else "none"] for i, v in res.items()}  # the scorers need one non-empty
-    gts = {i: [c if c.strip() else "none" for c in v] or ["none"] for i, v in gts.items()}
-    out = {"em1": 100.0 * sum(em for em, _ in scores) / n, "em_refined": 100.0 * sum(r for _, r in scores) / n}
-    if preds:
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        out.update({f"bleu{k + 1}": 100.0 * float(bleu[k]) for k in range(4)})
-        out["rouge_l"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
-        out["cider"] = 100.0 * float(Cider().compute_score(gts, res)[0])
-        out["meteor"] = None
-        if java:
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            out["meteor"] = 100.0 * float(Meteor().compute_score(gts, res)[0])
-    out.update(normalisation=normalisation, java=java, n=len(scores))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------
-# MSQA (MSR3D)
-# --------------------------------------------------------------------------------------------------------
-
-# MSR3D's evaluator/evaluate_msqa.py: the base question types (matched as substrings of a sample's type, e.g.
-# "attribute-color"), merged into six reported groups; the overall score is the count-weighted mean of the groups.
-MSQA_BASE_TYPES = ("counting", "existence", "attribute", "spatial relationship", "navigation", "refer", "affordance",
-                   "description", "room type")
-MSQA_GROUPS = {"counting": ("counting",), "existence": ("existence",),
-               "attribute_description": ("attribute", "description"),
-               "spatial_refer": ("spatial relationship", "refer"), "navigation": ("navigation",),
-               "others": ("affordance", "room type")}
 
 
 def leo_clean_answer(text: str) -> str:
@@ -237,20 +84,138 @@ _LEO_STEPS = [(r"[ ]+$", ""), (r"^[ ]+", ""), (r" {2,}", " "), (r"\.[ ]{2,}", ".
               (r"\bbackwards\b", "backward")]
 
 
-def leo_answer_match(prediction: str, references: list[str]) -> bool:
-    """MSR3D's EM_Evaluator.answer_match (evaluator/utils.py l.80-89): equal to a reference, or either contained in
-    the other once their whitespace is removed ('' is contained in every string, so an empty side matches)."""
+def leo_em(prediction: str, references: list[str]) -> tuple[int, int]:
+    """(EM, refined EM) of cleaned texts as LEO's ScanQA answer_match (VLM-3R scanqa_evaluator.py l.86-93): EM when
+    the prediction is one of the references; refined also when either contains the other once their whitespace is
+    removed ('' is contained in every string)."""
+    if prediction in references:
+        return 1, 1
     squeeze = "".join(prediction.split())
-    return any(prediction == r or squeeze in "".join(r.split()) or "".join(r.split()) in squeeze
-               for r in references)
+    return 0, int(any(squeeze in "".join(r.split()) or "".join(r.split()) in squeeze for r in references))
+
+
+def question_type(question: str) -> str:
+    """SQA3D question type from the question's first word."""
+    first = question.strip().lower().split(" ", 1)[0] if question.strip() else ""
+    return first if first in QUESTION_TYPES[:-1] else "others"
+
+
+def qa_metrics(predictions: list[str], references: list[list[str]], questions: list[str],
+               types: list[str] | None = None) -> dict:
+    """EM@1 and refined EM (percent): overall, per SQA3D question type (the question's first word) in `by_type`,
+    and, when `types` is given (one per question, e.g. our synthetic rooms' question families), per those types
+    in `by_question_type`. Each answer is matched once."""
+    scores = [leo_em(leo_clean_answer(pred), [leo_clean_answer(r) for r in refs])
+              for pred, refs in zip(predictions, references)]  # (em, refined em) per question, LEO's SQA3DEvaluator
+    n = max(len(scores), 1)
+    out = {"em1": 100.0 * sum(em for em, _ in scores) / n, "em_refined": 100.0 * sum(emr for _, emr in scores) / n,
+           "by_type": _grouped(scores, [question_type(q) for q in questions])}
+    if types is not None:
+        out["by_question_type"] = _grouped(scores, types)
+    return out
+
+
+def _grouped(scores: list[tuple[int, int]], kinds: list[str]) -> dict:
+    """{kind: {em1, em_refined, n}} of (em, refined em) scores grouped by kind."""
+    groups = defaultdict(list)
+    for score, kind in zip(scores, kinds):
+        groups[kind].append(score)
+    return {k: {"em1": 100.0 * sum(em for em, _ in v) / len(v), "em_refined": 100.0 * sum(emr for _, emr in v) / len(v),
+                "n": len(v)} for k, v in sorted(groups.items())}
+
+
+# --------------------------------------------------------------------------------------------------------
+# ScanQA
+# --------------------------------------------------------------------------------------------------------
+
+# "vlm3r": VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py (LLaVA-3D's is the same): LEO's clean_answer on both sides,
+# EM / refined EM against every reference (LEO's evaluator/scanqa_eval.py answer_match), pycocoevalcap's PTB tokenizer,
+# then BLEU-1..4, METEOR, ROUGE-L, CIDEr. "video3dllm": LaVi-Lab/Video-3D-LLM llava/eval/eval_scanqa.py: the raw
+# prediction (EM: exactly one of the references), its trailing '.' stripped for the scorers, no tokenizer.
+SCANQA_PROTOCOLS = ("vlm3r", "video3dllm")
+
+
+def java_available() -> bool:
+    """pycocoevalcap's PTB tokenizer and METEOR run a Java program."""
+    import shutil
+
+    return shutil.which("java") is not None
+
+
+def scanqa_texts(predictions: list[str], references: list[list[str]], protocol: str):
+    """Per question (em, refined em or None) and the texts the scorers see: {i: [prediction]}, {i: references}."""
+    scores, res, gts = [], {}, {}
+    for i, (pred, refs) in enumerate(zip(predictions, references)):
+        if protocol == "vlm3r":
+            pred = leo_clean_answer(pred)
+            refs = [leo_clean_answer(r) for r in refs]
+            scores.append(leo_em(pred, refs))
+            res[i] = [pred]  # the prediction as cleaned (l.112), the references also newline-free and stripped (l.113)
+            gts[i] = [r.replace("\n", " ").strip() for r in refs]
+        else:
+            scores.append((int(pred in refs), None))  # the raw answer (l.37), no refined EM
+            res[i], gts[i] = [pred.rstrip(".")], list(refs)  # l.34-35
+    return scores, res, gts
+
+
+def scanqa_metrics(predictions: list[str], references: list[list[str]], protocol: str = "vlm3r") -> dict:
+    """ScanQA's answer metrics (percent) as the official evaluator of `protocol` computes them: EM@1 (and refined EM
+    under vlm3r), BLEU-1..4, METEOR, ROUGE-L, CIDEr (pycocoevalcap's scorers, on empty strings too, as the official
+    pipelines run them). The PTB tokenizer (vlm3r) and METEOR need Java: without it METEOR is None, vlm3r's texts go
+    to the scorers untokenized (not the official numbers), and "java" is False."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if protocol not in SCANQA_PROTOCOLS:
+        raise ValueError(f"unknown ScanQA protocol {protocol!r}: expected one of {', '.join(SCANQA_PROTOCOLS)}")
+    scores, res, gts = scanqa_texts(predictions, references, protocol)
+    java = java_available()
+    if protocol == "vlm3r" and java:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        tokenizer = PTBTokenizer()
+        res = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in res.items()})
+        gts = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in gts.items()})
+    n = max(len(scores), 1)
+    out = {"em1": 100.0 * sum(em for em, _ in scores) / n}
+    if protocol == "vlm3r":
+        out["em_refined"] = 100.0 * sum(r for _, r in scores) / n
+    if scores:
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        out.update({f"bleu{k + 1}": 100.0 * float(bleu[k]) for k in range(4)})
+        out["rouge_l"] = 100.0 * float(Rouge().compute_score(gts, res)[0])
+        out["cider"] = 100.0 * float(Cider().compute_score(gts, res)[0])
+        out["meteor"] = None
+        if java:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            out["meteor"] = 100.0 * float(Meteor().compute_score(gts, res)[0])
+    out.update(protocol=protocol, java=java, n=len(scores))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# MSQA (MSR3D)
+# --------------------------------------------------------------------------------------------------------
+
+# MSR3D's evaluator/evaluate_msqa.py: the base question types (matched as substrings of a sample's type, e.g.
+# "attribute-color"), merged into six reported groups; the overall score is the count-weighted mean of the groups.
+MSQA_BASE_TYPES = ("counting", "existence", "attribute", "spatial relationship", "navigation", "refer", "affordance",
+                   "description", "room type")
+MSQA_GROUPS = {"counting": ("counting",), "existence": ("existence",),
+               "attribute_description": ("attribute", "description"),
+               "spatial_refer": ("spatial relationship", "refer"), "navigation": ("navigation",),
+               "others": ("affordance", "room type")}
 
 
 def msqa_sample(prediction: str, answers: list[str]) -> tuple[int, int]:
     """(strict EM, EM-R) of one MSQA answer as MSQAEvaluator.eval_metrics scores it: against the first reference
     only (evaluate_msqa.py l.84); EM-R = answer_match of the cleaned texts, strict EM = equality after cleaning the
-    cleaned texts once more (utils.py l.100-110, so "the the chair" equals "chair")."""
+    cleaned texts once more (utils.py l.100-110, so "the the chair" equals "chair"). MSR3D's answer_match (l.80-89) is
+    LEO's refined match."""
     pred, ref = leo_clean_answer(prediction), leo_clean_answer(answers[0])
-    return int(leo_clean_answer(pred) == leo_clean_answer(ref)), int(leo_answer_match(pred, [ref]))
+    return int(leo_clean_answer(pred) == leo_clean_answer(ref)), leo_em(pred, [ref])[1]
 
 
 def msqa_groups(question_type: str) -> list[str]:
@@ -468,10 +433,11 @@ def vsibench_metrics(predictions: list[str], targets: list[str], types: list[str
 # Protocols: the official evaluator each benchmark's answer metrics follow (`loc3r eval --protocol`)
 # --------------------------------------------------------------------------------------------------------
 
-PROTOCOLS = {"sqa3d": ("leo",), "scanqa": SCANQA_NORMALISATIONS, "msqa": ("msr3d",), "vsibench": VSI_PROTOCOLS}
+PROTOCOLS = {"sqa3d": ("leo",), "scanqa": SCANQA_PROTOCOLS, "msqa": ("msr3d",), "vsibench": VSI_PROTOCOLS}
 PROTOCOL_SOURCES = {
-    "leo": "LEO's clean_answer and EM, as VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py and LLaVA-3D use it",
-    "raw": "LaVi-Lab/Video-3D-LLM llava/eval/eval_scanqa.py",
+    "leo": "LEO's clean_answer and EM (embodied-generalist/embodied-generalist), as VLM-3R and LLaVA-3D use them",
+    "vlm3r": "VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py (LLaVA-3D's is the same)",
+    "video3dllm": "LaVi-Lab/Video-3D-LLM llava/eval/eval_scanqa.py",
     "msr3d": "MSR3D/MSR3D evaluator/evaluate_msqa.py + evaluator/utils.py",
     "thinking_in_space": "vision-x-nyu/thinking-in-space lmms_eval/tasks/vsibench/utils.py, behind the published "
                          "VSI-Bench numbers",
