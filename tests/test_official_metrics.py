@@ -90,3 +90,54 @@ def test_msqa_aggregates_equal_the_official_code():
     for group in m.MSQA_GROUPS:
         assert math.isclose(ours[f"EM_{group}"], 100 * strict[group], rel_tol=1e-12), group
     assert math.isclose(ours["EM_overall"], 100 * strict["weighted_avg_score"], rel_tol=1e-12)
+
+
+SCANQA = fixture("scanqa")
+
+
+@pytest.mark.parametrize("protocol", ["vlm3r", "video3dllm"])
+def test_scanqa_exact_match_and_scored_texts_equal_the_official_code(protocol):
+    cases, official = SCANQA["cases"], SCANQA["protocols"][protocol]["per_sample"]
+    scores, res, gts = m.scanqa_texts([c["prediction"] for c in cases], [c["answers"] for c in cases], protocol)
+    for i, (case, want) in enumerate(zip(cases, official)):
+        assert scores[i][0] == want["em"], case
+        if protocol == "vlm3r":  # (the texts it scores are compared after the PTB tokenizer, in the aggregates)
+            assert scores[i][1] == want["em_refined"], case
+            if "pred_cleaned" not in want:  # a case that breaks its PTB tokenizer's line alignment (scorer_failure)
+                continue
+            assert res[i] == [want["pred_cleaned"]], case
+            assert gts[i] == [c.replace("\n", " ").strip() for c in want["refs_cleaned"]], case
+        elif "pred_scored" in want:  # the cases its METEOR crashes on have none
+            assert res[i] == [want["pred_scored"]] and gts[i] == want["refs_scored"], case
+    assert len(cases) >= 300
+
+
+def test_sqa3d_exact_match_equals_the_official_code():
+    cases, official = SCANQA["cases"], SCANQA["protocols"]["sqa3d_em"]["per_sample"]
+    for case, want in zip(cases, official):
+        if want["em"] is None:  # no reference: the official code raises IndexError (the SQA3D reader refuses it)
+            continue
+        out = m.qa_metrics([case["prediction"]], [case["answers"]], ["what?"])
+        assert (out["em1"], out["em_refined"]) == (100.0 * want["em"], 100.0 * want["em_refined"]), case
+
+
+@pytest.mark.skipif(not m.java_available(), reason="the PTB tokenizer and METEOR need Java (.ci/run installs it)")
+@pytest.mark.parametrize("protocol", ["vlm3r", "video3dllm"])
+def test_scanqa_aggregates_equal_the_official_code(protocol):
+    """Every metric over the corpus the official pipeline scores (its cases that do not crash its METEOR), METEOR to
+    1e-6 as it runs in Java."""
+    official = SCANQA["protocols"][protocol]
+    chosen = [SCANQA["cases"][i] for i in official["ngram_corpus"]]
+    ours = m.scanqa_metrics([c["prediction"] for c in chosen], [c["answers"] for c in chosen], protocol)
+    a = official["aggregate"]
+    if protocol == "vlm3r":  # fractions there, percent here
+        want = {"em1": a["[scanqa] EM1"], "em_refined": a["[scanqa] EM1_refined"], "meteor": a["[scanqa] METEOR"],
+                "rouge_l": a["[scanqa] ROUGE_L"], "cider": a["[scanqa] CIDEr"],
+                **{f"bleu{k}": a[f"[scanqa] Bleu_{k}"] for k in range(1, 5)}}
+        want = {k: 100 * v for k, v in want.items()}
+    else:  # percent there, but for EM
+        want = {"em1": 100 * a["EM"], "meteor": a["METEOR"], "rouge_l": a["Rouge"], "cider": a["CIDER"],
+                **{f"bleu{k}": a[f"BLEU_{k}"] for k in range(1, 5)}}
+    for key, value in want.items():
+        tolerance = 1e-4 if key == "meteor" else 1e-9  # 1e-6 of a fraction
+        assert math.isclose(ours[key], value, abs_tol=tolerance), (key, ours[key], value)

@@ -105,8 +105,10 @@ def qa_metrics(predictions: list[str], references: list[list[str]], questions: l
     """EM@1 and refined EM (percent): overall, per SQA3D question type (the question's first word) in `by_type`,
     and, when `types` is given (one per question, e.g. our synthetic rooms' question families), per those types
     in `by_question_type`. Each answer is matched once."""
-    scores = [leo_em(leo_clean_answer(pred), [leo_clean_answer(r) for r in refs])
-              for pred, refs in zip(predictions, references)]  # (em, refined em) per question, LEO's SQA3DEvaluator
+    # (em, refined em) per question against the first reference, as LLaVA-3D's llava/eval/sqa3d_evaluator.py (LEO's
+    # SQA3DEvaluator and Video-3D-LLM's eval_sqa3d.py give the same on SQA3D's one answer per question)
+    scores = [leo_em(leo_clean_answer(pred), [leo_clean_answer(refs[0])] if refs else [])
+              for pred, refs in zip(predictions, references)]
     n = max(len(scores), 1)
     out = {"em1": 100.0 * sum(em for em, _ in scores) / n, "em_refined": 100.0 * sum(emr for _, emr in scores) / n,
            "by_type": _grouped(scores, [question_type(q) for q in questions])}
