@@ -95,7 +95,7 @@ def test_msqa_aggregates_equal_the_official_code():
 SCANQA = fixture("scanqa")
 
 
-@pytest.mark.parametrize("protocol", ["vlm3r", "video3dllm"])
+@pytest.mark.parametrize("protocol", ["vlm3r", "video3dllm", "leo"])
 def test_scanqa_exact_match_and_scored_texts_equal_the_official_code(protocol):
     cases, official = SCANQA["cases"], SCANQA["protocols"][protocol]["per_sample"]
     scores, res, gts = m.scanqa_texts([c["prediction"] for c in cases], [c["answers"] for c in cases], protocol)
@@ -107,6 +107,10 @@ def test_scanqa_exact_match_and_scored_texts_equal_the_official_code(protocol):
                 continue
             assert res[i] == [want["pred_cleaned"]], case
             assert gts[i] == [c.replace("\n", " ").strip() for c in want["refs_cleaned"]], case
+        elif protocol == "leo":
+            assert scores[i][1] == want["em_refined"], case
+            if "pred_cleaned" in want:
+                assert res[i] == [want["pred_cleaned"]] and gts[i] == want["refs_cleaned"], case
         elif "pred_scored" in want:  # the cases its METEOR crashes on have none
             assert res[i] == [want["pred_scored"]] and gts[i] == want["refs_scored"], case
     assert len(cases) >= 300
@@ -122,7 +126,7 @@ def test_sqa3d_exact_match_equals_the_official_code():
 
 
 @pytest.mark.skipif(not m.java_available(), reason="the PTB tokenizer and METEOR need Java (.ci/run installs it)")
-@pytest.mark.parametrize("protocol", ["vlm3r", "video3dllm"])
+@pytest.mark.parametrize("protocol", ["vlm3r", "video3dllm", "leo"])
 def test_scanqa_aggregates_equal_the_official_code(protocol):
     """Every metric over the corpus the official pipeline scores (its cases that do not crash its METEOR), METEOR to
     1e-6 as it runs in Java."""
@@ -134,6 +138,10 @@ def test_scanqa_aggregates_equal_the_official_code(protocol):
         want = {"em1": a["[scanqa] EM1"], "em_refined": a["[scanqa] EM1_refined"], "meteor": a["[scanqa] METEOR"],
                 "rouge_l": a["[scanqa] ROUGE_L"], "cider": a["[scanqa] CIDEr"],
                 **{f"bleu{k}": a[f"[scanqa] Bleu_{k}"] for k in range(1, 5)}}
+        want = {k: 100 * v for k, v in want.items()}
+    elif protocol == "leo":  # fractions, BLEU-4 only
+        want = {"em1": a["em"], "em_refined": a["em_refined"], "bleu4": a["bleu"], "meteor": a["meteor"],
+                "rouge_l": a["rouge"], "cider": a["cider"]}
         want = {k: 100 * v for k, v in want.items()}
     else:  # percent there, but for EM
         want = {"em1": 100 * a["EM"], "meteor": a["METEOR"], "rouge_l": a["Rouge"], "cider": a["CIDER"],

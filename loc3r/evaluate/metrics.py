@@ -134,7 +134,10 @@ def _grouped(scores: list[tuple[int, int]], kinds: list[str]) -> dict:
 # EM / refined EM against every reference (LEO's evaluator/scanqa_eval.py answer_match), pycocoevalcap's PTB tokenizer,
 # then BLEU-1..4, METEOR, ROUGE-L, CIDEr. "video3dllm": LaVi-Lab/Video-3D-LLM llava/eval/eval_scanqa.py: the raw
 # prediction (EM: exactly one of the references), its trailing '.' stripped for the scorers, no tokenizer.
-SCANQA_PROTOCOLS = ("vlm3r", "video3dllm")
+# "leo": LEO's own ScanQAEvaluator (embodied-generalist evaluator/scanqa_eval.py): its answer_match walks the
+# references in order and the first that matches either way decides (an earlier reference containing the answer makes
+# it refined only), and its scorers see the cleaned texts untokenized.
+SCANQA_PROTOCOLS = ("vlm3r", "video3dllm", "leo")
 
 
 def java_available() -> bool:
@@ -142,6 +145,18 @@ def java_available() -> bool:
     import shutil
 
     return shutil.which("java") is not None
+
+
+def leo_first_match(prediction: str, references: list[str]) -> tuple[int, int]:
+    """(EM, refined EM) as LEO's ScanQAEvaluator.answer_match (scanqa_eval.py l.41-50): the first reference that
+    equals the prediction, contains it or is contained in it (whitespace removed) decides."""
+    squeeze = "".join(prediction.split())
+    for r in references:
+        if prediction == r:
+            return 1, 1
+        if squeeze in "".join(r.split()) or "".join(r.split()) in squeeze:
+            return 0, 1
+    return 0, 0
 
 
 def scanqa_texts(predictions: list[str], references: list[list[str]], protocol: str):
@@ -154,6 +169,11 @@ def scanqa_texts(predictions: list[str], references: list[list[str]], protocol: 
             scores.append(leo_em(pred, refs))
             res[i] = [pred]  # the prediction as cleaned (l.112), the references also newline-free and stripped (l.113)
             gts[i] = [r.replace("\n", " ").strip() for r in refs]
+        elif protocol == "leo":
+            pred = leo_clean_answer(pred)
+            refs = [leo_clean_answer(r) for r in refs]
+            scores.append(leo_first_match(pred, refs))
+            res[i], gts[i] = [pred], refs  # scanqa_eval.py l.62-63
         else:
             scores.append((int(pred in refs), None))  # the raw answer (l.37), no refined EM
             res[i], gts[i] = [pred.rstrip(".")], list(refs)  # l.34-35
@@ -181,7 +201,7 @@ def scanqa_metrics(predictions: list[str], references: list[list[str]], protocol
         gts = tokenizer.tokenize({i: [{"caption": c} for c in v] for i, v in gts.items()})
     n = max(len(scores), 1)
     out = {"em1": 100.0 * sum(em for em, _ in scores) / n}
-    if protocol == "vlm3r":
+    if protocol != "video3dllm":
         out["em_refined"] = 100.0 * sum(r for _, r in scores) / n
     if scores:
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
@@ -192,6 +212,9 @@ def scanqa_metrics(predictions: list[str], references: list[list[str]], protocol
         if java:
             from pycocoevalcap.meteor.meteor import Meteor
 
+            if protocol == "leo":  # LEO's copy of the METEOR wrapper collapses the whitespace of each line it sends
+                gts = {i: [re.sub(r"\s+", " ", c) for c in v] for i, v in gts.items()}  # (meteor.py l.58)
+                res = {i: [re.sub(r"\s+", " ", c) for c in v] for i, v in res.items()}
             out["meteor"] = 100.0 * float(Meteor().compute_score(gts, res)[0])
     out.update(protocol=protocol, java=java, n=len(scores))
     return out
@@ -437,9 +460,10 @@ def vsibench_metrics(predictions: list[str], targets: list[str], types: list[str
 
 PROTOCOLS = {"sqa3d": ("leo",), "scanqa": SCANQA_PROTOCOLS, "msqa": ("msr3d",), "vsibench": VSI_PROTOCOLS}
 PROTOCOL_SOURCES = {
-    "leo": "LEO's clean_answer and EM (embodied-generalist/embodied-generalist), as VLM-3R and LLaVA-3D use them",
     "vlm3r": "VITA-Group/VLM-3R llava/eval/scanqa_evaluator.py (LLaVA-3D's is the same)",
     "video3dllm": "LaVi-Lab/Video-3D-LLM llava/eval/eval_scanqa.py",
+    "leo": "LEO's clean_answer and answer_match (embodied-generalist/embodied-generalist evaluator/scanqa_eval.py, "
+           "sqa3d_eval.py; for SQA3D as LLaVA-3D's llava/eval/sqa3d_evaluator.py)",
     "msr3d": "MSR3D/MSR3D evaluator/evaluate_msqa.py + evaluator/utils.py",
     "thinking_in_space": "vision-x-nyu/thinking-in-space lmms_eval/tasks/vsibench/utils.py, behind the published "
                          "VSI-Bench numbers",
