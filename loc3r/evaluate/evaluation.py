@@ -36,8 +36,8 @@ class EvalConfig:
     benchmark: str = "sqa3d"  # sqa3d | scanqa | msqa | vsibench
     split: str = "test"  # the benchmark's split (ScanQA: val, test_w_obj, ...; VSI-Bench: the rows file's name)
     # the official evaluator the answer metrics follow, written into metrics.json (docs/data.md): scanqa vlm3r
-    # (VLM-3R / LLaVA-3D, the default) | video3dllm (Video-3D-LLM) | leo (LEO); vsibench thinking_in_space (the default) |
-    # lmms_eval_latest; msqa msr3d; sqa3d leo
+    # (VLM-3R / LLaVA-3D, the default) | video3dllm (Video-3D-LLM) | leo (LEO); vsibench thinking_in_space (the
+    # default) | lmms_eval_latest; msqa msr3d; sqa3d leo
     protocol: str | None = None
     judge_url: str | None = None  # MSQA GPT-score: an OpenAI-compatible endpoint (off when not given)
     judge_model: str = "gpt-4o-2024-08-06"  # MSQA GPT-score: the judge model (MSR3D's default)
