@@ -149,3 +149,24 @@ def test_scanqa_aggregates_equal_the_official_code(protocol):
     for key, value in want.items():
         tolerance = 1e-4 if key == "meteor" else 1e-9  # 1e-6 of a fraction
         assert math.isclose(ours[key], value, abs_tol=tolerance), (key, ours[key], value)
+
+
+@pytest.mark.parametrize("protocol", ["video3dllm", "leo"])
+def test_scanqa_per_sample_ngram_scores_equal_the_official_code(protocol):
+    """The per-sample BLEU-1..4, ROUGE-L and CIDEr the scorers give on the texts scanqa_texts prepares (what
+    scanqa_metrics averages) equal the official pipeline's own per-sample lists, on its corpus."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    official = SCANQA["protocols"][protocol]
+    chosen = official["ngram_corpus"]
+    cases = [SCANQA["cases"][i] for i in chosen]
+    _, res, gts = m.scanqa_texts([c["prediction"] for c in cases], [c["answers"] for c in cases], protocol)
+    bleu = Bleu(4).compute_score(gts, res, verbose=0)[1]
+    ours = {"rouge_l": Rouge().compute_score(gts, res)[1], "cider": Cider().compute_score(gts, res)[1],
+            **{f"bleu{k + 1}": bleu[k] for k in range(4)}}
+    for j, i in enumerate(chosen):
+        want = official["per_sample"][i]
+        for key, values in ours.items():
+            assert math.isclose(float(values[j]), want[key], rel_tol=1e-9, abs_tol=1e-12), (SCANQA["cases"][i], key)
