@@ -170,3 +170,15 @@ def test_scanqa_per_sample_ngram_scores_equal_the_official_code(protocol):
         want = official["per_sample"][i]
         for key, values in ours.items():
             assert math.isclose(float(values[j]), want[key], rel_tol=1e-9, abs_tol=1e-12), (SCANQA["cases"][i], key)
+
+
+def test_sqa3d_question_types_follow_leo():
+    want = {"What's on my left?": "what", "Whats that": "what", " Island or not": "is", "Isn't it": "is",
+            "however": "how", "Howmany": "how", "Cannot": "can", "Whichever": "which", "Could I sit?": "others",
+            "is\tthe door open": "is"}
+    assert {q: m.question_type(q) for q in want} == want
+
+
+def test_video3dllm_refuses_what_its_meteor_cannot_score():
+    with pytest.raises(ValueError, match="line break"):
+        m.scanqa_metrics(["chair\n"], [["chair"]], "video3dllm")

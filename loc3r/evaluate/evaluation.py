@@ -142,7 +142,10 @@ def compute_metrics(records: list[dict], benchmark: str = "sqa3d", protocol: str
     protocol = protocol or PROTOCOLS[benchmark][0]
     out = {"benchmark": benchmark, "protocol": protocol, "n": len(records)}
     if benchmark == "scanqa":
-        out["qa"] = scanqa_metrics(preds, refs, protocol)
+        try:
+            out["qa"] = scanqa_metrics(preds, refs, protocol)
+        except ValueError as e:  # what the official pipeline cannot score (a line break under video3dllm)
+            raise Loc3rError(f"--protocol {protocol}: {e}") from None
     elif benchmark == "msqa":
         out["qa"] = msqa_metrics(preds, refs, [r["question_type"] for r in records],
                                  [r["question"] for r in records], judge)

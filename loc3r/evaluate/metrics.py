@@ -95,9 +95,11 @@ def leo_em(prediction: str, references: list[str]) -> tuple[int, int]:
 
 
 def question_type(question: str) -> str:
-    """SQA3D question type from the question's first word."""
-    first = question.strip().lower().split(" ", 1)[0] if question.strip() else ""
-    return first if first in QUESTION_TYPES[:-1] else "others"
+    """SQA3D question type as LEO's get_sqa_question_type (data/data_utils.py l.236-249): the first of what / is /
+    how / can / which that the left-stripped, lower-cased question starts with ("What's" is what, "Island" is is),
+    else others."""
+    start = question.lstrip().lower()
+    return next((t for t in QUESTION_TYPES[:-1] if start.startswith(t)), "others")
 
 
 def qa_metrics(predictions: list[str], references: list[list[str]], questions: list[str],
@@ -192,6 +194,10 @@ def scanqa_metrics(predictions: list[str], references: list[list[str]], protocol
     if protocol not in SCANQA_PROTOCOLS:
         raise ValueError(f"unknown ScanQA protocol {protocol!r}: expected one of {', '.join(SCANQA_PROTOCOLS)}")
     scores, res, gts = scanqa_texts(predictions, references, protocol)
+    if protocol == "video3dllm":  # its METEOR fails on a line break (meteor.py l.44; pycocoevalcap's then hangs)
+        broken = next((i for i in res if any("\n" in t or "\r" in t for t in res[i] + gts[i])), None)
+        if broken is not None:
+            raise ValueError(f"answer {broken} holds a line break, which Video-3D-LLM's METEOR cannot score")
     java = java_available()
     if protocol == "vlm3r" and java:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
