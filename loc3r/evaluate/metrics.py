@@ -5,8 +5,8 @@ official code's own outputs on stress cases, tests/fixtures/official_metrics).
 - Localization (SQA3D's utils/localization_metric.py): a position is correct when its x-y distance to the truth
   is < 0.5 m / 1.0 m; an orientation when the yaw error min(|d|, 360 - |d|) is < 15 / 30 degrees. Reported in
   percent, with the median errors.
-- SQA3D answers (protocol "leo"): LEO's clean_answer on both sides, EM@1 = one of the references, refined EM also
-  containment either way (LEO's SQA3DEvaluator); per question type by the question's first word.
+- SQA3D answers (protocol "leo"): LEO's clean_answer on both sides, EM@1 = the first reference, refined EM also
+  containment either way (LLaVA-3D's sqa3d_evaluator.py); per question type by the question's first word (LEO's).
 - ScanQA ("vlm3r", "video3dllm"), MSQA ("msr3d"), VSI-Bench ("thinking_in_space", "lmms_eval_latest"): below.
 """
 
@@ -165,15 +165,14 @@ def scanqa_texts(predictions: list[str], references: list[list[str]], protocol: 
     """Per question (em, refined em or None) and the texts the scorers see: {i: [prediction]}, {i: references}."""
     scores, res, gts = [], {}, {}
     for i, (pred, refs) in enumerate(zip(predictions, references)):
-        if protocol == "vlm3r":
+        if protocol in ("vlm3r", "leo"):  # LEO's clean_answer on both sides
             pred = leo_clean_answer(pred)
             refs = [leo_clean_answer(r) for r in refs]
+        if protocol == "vlm3r":
             scores.append(leo_em(pred, refs))
             res[i] = [pred]  # the prediction as cleaned (l.112), the references also newline-free and stripped (l.113)
             gts[i] = [r.replace("\n", " ").strip() for r in refs]
         elif protocol == "leo":
-            pred = leo_clean_answer(pred)
-            refs = [leo_clean_answer(r) for r in refs]
             scores.append(leo_first_match(pred, refs))
             res[i], gts[i] = [pred], refs  # scanqa_eval.py l.62-63
         else:
