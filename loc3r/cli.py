@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "show": "draw a scene's bird's-eye view (points, trajectory, objects, a situation)",
     "convert-cut3r": "convert an official CUT3R .pth into a safe config.json + model.safetensors",
     "convert-llava-video": "convert the official LLaVA-Video release into the transformers layout --base loads",
+    "prepare-scannet": "export ScanNet's .sens files into the posed-images layout loc3r reads",
     "extract-priors": "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)",
     "pretrain-base": "pretrain the tiny preset's base on synthetic rooms: seeing, naming and finding objects, no poses",
     "train": "train Loc3R-VLM (one process, or torchrun -m loc3r.train for DDP / FSDP)",
@@ -38,6 +39,8 @@ def command_module(name: str) -> ModuleType:
         from loc3r.priors import cut3r_convert_cmd as module
     elif name == "convert-llava-video":
         from loc3r.model import convert_llava_video as module
+    elif name == "prepare-scannet":
+        from loc3r import prepare_scannet as module
     elif name == "extract-priors":
         from loc3r import extract_priors as module
     elif name == "pretrain-base":

@@ -93,7 +93,7 @@ def stale(arrays: dict[str, np.ndarray], args, scene_id: str, model: str) -> boo
     scene = ScanNetScene(args.data, scene_id)
     return (str(arrays.get("input_mode", "demo")) != args.cut3r_input
             or str(arrays.get("model", "")) != model
-            or str(arrays.get("source", "")) != source_fingerprint(scene.dir, arrays["frame_ids"]))
+            or str(arrays.get("source", "")) != source_fingerprint(scene, arrays["frame_ids"]))
 
 
 def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, with_poses: bool) -> dict:
@@ -107,7 +107,7 @@ def extract_scene(prior: Cut3rPrior, data_root, scene_id: str, num_frames: int, 
     out = prior.run(frames)
     arrays = dict(camera_tokens=out.camera_tokens.float().cpu().numpy().astype(np.float16),
                   frame_ids=ids.astype(np.int64), input_mode=np.array(prior.input_mode),
-                  source=np.array(source_fingerprint(scene.dir, ids)), model=np.array(prior.fingerprint))
+                  source=np.array(source_fingerprint(scene, ids)), model=np.array(prior.fingerprint))
     if with_poses:
         arrays["camera_pose"] = out.camera_pose.cpu().numpy().astype(np.float32)
     write_npz(token_cache_path(data_root, scene_id, num_frames), **arrays)

@@ -381,6 +381,7 @@ def test_conversion_never_replaces_what_it_did_not_write(tmp_path, converted, ca
 
 def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
     from loc3r.data.cache import source_fingerprint
+    from loc3r.data.scannet import ScanNetScene
     from loc3r.model.config import Loc3RConfig
     from loc3r.model.processor import camera_token_source
     from loc3r.priors.cut3r import token_cache_path
@@ -388,7 +389,8 @@ def test_camera_tokens_of_another_width_name_their_cache_file(tmp_path):
     ids = np.arange(4)
     path = token_cache_path(tmp_path, "scene0000_00", 4)
     path.parent.mkdir(parents=True)
-    scan = source_fingerprint(tmp_path / "scans" / "scene0000_00", ids)  # what extract-priors records
+    (tmp_path / "scans" / "scene0000_00").mkdir(parents=True)
+    scan = source_fingerprint(ScanNetScene(tmp_path, "scene0000_00"), ids)  # what extract-priors records
     np.savez(path, camera_tokens=np.zeros((4, 5), np.float16), frame_ids=ids, source=np.array(scan))
     source = camera_token_source(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=8), tmp_path)
     with pytest.raises(Loc3rError, match=f"{path}: camera tokens of width 5, the model's cut3r_dim is 8"):

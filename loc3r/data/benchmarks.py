@@ -9,7 +9,8 @@
   object's name ("chair").
 - VSI-Bench (vision-x-nyu/thinking-in-space, the HF data set's rows): {id, dataset, scene_name, question_type,
   question, ground_truth, options}, from .json / .jsonl (or .parquet with pyarrow); videos at
-  `<root>/<dataset>/<scene_name>.mp4`. Also VLM-3R's training data in LLaVA's conversation format: {id,
+  `<root>/<dataset>/<scene_name>.mp4` as the Hugging Face data set unpacks, or where VLM-3R's scripts export them
+  (vsibench_video). Also VLM-3R's training data in LLaVA's conversation format: {id,
   data_source, scene_name, question_type, video, conversations: [{from: human, value: "<image>\\n..."},
   {from: gpt, value}]}.
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -267,3 +268,29 @@ def read_vsibench(path: str | Path) -> list[QARecord]:
             vsi_question(_text(path, k, e, "question"), kind, options), [str(truth)], kind,
             video=f"{dataset}/{scene}.mp4", extra={"options": options} if options else {}))
     return records
+
+
+def vsibench_video(root: str | Path, video: str, where: str) -> Path:
+    """The file of a record's video (`video`: relative to root, checked to stay inside it), as the VSI-Bench data set
+    unpacks (`<dataset>/<scene>.mp4`) or else where VLM-3R's export scripts write the videos of a scan set:
+    `<dataset>/videos/<scene>.mp4` or `<dataset>/videos/<split>/<scene>.mp4`, the data set folder named in any case
+    (VITA-Group/VLM-3R README: `data/vlm_3r_data/scannet/videos/scene0191_00.mp4`;
+    `vlm_3r_data_process/src/metadata_generation/ScanNet/preprocess/export_video.py` writes `<out>/<split>/<scene>.mp4`,
+    and its ScanNet++ / ARKitScenes metadata name `<Dataset>/videos/<split>/<scene>.mp4`). A missing video is one
+    line naming the paths looked at."""
+    root = Path(root)
+    path = paths.inside(root, video, where)
+    if path.is_file():
+        return path
+    parts = PurePosixPath(video).parts
+    if len(parts) != 2:
+        raise Loc3rError(f"{path}: file not found")
+    dataset, name = parts
+    folders = [d / "videos" for d in (root.iterdir() if root.is_dir() else [])
+               if d.name.lower() == dataset.lower() and (d / "videos").is_dir()]
+    for videos in sorted(folders):
+        splits = sorted(d for d in videos.iterdir() if d.is_dir() and not d.name.startswith("."))
+        for candidate in [videos / name, *(d / name for d in splits)]:
+            if candidate.is_file():
+                return candidate
+    raise Loc3rError(f"{path}: file not found (nor VLM-3R's {root}/{dataset}/videos/[<split>/]{name})")

@@ -5,13 +5,14 @@ File: <cache_dir>/<scene_id>_T<T>_S<S>_G<gh>x<gw>.npz (default cache_dir = <data
 so an interrupted build never leaves a half-written file; a corrupt cache file is rebuilt. The build parameters
 are in the name; what the cache was built from is in its `source` fingerprint (sizes and modification times of the
 scan's frame / pose / intrinsic directories, of the sampled frames' files, the intrinsics, the meta file and the
-mesh): when the scan's files change (re-exported, re-synthesised, new poses), the cache is rebuilt instead of
-serving old frames and poses.
+mesh, in whichever layout the scan is: loc3r.data.scannet): when the scan's files change (re-exported,
+re-synthesised, new poses), the cache is rebuilt instead of serving old frames and poses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -44,23 +45,19 @@ class SceneCache:
     version: int = CACHE_VERSION
 
 
-def source_fingerprint(scene_dir: Path, frame_ids) -> str:
-    """A hash of the sizes and modification times of what a scene cache is built from: the color / depth / pose /
-    intrinsic directories (files added, removed or replaced), the sampled frames' color, depth and pose files, the
-    intrinsics, the meta file and the mesh. Cheap (a few dozen stat calls), unlike hashing a scan's contents."""
-    name = scene_dir.name
-    entries = [scene_dir / d for d in ("color", "depth", "pose", "intrinsic")]
-    entries += [scene_dir / "intrinsic" / f for f in ("intrinsic_color.txt", "intrinsic_depth.txt")]
-    entries += [scene_dir / f"{name}.txt", scene_dir / f"{name}_vh_clean_2.ply"]
-    for i in np.asarray(frame_ids).tolist():
-        entries += [scene_dir / "color" / f"{i}.jpg", scene_dir / "depth" / f"{i}.png", scene_dir / "pose" / f"{i}.txt"]
+def source_fingerprint(scene: ScanNetScene, frame_ids) -> str:
+    """A hash of the sizes and modification times of what a scene cache is built from (scene.files.source_files: for
+    ScanNet's SensReader export the color / depth / pose / intrinsic directories (files added, removed or replaced),
+    the sampled frames' color, depth and pose files, the intrinsics, the meta file and the mesh). Cheap (a few
+    dozen stat calls), unlike hashing a scan's contents. Files are named relative to the scan's folder."""
     h = hashlib.sha1()
-    for p in entries:
+    for p in scene.files.source_files(frame_ids):
+        name = os.path.relpath(p, scene.dir)
         try:
             st = p.stat()
-            h.update(f"{p.relative_to(scene_dir)} {st.st_size} {st.st_mtime_ns}\n".encode())
+            h.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())
         except FileNotFoundError:
-            h.update(f"{p.relative_to(scene_dir)} missing\n".encode())
+            h.update(f"{name} missing\n".encode())
     return h.hexdigest()
 
 
@@ -79,7 +76,7 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
     ScanNetScene.sampled_frame_ids)."""
     ids = scene.sampled_frame_ids(num_frames, loop_start)
     c2w = scene.read_poses(ids)  # its errors name their file
-    with naming(scene.dir / "pose"):  # the BEV frame's: a first camera without a heading
+    with naming(scene.pose_dir):  # the BEV frame's: a first camera without a heading
         world_to_bev = geometry.bev_frame_of_video(c2w)
     c2bev = geometry.poses_to_bev(world_to_bev, c2w)
     frames = resize_frames(np.stack([scene.read_color(int(i)) for i in ids]), image_size)
@@ -90,7 +87,8 @@ def build_scene_cache(scene: ScanNetScene, num_frames: int, image_size: int, gri
         frame_ids=ids.astype(np.int64), frames=frames, c2w=c2w, world_to_bev=world_to_bev,
         c2bev=c2bev.astype(np.float32), layout_xy=targets.xy, layout_valid=targets.valid,
         mesh_center=np.asarray(center, np.float64), n_invalid_pixels=targets.n_invalid_pixels,
-        n_invalid_poses=scene.n_invalid_poses, last_frame_id=max(scene.frame_ids), source=source_fingerprint(scene.dir, ids))
+        n_invalid_poses=scene.n_invalid_poses, last_frame_id=max(scene.frame_ids),
+        source=source_fingerprint(scene, ids))
 
 
 def load_scene_cache(path: Path) -> SceneCache | None:
@@ -116,7 +114,7 @@ def scene_cache(data_root: str | Path, scene_id: str, num_frames: int, image_siz
     path = scene_cache_path(cache_dir, scene_id, num_frames, image_size, grid_hw, grid_extent, loop_start)
     cached = load_scene_cache(path)
     scene = ScanNetScene(data_root, scene_id)
-    if cached is not None and cached.source == source_fingerprint(scene.dir, cached.frame_ids):
+    if cached is not None and cached.source == source_fingerprint(scene, cached.frame_ids):
         return cached  # else the scan changed since: rebuild
     built = build_scene_cache(scene, num_frames, image_size, grid_hw, grid_extent=grid_extent, loop_start=loop_start)
     write_npz(path, **{f.name: np.asarray(getattr(built, f.name)) for f in fields(SceneCache)})

@@ -12,8 +12,7 @@ import numpy as np
 
 from loc3r import geometry
 from loc3r.constants import NO_SITUATION
-from loc3r.data import paths
-from loc3r.data.benchmarks import QARecord
+from loc3r.data.benchmarks import QARecord, vsibench_video
 from loc3r.data.cache import SceneCache, scene_cache
 from loc3r.data.sample import Sample
 from loc3r.data.scannet import ScanNetScene, uniform_indices
@@ -179,8 +178,9 @@ class LoopStarts:
 
 class VideoQADataset(_QuestionSet):
     """`dataset[i]` -> Sample of a question on a plain video (VSI-Bench): T frames sampled uniformly with PyAV
-    from `<root>/<record.video>`; no poses (the poses prior sees them as unknown), no depth (no layout targets), no
-    situation. `camera_tokens(frames)` -> [T, d] computes a prior's tokens from the frames (CUT3R), when given."""
+    from `<root>/<record.video>` (or VLM-3R's arrangement of the videos: benchmarks.vsibench_video); no poses (the
+    poses prior sees them as unknown), no depth (no layout targets), no situation. `camera_tokens(frames)` -> [T, d]
+    computes a prior's tokens from the frames (CUT3R), when given."""
 
     def __init__(self, root: str | Path, records: list[QARecord], num_frames: int, image_size: int, grid_hw,
                  camera_tokens: Callable[[np.ndarray], np.ndarray] | None = None):
@@ -198,7 +198,7 @@ class VideoQADataset(_QuestionSet):
         if name not in self._videos:
             from loc3r.data.video import read_video, resize_frames, video_frame_rate
 
-            path = paths.inside(self.data_root, name, str(self.data_root))
+            path = vsibench_video(self.data_root, name, str(self.data_root))
             raw, total = read_video(path, self.num_frames)
             fps = video_frame_rate(path) or 30.0
             times = uniform_indices(total, self.num_frames) / fps

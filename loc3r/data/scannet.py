@@ -1,4 +1,6 @@
-"""Reader of ScanNet scans in the posed-images layout (what ScanNet's SensReader exports), real or synthetic.
+"""Reader of ScanNet scans, real or synthetic, in the layouts users have them in, behind one interface (ScanNetScene).
+
+ScanNet's SensReader export (SensExportLayout; `loc3r prepare-scannet` writes it from `.sens` files):
 
     <root>/scans/<scene_id>/color/<i>.jpg        RGB frames
                             depth/<i>.png        uint16 depth in millimetres, 0 = no measurement
@@ -6,6 +8,9 @@
                             intrinsic/intrinsic_color.txt, intrinsic/intrinsic_depth.txt   4x4 matrices
                             <scene_id>.txt       metadata, with `axisAlignment = <16 numbers>` (raw -> aligned)
                             <scene_id>_vh_clean_2.ply   the reconstructed mesh (raw frame)
+
+Video-3D-LLM / LLaVA-3D's posed images (`<root>/posed_images/<scene_id>/<05d>.jpg|.png|.txt`): see
+loc3r.data.posed_images. A scan is opened in the first layout found (find_layout).
 
 Poses, depth and the mesh live in the raw scan frame (+z up). Every read failure raises a one-line
 `Loc3rError` naming the file.
@@ -21,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from loc3r import geometry
 from loc3r.data import paths
+from loc3r.data.posed_images import PosedImagesLayout
 from loc3r.errors import Loc3rError
 
 
@@ -120,34 +126,123 @@ def sample_frame_ids(valid_ids, num_frames: int, start: int = 0) -> np.ndarray:
     return valid_ids[uniform_indices(valid_ids.size, num_frames)]
 
 
-class ScanNetScene:
-    """One scan: frame ids, frames, depth, poses, intrinsics, axis alignment and mesh."""
+def read_meta(path: Path) -> dict[str, str]:
+    """`key = value` lines of a ScanNet <scene_id>.txt (empty when the file is absent)."""
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            out[key.strip()] = value.strip()
+    return out
 
-    def __init__(self, root: str | Path, scene_id: str):
+
+def read_axis_alignment(path: Path) -> np.ndarray:
+    """[4, 4] raw -> axis-aligned of a ScanNet <scene_id>.txt's `axisAlignment` line (identity when it has none, as
+    ScanNet's test scans)."""
+    text = read_meta(path).get("axisAlignment")
+    if text is None:
+        return np.eye(4)
+    try:
+        m = np.array(text.split(), dtype=np.float64)
+    except ValueError:
+        m = np.zeros(0)
+    if m.size != 16 or not np.isfinite(m).all():
+        raise Loc3rError(f"{path}: axisAlignment must be 16 finite numbers")
+    return m.reshape(4, 4)
+
+
+class SensExportLayout:
+    """Where ScanNet's SensReader export keeps a scan's files (the module docstring's first layout). A layout says
+    where a scan's files are; ScanNetScene reads them."""
+
+    name = "scannet"
+
+    def __init__(self, root: Path, scene_id: str):
+        self.root, self.scene_id = root, scene_id
+        self.dir = root / "scans" / scene_id
+        self.frame_dir, self.pose_dir = self.dir / "color", self.dir / "pose"
+        self.intrinsic_color = self.dir / "intrinsic" / "intrinsic_color.txt"
+        self.intrinsic_depth = self.dir / "intrinsic" / "intrinsic_depth.txt"
+        self.meta = self.dir / f"{scene_id}.txt"
+        self.mesh = self.dir / f"{scene_id}_vh_clean_2.ply"
+
+    def color(self, i: int) -> Path:
+        return self.dir / "color" / f"{i}.jpg"
+
+    def depth(self, i: int) -> Path:
+        return self.dir / "depth" / f"{i}.png"
+
+    def pose(self, i: int) -> Path:
+        return self.dir / "pose" / f"{i}.txt"
+
+    def axis_alignment_without_meta(self) -> np.ndarray:
+        return np.eye(4)  # as ScanNet's test scans, which have no axisAlignment
+
+    def source_files(self, frame_ids) -> list[Path]:
+        """What a cache built from these frames depends on (loc3r.data.cache.source_fingerprint)."""
+        entries = [self.dir / d for d in ("color", "depth", "pose", "intrinsic")]
+        entries += [self.intrinsic_color, self.intrinsic_depth, self.meta, self.mesh]
+        for i in np.asarray(frame_ids).tolist():
+            entries += [self.color(i), self.depth(i), self.pose(i)]
+        return entries
+
+
+LAYOUTS = {"scannet": SensExportLayout, "posed_images": PosedImagesLayout}
+
+
+def find_layout(root: Path, scene_id: str, layout: str | None = None):
+    """The layout a scan is in: `layout` (a name of LAYOUTS) when given, else SensReader's export where
+    `<root>/scans/<scene_id>/color/` exists, else the posed images where `<root>/posed_images/<scene_id>/` does
+    (else SensReader's, whose missing folder ScanNetScene names)."""
+    if layout is not None:
+        if layout not in LAYOUTS:
+            raise Loc3rError(f"unknown scan layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+        return LAYOUTS[layout](root, scene_id)
+    sens, posed = SensExportLayout(root, scene_id), PosedImagesLayout(root, scene_id)
+    return posed if not sens.frame_dir.is_dir() and posed.dir.is_dir() else sens
+
+
+class ScanNetScene:
+    """One scan: frame ids, frames, depth, poses, intrinsics, axis alignment and mesh, in whichever layout its files
+    are (find_layout: ScanNet's SensReader export preferred, else Video-3D-LLM / LLaVA-3D's posed images; `layout`
+    names one). Every reader of scans goes through this class; `files` says where the scan's files are."""
+
+    def __init__(self, root: str | Path, scene_id: str, layout: str | None = None):
         self.root = Path(root)
         self.scene_id = paths.scene_id(scene_id, str(self.root / "scans"))  # caches and plots are named by it
-        self.dir = self.root / "scans" / scene_id
+        self.files = find_layout(self.root, scene_id, layout)
+        self.layout = self.files.name
+        self.dir = self.files.dir  # the scan's folder
         if not self.dir.is_dir():
-            raise Loc3rError(f"{self.dir}: unknown scene id {scene_id!r} (no such directory)")
+            others = [LAYOUTS[n](self.root, scene_id).dir for n in LAYOUTS if n != self.layout]
+            raise Loc3rError(f"{self.dir}: unknown scene id {scene_id!r} (no such directory, nor "
+                             f"{', '.join(str(d) for d in others)})")
 
     @cached_property
     def frame_ids(self) -> list[int]:
-        """Frame indices present in color/, sorted numerically."""
-        color = self.dir / "color"
-        if not color.is_dir():
-            raise Loc3rError(f"{color}: missing color directory")
-        ids = sorted(int(p.stem) for p in color.glob("*.jpg") if p.stem.isdigit())
+        """Frame indices of the `<i>.jpg` colour files (ScanNet's: the frame's number in the sensor stream), sorted."""
+        directory = self.files.frame_dir
+        if not directory.is_dir():
+            raise Loc3rError(f"{directory}: missing color directory")
+        ids = sorted(int(p.stem) for p in directory.glob("*.jpg") if p.stem.isdigit())
         if not ids:
-            raise Loc3rError(f"{color}: no frames (<i>.jpg)")
+            raise Loc3rError(f"{directory}: no frames (<i>.jpg)")
         return ids
+
+    @property
+    def pose_dir(self) -> Path:
+        """The folder of the pose files (errors about the poses of the whole scan name it)."""
+        return self.files.pose_dir
 
     def read_color(self, i: int) -> np.ndarray:
         """[H, W, 3] uint8 RGB."""
-        return np.asarray(read_image(self.dir / "color" / f"{i}.jpg").convert("RGB"))
+        return np.asarray(read_image(self.files.color(i)).convert("RGB"))
 
     def read_depth_m(self, i: int) -> np.ndarray:
         """[H, W] float32 metres, 0 where there is no measurement."""
-        path = self.dir / "depth" / f"{i}.png"
+        path = self.files.depth(i)
         im = read_image(path)
         depth_mm = np.asarray(im)
         if depth_mm.ndim != 2 or depth_mm.dtype not in (np.uint16, np.int32, np.uint8):
@@ -156,7 +251,7 @@ class ScanNetScene:
 
     def read_pose(self, i: int) -> np.ndarray:
         """[4, 4] camera-to-world; non-finite when tracking was lost."""
-        return read_matrix_txt(self.dir / "pose" / f"{i}.txt")
+        return read_matrix_txt(self.files.pose(i))
 
     def read_poses(self, ids) -> np.ndarray:
         """[N, 4, 4] camera-to-world poses of the given frames."""
@@ -177,48 +272,30 @@ class ScanNetScene:
         loop_start (s, K): the video of a looped scan that begins s/K of the way round its valid frames."""
         valid = self.valid_frame_ids
         if not valid:
-            raise Loc3rError(f"{self.dir / 'pose'}: no frame with a valid pose to sample from")
+            raise Loc3rError(f"{self.pose_dir}: no frame with a valid pose to sample from")
         s, k = loop_start
         return sample_frame_ids(valid, num_frames, round(s * len(valid) / k))
 
     @cached_property
     def intrinsic_color(self) -> np.ndarray:
-        return read_intrinsics(self.dir / "intrinsic" / "intrinsic_color.txt")
+        return read_intrinsics(self.files.intrinsic_color)
 
     @cached_property
     def intrinsic_depth(self) -> np.ndarray:
-        return read_intrinsics(self.dir / "intrinsic" / "intrinsic_depth.txt")
-
-    @cached_property
-    def metadata(self) -> dict[str, str]:
-        """`key = value` lines of <scene_id>.txt (empty when the file is absent)."""
-        path = self.dir / f"{self.scene_id}.txt"
-        if not path.exists():
-            return {}
-        out = {}
-        for line in path.read_text().splitlines():
-            if "=" in line:
-                key, value = line.split("=", 1)
-                out[key.strip()] = value.strip()
-        return out
+        return read_intrinsics(self.files.intrinsic_depth)
 
     @cached_property
     def axis_alignment(self) -> np.ndarray:
-        """[4, 4] raw -> axis-aligned transform (identity when the scene has none, as ScanNet's test scans)."""
-        text = self.metadata.get("axisAlignment")
-        if text is None:
-            return np.eye(4)
-        try:
-            m = np.array(text.split(), dtype=np.float64)
-        except ValueError:
-            m = np.zeros(0)
-        if m.size != 16 or not np.isfinite(m).all():
-            raise Loc3rError(f"{self.dir / (self.scene_id + '.txt')}: axisAlignment must be 16 finite numbers")
-        return m.reshape(4, 4)
+        """[4, 4] raw -> axis-aligned transform: ScanNet's meta file's when the scan has one, else the layout's
+        (identity for SensReader's export, as ScanNet's test scans; EmbodiedScan's for posed images)."""
+        if self.files.meta.is_file():
+            return read_axis_alignment(self.files.meta)
+        return self.files.axis_alignment_without_meta()
 
     @property
     def mesh_path(self) -> Path:
-        return self.dir / f"{self.scene_id}_vh_clean_2.ply"
+        """The raw mesh `<scene_id>_vh_clean_2.ply` (it may be absent: only SQA3D's positions need it)."""
+        return self.files.mesh
 
     @cached_property
     def mesh_bbox_center(self) -> np.ndarray:
@@ -228,9 +305,11 @@ class ScanNetScene:
 
 
 def list_scenes(root: str | Path) -> list[str]:
-    """Scene ids under <root>/scans, sorted; hidden entries (an interrupted writer's `.<scene>.*.tmp`) are not
-    scenes."""
-    scans = Path(root) / "scans"
-    if not scans.is_dir():
-        raise Loc3rError(f"{scans}: no scans directory (expected the ScanNet posed-images layout)")
-    return sorted(p.name for p in scans.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Scene ids of the scans under <root>/scans and <root>/posed_images, sorted; hidden entries (an interrupted
+    writer's `.<scene>.*.tmp`) are not scenes."""
+    folders = [Path(root) / "scans", Path(root) / "posed_images"]
+    if not any(f.is_dir() for f in folders):
+        raise Loc3rError(f"{folders[0]}: no scans directory (expected ScanNet's SensReader export, or "
+                         f"{folders[1]} of Video-3D-LLM / LLaVA-3D)")
+    return sorted({p.name for f in folders if f.is_dir() for p in f.iterdir()
+                   if p.is_dir() and not p.name.startswith(".")})

@@ -257,10 +257,11 @@ def camera_token_source(config: Loc3RConfig, data_root: Path):
     if config.prior != "cut3r":
         return None
     from loc3r.data.cache import source_fingerprint
+    from loc3r.data.scannet import ScanNetScene
     from loc3r.priors.cut3r import load_cached_tokens, token_cache_path
 
     def tokens(scene_id: str, frame_ids: np.ndarray) -> np.ndarray:
-        source = source_fingerprint(Path(data_root) / "scans" / scene_id, frame_ids)
+        source = source_fingerprint(ScanNetScene(data_root, scene_id), frame_ids)
         cached = load_cached_tokens(data_root, scene_id, len(frame_ids), frame_ids, config.cut3r_input, source)
         if cached is None:
             raise Loc3rError(f"{data_root}/priors/cut3r: no camera tokens for {scene_id} with T={len(frame_ids)}: "
@@ -307,12 +308,17 @@ def benchmark_records(benchmark: str, root: Path, split: str) -> list[QARecord]:
     if benchmark == "msqa":
         return read_msqa(msqa_path(root / "msqa", split))
     if benchmark == "vsibench":
-        candidates = [root / "vsibench" / f"{split}{ext}" for ext in (".jsonl", ".json", ".parquet")]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = vsibench_rows_path(root, split)
         if found is None:
             raise Loc3rError(f"{root / 'vsibench'}: no {split}.jsonl, {split}.json or {split}.parquet")
         return read_vsibench(found)
     raise Loc3rError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
+
+
+def vsibench_rows_path(root: Path, split: str) -> Path | None:
+    """The VSI-Bench rows of a split under the data root (vsibench/<split>.jsonl, .json or .parquet), None if none."""
+    candidates = [Path(root) / "vsibench" / f"{split}{ext}" for ext in (".jsonl", ".json", ".parquet")]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def make_benchmark_dataset(config: Loc3RConfig, benchmark: str, root: Path, split: str, cache_dir=None,

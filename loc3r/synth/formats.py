@@ -14,6 +14,9 @@ the release's order; `position` is relative to the centre of the raw mesh's axis
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -29,15 +32,31 @@ def matrix_text(M) -> str:
     return "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in np.asarray(M, np.float64))
 
 
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    """RGB [H, W, 3] uint8 -> JPEG bytes (fixed quality and settings, so bytes depend on the pixels only)."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
 def write_color(path, rgb: np.ndarray) -> None:
-    """RGB [H, W, 3] uint8 -> JPEG (fixed quality and settings, so bytes depend on the pixels only)."""
-    Image.fromarray(rgb).save(path, format="JPEG", quality=JPEG_QUALITY)
+    """RGB [H, W, 3] uint8 -> a JPEG file (jpeg_bytes)."""
+    Path(path).write_bytes(jpeg_bytes(rgb))
+
+
+def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Depth [H, W] metres -> uint16 millimetres, 0 where there is no depth."""
+    return np.clip(np.round(np.asarray(depth_m, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
+
+
+def write_depth_mm(path, depth_mm: np.ndarray) -> None:
+    """uint16 depth [H, W] -> 16-bit PNG (PIL mode I;16), as stored: ScanNet's depth/<i>.png."""
+    Image.fromarray(np.asarray(depth_mm, np.uint16)).save(path, format="PNG", compress_level=1)  # fast; ~1.5x level 6
 
 
 def write_depth(path, depth_m: np.ndarray) -> None:
-    """Depth [H, W] metres -> 16-bit PNG of millimetres (PIL mode I;16), 0 where there is no depth."""
-    depth_mm = np.clip(np.round(np.asarray(depth_m, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
-    Image.fromarray(depth_mm).save(path, format="PNG", compress_level=1)  # fast; files ~1.5x level 6
+    """Depth [H, W] metres -> 16-bit PNG of millimetres, 0 where there is no depth."""
+    write_depth_mm(path, depth_to_mm(depth_m))
 
 
 def scene_meta_text(scene: Scene, axis_alignment, K, size_px: int, n_frames: int) -> str:

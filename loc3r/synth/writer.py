@@ -12,13 +12,17 @@ writes
     DIR/sqa_task/balanced/v1_balanced_{questions,sqa_annotations}_{train,val,test}_scannetv2.json
     DIR/synth/scene%04d_00.json                    the ground truth, described below
     DIR/scanqa/, DIR/msqa/, DIR/vsibench/          the scenes in ScanQA, MSQA and VSI-Bench formats (benchmarks.py)
+    DIR/scannet_raw/scene%04d_00/                  with --sens: the room as ScanNet downloads it, <scene_id>.sens
+                                                   (version 4; the same JPEG bytes, depth and poses as scans/),
+                                                   <scene_id>.txt and <scene_id>_vh_clean_2.ply: the input of
+                                                   `loc3r prepare-scannet`
 
 Scene i depends only on (seed, i) (numpy SeedSequence), so worker count and scene count do not change it,
 and the same arguments give byte-identical files. Splits are by scene, about 80/10/10 (at least one val and
 one test scene when N >= 3); with --held-out every scene is a test scene (a test set from its own seed).
 Every scene directory is written beside its target and swapped in whole, and
 json files are replaced atomically: an interrupted run leaves old or new files, never half-written ones.
-Scenes of an earlier run into the same DIR beyond N are removed.
+Scenes of an earlier run into the same DIR beyond N are removed, and so is scannet_raw/ by a run without --sens.
 
 The raw frame of a scene (its poses, depth, mesh and everything in its json) is the room's axis-aligned frame
 moved by a random rotation about z and a translation in x, y, as ScanNet's scans are; `axisAlignment` maps
@@ -56,6 +60,7 @@ import numpy as np
 from loc3r import geometry
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.constants import NO_SITUATION
+from loc3r.data import sens
 from loc3r.data.sqa3d import SPLITS
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
@@ -127,9 +132,35 @@ def build_scene(seed: int, index: int, frames: int, size: int, style: str = "bas
                      situations, questions)
 
 
-def write_scene(out_dir, data: SceneData, seed: int, index: int) -> tuple[list[dict], list[dict]]:
-    """Write a scene's ScanNet files and its description json; returns its SQA3D questions and annotations."""
+SENS_FPS = 30  # the frame rate of the timestamps in --sens files (microseconds, as ScanNet's)
+
+
+def write_scannet_raw(out_dir, data: SceneData) -> None:
+    """The scene as ScanNet downloads it: DIR/scannet_raw/<scene_id>/<scene_id>.sens (JPEG colour, zlib depth in
+    millimetres, the poses of scans/ as float32), <scene_id>.txt and <scene_id>_vh_clean_2.ply."""
+    scene_id, size = data.scene_id, data.rgb.shape[1]
+    K4 = np.eye(4)
+    K4[:3, :3] = data.K
+    header = sens.SensHeader("loc3r synth", K4, np.eye(4), K4, np.eye(4), "jpeg", "zlib_ushort", size, size, size,
+                             size, depth_shift=1000.0)
+    with atomic_dir(Path(out_dir) / "scannet_raw" / scene_id) as tmp:
+        with sens.writing(tmp / f"{scene_id}.sens", header) as writer:
+            for i in range(len(data.c2w_raw)):
+                stamp_us = round(i * 1e6 / SENS_FPS)
+                writer.add(data.c2w_raw[i], formats.jpeg_bytes(data.rgb[i]),
+                           sens.compress_depth(formats.depth_to_mm(data.depth_m[i])), stamp_us, stamp_us)
+        (tmp / f"{scene_id}.txt").write_text(
+            formats.scene_meta_text(data.raw, data.axis_alignment, data.K, size, len(data.c2w_raw)))
+        formats.write_ply(tmp / f"{scene_id}_vh_clean_2.ply", *data.mesh)
+
+
+def write_scene(out_dir, data: SceneData, seed: int, index: int,
+                with_sens: bool = False) -> tuple[list[dict], list[dict]]:
+    """Write a scene's ScanNet files and its description json (with_sens: also as ScanNet downloads it,
+    write_scannet_raw); returns its SQA3D questions and annotations."""
     out_dir, scene_id, frames = Path(out_dir), data.scene_id, len(data.c2w_raw)
+    if with_sens:
+        write_scannet_raw(out_dir, data)
     with atomic_dir(out_dir / "scans" / scene_id) as tmp:
         for sub in ("color", "depth", "pose", "intrinsic"):
             (tmp / sub).mkdir()
@@ -162,10 +193,10 @@ def write_scene(out_dir, data: SceneData, seed: int, index: int) -> tuple[list[d
     return sqa_questions, sqa_annotations
 
 
-def generate_scene(out_dir, seed: int, index: int, frames: int, size: int,
-                   style: str = "basic") -> tuple[list[dict], list[dict]]:
+def generate_scene(out_dir, seed: int, index: int, frames: int, size: int, style: str = "basic",
+                   with_sens: bool = False) -> tuple[list[dict], list[dict]]:
     """Build and write scene `index`; returns its SQA3D question and annotation records."""
-    return write_scene(out_dir, build_scene(seed, index, frames, size, style), seed, index)
+    return write_scene(out_dir, build_scene(seed, index, frames, size, style), seed, index, with_sens)
 
 
 def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int, style: str = "basic") -> None:
@@ -194,9 +225,10 @@ def written_by_synth(out_dir: Path) -> bool:
 
 
 def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 128, workers: int = 1,
-             style: str = "basic", held_out: bool = False, overwrite: bool = False) -> None:
+             style: str = "basic", held_out: bool = False, overwrite: bool = False, with_sens: bool = False) -> None:
     """Write `n_scenes` synthetic rooms (seeded by `seed`) of a style of scene.STYLES under out_dir; see the
     module docstring. held_out: every scene in the test split (a test set from a seed no model trained on).
+    with_sens: also write every room as ScanNet downloads it, under out_dir/scannet_raw (write_scannet_raw).
     A non-empty out_dir that synth did not write (real ScanNet / SQA3D data use the same names) is refused
     unless overwrite."""
     _check(n_scenes, seed, frames, size, workers, style)
@@ -210,7 +242,9 @@ def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 12
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by loc3r synth\n")
     remove_temporaries(out_dir)  # what an interrupted run left (never read as data, see list_scenes)
-    job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style)
+    if not with_sens:  # .sens files of an earlier run would no longer match the scans written now
+        shutil.rmtree(out_dir / "scannet_raw", ignore_errors=True)
+    job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style, with_sens=with_sens)
     from tqdm import tqdm
 
     bar = partial(tqdm, total=n_scenes, desc="synth", unit="room", dynamic_ncols=True, disable=None)  # a terminal's
@@ -240,7 +274,7 @@ def remove_temporaries(out_dir: Path) -> None:
     """Remove the temporaries an interrupted synth leaves in out_dir: `.scene*` directories under scans/ and
     `.scene*` / `.v1_*` files under synth/ and sqa_task/balanced/ (io.atomic_dir / atomic_path name them so)."""
     for pattern in ("scans/.scene*", "synth/.scene*", "sqa_task/balanced/.v1_*", "scanqa/.ScanQA*", "msqa/.msqa*",
-                    "vsibench/.test*", "vsibench/scannet/.scene*"):
+                    "vsibench/.test*", "vsibench/scannet/.scene*", "scannet_raw/.scene*"):
         for p in out_dir.glob(pattern):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
@@ -253,6 +287,7 @@ def _remove_stale_scenes(out_dir: Path, keep: set[str]) -> None:
     for description in sorted((out_dir / "synth").glob("scene*_00.json")):
         if description.stem not in keep:
             shutil.rmtree(out_dir / "scans" / description.stem, ignore_errors=True)
+            shutil.rmtree(out_dir / "scannet_raw" / description.stem, ignore_errors=True)
             description.unlink()
 
 
@@ -269,6 +304,7 @@ class SynthConfig:
     overwrite: bool = False  # write into a non-empty directory synth did not write (replacing what has the same names)
     held_out: bool = False  # every scene in the test split (a test set from a seed no model was trained on)
     rooms: str = "basic"  # basic: small rooms, 4-6 large objects of unique colours; realistic: varied rooms
+    sens: bool = False  # also write the rooms as ScanNet downloads them (scannet_raw/<scene_id>/<scene_id>.sens, ...)
 
     CHOICES: ClassVar[dict] = {"rooms": STYLES}
 
@@ -280,6 +316,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     c = dataclass_from_args(SynthConfig, args)
     generate(c.out, c.scenes, c.seed, frames=c.frames, size=c.size, workers=c.workers, style=c.rooms,
-             held_out=c.held_out, overwrite=c.overwrite)
+             held_out=c.held_out, overwrite=c.overwrite, with_sens=c.sens)
     print(f"wrote {c.scenes} scenes to {c.out}")
     return 0
