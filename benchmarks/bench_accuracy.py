@@ -39,8 +39,7 @@ import numpy as np
 from loc3r.command import dataclass_from_args
 from loc3r.demo import DEMO_ROOMS
 from loc3r.evaluate.baselines import baselines
-from loc3r.evaluate.evaluation import EvalConfig, evaluate, unique_situations
-from loc3r.evaluate.metrics import localization_metrics
+from loc3r.evaluate.evaluation import EvalConfig, evaluate, situation_localization, unique_situations
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.processor import make_dataset
 from loc3r.synth import writer
@@ -107,9 +106,7 @@ def by_where_seen(predictions: Path, where: dict[tuple[str, str], str]) -> dict[
     records = [json.loads(line) for line in predictions.read_text().splitlines()]
     for r in unique_situations(records):
         groups[where[r["scene_id"], r["situation"]]].append(r)
-    return {g: {"n": len(rs), **localization_metrics([r["pred_xy"] for r in rs], [r["gt_xy"] for r in rs],
-                                                     [r["pred_yaw_rad"] for r in rs], [r["gt_yaw_rad"] for r in rs])}
-            for g, rs in groups.items() if rs}
+    return {g: {"n": len(rs), **situation_localization(rs)} for g, rs in groups.items() if rs}
 
 
 def cell(values: list[float], width: int, digits: int = 1) -> str:

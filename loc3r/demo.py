@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                       seed=args.seed, save_every=args.steps, log_every=20, overwrite=args.overwrite))
 
     t2 = step(f"3/4 evaluation on the held-out rooms -> {eval_dir}")
-    evaluate(EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir))
+    evaluate(EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir, card=True))
 
     t3 = step("4/4 example inference")
     example = next(r for r in test if r.situation.strip().rstrip(".") != "I am standing in the room")
@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                               situation=example.situation, question=example.question, plot=args.out / "example.png")
     infer.report(query, infer.infer(query))
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    print(f"\nreport: {eval_dir / 'report.md'}\nexample plot: {args.out / 'example.png'}")
+    print(f"\nreport: {eval_dir / 'report.md'}, interactive: {eval_dir / 'view.html'}\n"
+          f"example plot: {args.out / 'example.png'}")
     print(f"test localization: {json.dumps(metrics['localization'])}")
     print(f"test QA: EM@1 {metrics['qa']['em1']:.1f}, refined EM {metrics['qa']['em_refined']:.1f}")
     print_comparison(metrics, baselines(data, test_data, args.seed))

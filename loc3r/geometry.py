@@ -128,6 +128,15 @@ def first_valid_index(c2w) -> int:
     return int(valid[0])
 
 
+def ground_path_of_first_camera(c2w) -> np.ndarray:
+    """[T, 2] camera positions seen from above in the first camera's own frame (x its right, y its forward, metres):
+    the BEV of a video whose poses carry no gravity direction, such as CUT3R's (its world is the first camera's
+    frame), the first camera's tilt ignored."""
+    c2w = np.asarray(c2w, np.float64)
+    relative = np.linalg.inv(c2w[0]) @ c2w
+    return relative[:, [0, 2], 3]
+
+
 def bev_frame_of_video(c2w) -> np.ndarray:
     """World-to-BEV transform [4, 4] of a video whose camera poses are c2w [T, 4, 4]."""
     c2w = np.asarray(c2w, np.float64)

@@ -10,6 +10,7 @@ the converted CUT3R model given by `--cut3r DIR`.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -45,7 +46,8 @@ class InferConfig:
     allow_unknown_words: bool = False  # answer although some words are unknown to the model's tokenizer
     batch_size: int = 16  # questions answered together
     json: bool = False  # print one JSON object per question
-    plot: Path | None = None  # write a bird's-eye plot of the (first) prediction (PNG)
+    plot: Path | None = None  # write a bird's-eye plot (PNG); with several questions, one each: PLOT's stem + _<k>
+    view: Path | None = None  # write the interactive page (one self-contained HTML file: frames, map, answers)
     max_new_tokens: int = 32  # longest generated answer
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
 
@@ -171,8 +173,8 @@ def unknown_words(tokenizer, texts: list[str]) -> list[str]:
 
 def infer(args: InferConfig) -> list[dict]:
     """The predictions for the user's video, one dict per question (printed by run); the video's prefix (its
-    frames through the LLM) is computed once for all questions. With --plot, result["plot"] draws the bird's-eye
-    plot when called (run calls it after printing the answers)."""
+    frames through the LLM) is computed once for all questions. With --plot or --view, result["draw"] writes them
+    when called (report calls it after printing the answers)."""
     from loc3r.train.checkpoint import load_model, resolve_checkpoint
 
     if (args.video is None) == (args.frames is None):
@@ -202,38 +204,68 @@ def infer(args: InferConfig) -> list[dict]:
     if height != width:
         print(f"note: {width}x{height} frames are resized to {config.image_size}x{config.image_size} without "
               "cropping, as LLaVA-Video's video processor and training do")
-    tokens = None
+    tokens, path, path_label = None, None, None  # path: the camera path drawn, [T, 2] in the video's BEV frame
     if config.prior == "cut3r":
-        tokens = load_cut3r_prior(config, args.cut3r, device).tokens_for_frames(video.frames).cpu().numpy()
+        estimate = load_cut3r_prior(config, args.cut3r, device).run(video.frames)
+        tokens = estimate.camera_tokens.float().cpu().numpy()
+        path = geometry.ground_path_of_first_camera(estimate.c2w.float().cpu().numpy())
+        path_label = "camera path (CUT3R's estimate, first camera's frame)"
     collate = Collator(model.tokenizer, config, for_generation=True)
     for q in questions:  # every text checked before any is answered, named by its file and line
         collate.check_text(q["situation"], q["question"], q["where"])
     frames = resize_frames(video.frames, config.image_size)  # once: the samples share it, memory flat in questions
-    results, first = [], None  # first: the first question's (sample, prediction), for the plot
+    results, first = [], None  # first: the first sample and its prediction (the video's map, the same for all)
     for start in range(0, len(questions), args.batch_size):  # samples built a batch at a time
         chunk = [build_sample(video, questions[i]["situation"], questions[i]["question"], config, tokens, args.poses,
                               i, frames) for i in range(start, min(start + args.batch_size, len(questions)))]
         batch = collate.grouped([chunk]).to(device)
         for s, pred in zip(chunk, model.predict(batch, args.max_new_tokens)):
-            results.append({
-                "id": questions[s.question_id]["id"], "situation": s.situation, "question": s.question,
-                "situated": s.situation != NO_SITUATION, "answer": pred.answer, "position_xy_m": [float(v) for v in pred.position_xy],
-                "position_sigma_m": [float(v) for v in pred.position_sigma],
-                "yaw_deg": float(np.degrees(pred.yaw_rad)), "yaw_probs": [float(v) for v in pred.yaw_probs],
-                "frame": "BEV of the video: origin under the first frame's camera, +y its forward direction"})
+            results.append({"id": questions[s.question_id]["id"], "situation": s.situation, "question": s.question,
+                            "situated": s.situation != NO_SITUATION, **pred.as_record(), "frame": BEV_FRAME})
             first = first or (s, pred)
-    if args.plot is not None:
-        from loc3r.evaluate.plots import draw_prediction, token_colors
-
-        s, pred = first
-        traj = s.camera_poses_bev[:, :2, 3] if video.c2w is not None else None
-        colors = token_colors(s.frames, config.frame_grid, config.frame_grid_extent)
-        pose = (dict(pred_xy=pred.position_xy, pred_sigma=pred.position_sigma, pred_yaw=pred.yaw_rad,
-                     yaw_probs=pred.yaw_probs) if results[0]["situated"] else {})  # no situation: no pose drawn
-        results[0]["plot"] = lambda: draw_prediction(  # drawn after the answers are printed (run)
-            trajectory=traj, title=f"{s.situation}\nQ: {s.question}  A: {pred.answer}", out=args.plot,
-            map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3), **pose)
+    if video.c2w is not None:
+        path, path_label = first[0].camera_poses_bev[:, :2, 3], "camera path (given poses)"
+    if args.plot is not None or args.view is not None:
+        grid, extent = config.frame_grid, config.frame_grid_extent
+        results[0]["draw"] = lambda: draw(args, results, first, path, path_label, grid, extent)  # after printing
     return results
+
+
+BEV_FRAME = "BEV of the video: origin under the first frame's camera, +y its forward direction"
+
+
+def plot_paths(plot: Path, n: int) -> list[Path]:
+    """--plot's file, or one file per question (PLOT's stem + _<k>) when there are several."""
+    return [plot] if n == 1 else [plot.with_name(f"{plot.stem}_{k}{plot.suffix}") for k in range(n)]
+
+
+def draw(args: InferConfig, results: list[dict], first, path, path_label, grid, extent) -> None:
+    """The bird's-eye plot of each question (--plot) and the interactive page (--view); what was written is said on
+    stderr with --json (stdout holds the JSON lines only)."""
+    from loc3r.evaluate.plots import draw_prediction, token_colors
+    from loc3r.evaluate.view import SceneView, write_view
+
+    say = functools.partial(print, file=sys.stderr if args.json else sys.stdout)
+    sample, pred = first
+    colors = token_colors(sample.frames, grid, extent)
+    if args.plot is not None:
+        paths = plot_paths(args.plot, len(results))
+        for r, out in zip(results, paths):
+            pose = (dict(pred_xy=np.array(r["position_xy_m"]), pred_sigma=np.array(r["position_sigma_m"]),
+                         pred_yaw=np.radians(r["yaw_deg"]), yaw_probs=np.array(r["yaw_probs"]))
+                    if r["situated"] else {})  # no situation: no pose drawn
+            draw_prediction(trajectory=path, title=f"{r['situation']}\nQ: {r['question']}  A: {r['answer']}",
+                            out=out, map_xy=pred.layout_xy.reshape(-1, 2), map_colors=colors.reshape(-1, 3),
+                            trajectory_label=path_label or "camera path", **pose)
+        say(f"wrote {paths[0]}" if len(paths) == 1 else
+            f"wrote {len(paths)} plots, one per question: {paths[0]} ... {paths[-1]}")
+    if args.view is not None:
+        name = (args.video or args.frames).name
+        scene = SceneView(name=name, frames=sample.frames, grid=tuple(grid), extent=extent, map_xy=pred.layout_xy,
+                          map_colors=colors, trajectory=path, trajectory_label=path_label or "camera path")
+        records = [{**r, "scene_id": name} for r in results]
+        write_view(args.view, f"loc3r infer: {name}", [scene], records, "answer")
+        say(f"wrote {args.view} (interactive)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,9 +275,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def report(args: InferConfig, results: list[dict]) -> None:
-    """Print the answers (JSON lines with --json), then draw the plot: a plot that cannot be written loses nothing,
-    and a reader that closes the output early (`| head`) does not stop the plot."""
-    plot = results[0].pop("plot", None)
+    """Print the answers (JSON lines with --json), then draw the plots and the page: a plot that cannot be written
+    loses nothing, and a reader that closes the output early (`| head`) does not stop the plots."""
+    plot = results[0].pop("draw", None)
     try:
         print_results(args, results)
         sys.stdout.flush()

@@ -7,7 +7,6 @@ the scene has a synthetic-room description), and optionally one SQA3D situation:
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from loc3r.data.dataset import is_situated
 from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import SPLITS, SQA3DRecord, read_sqa3d, sqa3d_paths
 from loc3r.errors import Loc3rError
-from loc3r.evaluate.plots import draw_pose, layout_mask, scene_points_bev
+from loc3r.evaluate.plots import draw_pose, layout_mask, objects_bev, scene_points_bev
 from loc3r.io import atomic_path
 
 
@@ -50,19 +49,6 @@ def scene_records(root: Path, scene_id: str) -> list[SQA3DRecord]:
     return out
 
 
-def objects_bev(root: Path, scene_id: str, world_to_bev) -> list[tuple[str, np.ndarray]]:
-    """(label, BEV centre [2]) of the objects of a synthetic room's description, [] for other scans."""
-    path = root / "synth" / f"{scene_id}.json"
-    if not path.exists():
-        return []
-    desc = json.loads(path.read_text())
-    out = []
-    for obj in desc["objects"]:
-        center = geometry.world_to_bev_points(world_to_bev, np.asarray(obj["center"], np.float64))
-        out.append((f"{obj['color']} {obj['category']}", center[:2]))
-    return out
-
-
 def render(root: Path, scene_id: str, situation: int | None, out: Path, num_frames: int = 16) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -70,14 +56,14 @@ def render(root: Path, scene_id: str, situation: int | None, out: Path, num_fram
 
     scene = ScanNetScene(root, scene_id)
     if not scene.valid_frame_ids:
-        raise Loc3rError(f"{scene.dir / 'pose'}: no frame has a valid (finite) pose: nothing to draw a bird's-eye "
+        raise Loc3rError(f"{scene.pose_dir}: no frame has a valid (finite) pose: nothing to draw a bird's-eye "
                          "view from")
     poses = scene.read_poses(scene.valid_frame_ids)
     w2b = geometry.bev_frame_of_video(poses)
     pts, cols = scene_points_bev(scene, w2b, num_frames)
     if len(pts) == 0:
-        raise Loc3rError(f"{scene.dir / 'depth'}: every depth pixel of the sampled frames is zero (no valid depth): "
-                         "nothing to draw")
+        raise Loc3rError(f"{scene.files.depth(0).parent}: every depth pixel of the sampled frames is zero (no valid "
+                         "depth): nothing to draw")
     keep = layout_mask(pts)
     traj = geometry.poses_to_bev(w2b, poses)[:, :2, 3]
 

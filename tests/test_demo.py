@@ -15,7 +15,9 @@ def test_demo_runs_the_whole_chain(tmp_path, capsys):
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["n_situations"] > 0 and set(metrics["localization"]) >= {"acc_0.5m", "acc_1.0m", "acc_15deg",
                                                                              "acc_30deg"}
-    assert "## Localization" in (out / "eval" / "report.md").read_text()
+    assert "## Summary" in (out / "eval" / "report.md").read_text() and (out / "eval" / "view.html").is_file()
+    card = next((out / "run" / "checkpoints").glob("step_*")) / "README.md"
+    assert f"| sqa3d test ({out / 'test_data'}) |" in card.read_text()  # the held-out numbers in the model card
     assert (out / "example.png").stat().st_size > 0
     # the example inference printed its reference and the model's answer, position and yaw
     assert "reference: answer" in printed and "test localization:" in printed and "total" in printed

@@ -26,11 +26,11 @@ def test_eval_writes_metrics_report_and_plots(synth_data, tiny_checkpoint, tmp_p
     # every question of a situation gets the same pose (the situation tokens precede the question)
     by_situation = {}
     for p in preds:
-        by_situation.setdefault((p["scene_id"], p["situation"]), []).append(p["pred_xy"])
+        by_situation.setdefault((p["scene_id"], p["situation"]), []).append(p["position_xy_m"])
     for xys in by_situation.values():
         assert np.allclose(xys, xys[0], atol=1e-5)
     plots = list((out / "plots").glob("*.png"))
-    assert len(plots) == min(2, m["n_situations"]) and "## Localization" in (out / "report.md").read_text()
+    assert len(plots) == 2 and "## Summary" in (out / "report.md").read_text() and (out / "view.html").is_file()
 
 
 def test_eval_batches_group_the_questions_of_each_video():
@@ -60,10 +60,10 @@ def test_eval_predictions_equal_answering_each_question_alone(synth_data, tiny_c
     assert [r["question_id"] for r in records] == [dataset[i].question_id for i in range(n)]
     for i, r in enumerate(records):
         alone = model.predict(collate([dataset[i]]), 4)[0]
-        assert r["prediction"] == alone.answer
-        np.testing.assert_allclose(r["pred_xy"], alone.position_xy, rtol=1e-4, atol=1e-5)
+        assert r["answer"] == alone.answer
+        np.testing.assert_allclose(r["position_xy_m"], alone.position_xy, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(r["yaw_probs"], alone.yaw_probs, rtol=1e-4, atol=1e-6)
-    assert len({tuple(np.round(r["pred_xy"], 4)) for r in records}) > 10  # the questions' poses differ
+    assert len({tuple(np.round(r["position_xy_m"], 4)) for r in records}) > 10  # the questions' poses differ
 
 
 def write_video(path, frames):
@@ -195,10 +195,10 @@ def test_eval_scanqa_and_msqa_on_synthetic_rooms(synth_data, tiny_checkpoint, tm
     assert [p["id"] for p in preds] == ids and m["benchmark"] == benchmark and m["n"] == len(entries) > 0
     if benchmark == "scanqa":
         assert m["protocol"] == "vlm3r" and {"em1", "em_refined", "bleu4", "cider", "rouge_l", "meteor"} <= set(m["qa"])
-        assert not any(p["has_situation"] for p in preds) and len(list((out / "plots").glob("frames_*.png"))) == 1
+        assert not any(p["situated"] for p in preds) and len(list((out / "plots").glob("*_answer_*.png"))) == 1
     else:
         assert "EM-R_overall" in m["qa"] and {"acc_0.5m", "acc_30deg"} <= set(m["localization"])
-        assert all(p["has_situation"] for p in preds) and len(list((out / "plots").glob("*.png"))) == 1
+        assert all(p["situated"] for p in preds) and len(list((out / "plots").glob("*.png"))) == 1
     assert "## Examples" in (out / "report.md").read_text()
 
 

@@ -72,16 +72,29 @@ def test_fewer_frames_than_the_model_takes_are_said(tiny_checkpoint, scene, tmp_
     assert code == 0 and f"note: {few / 'color'} has 3 frames, the model takes 4: frames are repeated" in out
 
 
-def test_a_closed_output_is_not_a_traceback_and_the_plot_is_still_written(tiny_checkpoint, scene, tmp_path):
+def test_a_closed_output_is_not_a_traceback_and_the_page_is_still_written(tiny_checkpoint, scene, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"question": "What is in the room?", "id": i}) + "\n" for i in range(300)))
-    plot = tmp_path / "plot.png"
+    view = tmp_path / "view.html"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = (f"{sys.executable} -m loc3r.cli infer --checkpoint {tiny_checkpoint} --frames {scene / 'color'} "
-           f"--poses {scene / 'pose'} --questions {questions} --json --batch-size 32 --plot {plot} | head -n 1")
+           f"--poses {scene / 'pose'} --questions {questions} --json --batch-size 32 --view {view} | head -n 1")
     res = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in res.stderr and len(res.stdout.splitlines()) == 1, res.stderr[-2000:]
-    assert plot.is_file()
+    assert view.is_file() and f"wrote {view} (interactive)" in res.stderr
+
+
+def test_questions_get_one_plot_each_and_it_is_said(tiny_checkpoint, scene, tmp_path, capsys):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"situation": "I am standing next to the bed.", "question": "What is on my left?"})
+                         + "\n" + json.dumps({"question": "What is in the room?"}) + "\n")
+    plot = tmp_path / "p.png"
+    assert main(["infer", "--checkpoint", str(tiny_checkpoint), "--frames", str(scene / "color"), "--poses",
+                 str(scene / "pose"), "--questions", str(questions), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    paths = [tmp_path / "p_0.png", tmp_path / "p_1.png"]
+    assert f"wrote 2 plots, one per question: {paths[0]} ... {paths[1]}" in out
+    assert all(p.is_file() for p in paths) and not plot.exists()
 
 
 def test_version_and_the_commands_one_per_line(capsys):

@@ -47,12 +47,15 @@ class SQA3DRecord:
 
 
 def sqa3d_paths(root: str | Path, split: str) -> tuple[Path, Path]:
-    """Question and annotation files of a split."""
+    """Question and annotation files of a split: under <root>/sqa_task/balanced/ as the release unpacks, or directly
+    in <root> where only they are (as the SQA3D repository's LLM/ folder keeps them)."""
     if split not in SPLITS:
         raise Loc3rError(f"unknown SQA3D split {split!r}: expected one of {', '.join(SPLITS)}")
+    names = f"v1_balanced_questions_{split}_scannetv2.json", f"v1_balanced_sqa_annotations_{split}_scannetv2.json"
     base = Path(root) / "sqa_task" / "balanced"
-    return (base / f"v1_balanced_questions_{split}_scannetv2.json",
-            base / f"v1_balanced_sqa_annotations_{split}_scannetv2.json")
+    if not (base / names[0]).is_file() and (Path(root) / names[0]).is_file():
+        base = Path(root)
+    return base / names[0], base / names[1]
 
 
 def _load_list(path: Path, key: str) -> list[dict]:

@@ -5,7 +5,9 @@
 - trajectory centre: the mean of the video's camera positions (what the poses alone say) and the mean yaw
 - blind answers:     the most frequent training answer of the question's type (EM only; the answer prior)
 
-Used by `loc3r demo` and benchmarks/bench_accuracy.py; scored per situation and per question as `loc3r eval`.
+`baselines` takes its statistics from a training split (benchmarks/bench_accuracy.py); `blind_baselines` from the
+evaluated questions themselves (the best constant guess on them), so that `loc3r eval`'s report sets them beside the
+model on the same questions without a training split.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.data.sqa3d import read_sqa3d
-from loc3r.evaluate.metrics import localization_metrics, qa_metrics, question_type
+from loc3r.evaluate.metrics import answer_scores, localization_metrics, qa_metrics, question_type
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.processor import make_dataset
 
@@ -71,3 +73,47 @@ def baselines(data: Path, test_data: Path, seed: int) -> dict[str, dict]:
             "blind (mean pose)": {"localization": localization_metrics(mean_xy, test_xy, mean_yaw, test_yaw)},
             "trajectory centre": {"localization": localization_metrics(test_cameras, test_xy, mean_yaw, test_yaw)},
             "blind answers": {"qa": answer_prior(data, test_data)}}
+
+
+def family(record: dict) -> str:
+    """A question's family in reports: the data set's question type where it names one, else SQA3D's type (the
+    question's first word, metrics.question_type)."""
+    kind = record.get("question_type") or ""
+    return kind if kind not in ("", "N/A") else question_type(record["question"])
+
+
+def blind_baselines(records: list[dict], situations: list[dict], benchmark: str, protocol: str,
+                    camera_centres: dict | None = None) -> dict:
+    """The blind baselines on the evaluated questions (loc3r eval's records, scored by score_records): the best
+    constant guess on these very questions, as VSI-Bench's "chance (frequency)" row, so an upper bound of what a model
+    that ignores the video can score here:
+    - "mean pose": the situations' mean position and circular mean yaw;
+    - "trajectory centre": the mean position of the video's sampled cameras (camera_centres: question_id -> [2],
+      where the poses are known) with the mean pose's yaw;
+    - "answer prior": the most frequent first reference of the question's family.
+    name -> {"localization": ...} and / or {"answers": {"score", "by_family": {family: score}}} (percent)."""
+    out = {}
+    if situations:
+        xy = np.array([r["gt_position_xy_m"] for r in situations], np.float64)
+        yaw = np.radians([r["gt_yaw_deg"] for r in situations])
+        mean_xy = np.broadcast_to(xy.mean(0), xy.shape)
+        mean_yaw = np.full(yaw.shape, np.arctan2(np.sin(yaw).mean(), np.cos(yaw).mean()))
+        out["mean pose"] = {"localization": localization_metrics(mean_xy, xy, mean_yaw, yaw)}
+        centres = np.array([(camera_centres or {}).get(r["question_id"], (np.nan, np.nan)) for r in situations])
+        if np.isfinite(centres).all():
+            out["trajectory centre"] = {"localization": localization_metrics(centres, xy, mean_yaw, yaw)}
+    answered = [r for r in records if r.get("answer_score") is not None]
+    if answered:
+        families = [family(r) for r in answered]
+        refs = [r["gt_answers"] for r in answered]
+        counts: dict[str, Counter] = {}
+        for f, a in zip(families, refs):
+            counts.setdefault(f, Counter())[(a or [""])[0]] += 1
+        guesses = [counts[f].most_common(1)[0][0] for f in families]
+        scores = answer_scores(benchmark, protocol, guesses, refs, [r["question_type"] for r in answered])
+        by_family: dict[str, list[float]] = {}
+        for f, score in zip(families, scores):
+            by_family.setdefault(f, []).append(score)
+        out["answer prior"] = {"answers": {"score": 100.0 * float(np.mean(scores)),
+                                           "by_family": {f: 100.0 * float(np.mean(v)) for f, v in by_family.items()}}}
+    return out

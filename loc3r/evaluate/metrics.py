@@ -474,3 +474,23 @@ PROTOCOL_SOURCES = {
                          "VSI-Bench numbers",
     "lmms_eval_latest": "EvolvingLMMs-Lab/lmms-eval lmms_eval/tasks/vsibench/utils.py with extract_number",
 }
+
+# the per-question answer score `answer_scores` gives, as reports name it
+ANSWER_SCORE_NAMES = {"sqa3d": "EM@1", "scanqa": "EM@1", "msqa": "EM", "vsibench": "accuracy / MRA"}
+
+
+def answer_scores(benchmark: str, protocol: str, predictions: list[str], references: list[list[str]],
+                  types: list[str]) -> list[float]:
+    """Each question's score in [0, 1] under the benchmark's headline answer metric, as its aggregate counts it:
+    SQA3D EM@1 (qa_metrics), ScanQA EM@1 (scanqa_texts, per protocol), MSQA strict EM (msqa_sample), VSI-Bench
+    accuracy or mean relative accuracy (vsi_sample_score)."""
+    if benchmark == "sqa3d":
+        return [float(leo_em(leo_clean_answer(p), [leo_clean_answer(r[0])] if r else [])[0])
+                for p, r in zip(predictions, references)]
+    if benchmark == "scanqa":
+        return [float(em) for em, _ in scanqa_texts(predictions, references, protocol)[0]]
+    if benchmark == "msqa":
+        return [float(msqa_sample(p, r or [""])[0]) for p, r in zip(predictions, references)]
+    if benchmark == "vsibench":
+        return [vsi_sample_score(p, (r or [""])[0], t, protocol) for p, r, t in zip(predictions, references, types)]
+    raise ValueError(f"unknown benchmark {benchmark!r}")

@@ -80,6 +80,14 @@ class Prediction:
     yaw_probs: np.ndarray  # [bins] distribution over the orientation bins
     layout_xy: np.ndarray  # [T, n, 2] BEV (x, y) the layout head gives each vision token (the "cognitive map")
 
+    def as_record(self) -> dict:
+        """The prediction as `loc3r infer --json` and eval's predictions.jsonl write it (docs/outputs.md): metres and
+        degrees in the video's BEV frame; yaw_probs[b] the probability of the bin centred at -180 + (b + 0.5) * 360 /
+        bins degrees."""
+        return {"answer": self.answer, "position_xy_m": [float(v) for v in self.position_xy],
+                "position_sigma_m": [float(v) for v in self.position_sigma],
+                "yaw_deg": float(np.degrees(self.yaw_rad)), "yaw_probs": [float(v) for v in self.yaw_probs]}
+
 
 def build_prior(config: Loc3RConfig) -> PosePrior:
     return {"poses": PosesPrior, "cut3r": lambda: CachedTokensPrior(config.cut3r_dim), "none": NoPrior}[config.prior]()

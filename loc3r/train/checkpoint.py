@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from loc3r import parallel
 from loc3r.errors import Loc3rError
-from loc3r.io import atomic_dir, write_json
+from loc3r.io import atomic_dir, atomic_path, write_json
 from loc3r.model.config import read_config_json
 from loc3r.model.loc3r import Loc3R
 from loc3r.tiny.config import has_tiny_base
@@ -221,3 +221,26 @@ def claim_run_dir(out: Path, resume: bool, overwrite: bool, is_main: bool) -> No
         for name in ours:
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+CARD = "README.md"  # a checkpoint's model card (train.loop.model_card)
+EVALUATIONS = "## Evaluations"
+
+
+def record_evaluation(checkpoint: Path, key: str, row: str, header: str) -> Path:
+    """Enter one evaluation's headline numbers in the checkpoint's model card, as a row of its "Evaluations" table
+    (the row of an earlier evaluation with the same key replaced); written atomically. key: the first cell (the
+    benchmark, split and data); header: the table's header lines, used when the card has no such table yet."""
+    card = Path(checkpoint) / CARD
+    try:
+        text = card.read_text()
+    except FileNotFoundError:
+        raise Loc3rError(f"{card}: no model card (a checkpoint written before cards existed)") from None
+    head, _, table = text.partition(EVALUATIONS)
+    rows = [line for line in table.splitlines() if line.startswith("|")][2:]  # below the table's header
+    rows = [line for line in rows if not line.startswith(f"| {key} |")] + [row]
+    body = f"{head.rstrip()}\n\n{EVALUATIONS}\n\nHeld-out results of `loc3r eval` on this checkpoint.\n\n{header}\n" \
+        + "\n".join(rows) + "\n"
+    with atomic_path(card) as tmp:
+        tmp.write_text(body)
+    return card
