@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "prepare-scannet": "export ScanNet's .sens files into the posed-images layout loc3r reads",
     "extract-priors": "cache each scene's CUT3R camera tokens (optionally check CUT3R poses)",
     "pretrain-base": "pretrain the tiny preset's base on synthetic rooms: seeing, naming and finding objects, no poses",
+    "check-data": "check a training mixture in seconds: questions, missing scenes and videos, poses, tokens, steps",
     "train": "train Loc3R-VLM (one process, or torchrun -m loc3r.train for DDP / FSDP)",
     "eval": "evaluate a checkpoint: localization and QA metrics, report, bird's-eye plots",
     "infer": "answer a situated question about a video and locate the speaker",
@@ -45,6 +46,8 @@ def command_module(name: str) -> ModuleType:
         from loc3r import extract_priors as module
     elif name == "pretrain-base":
         from loc3r.train import pretrain_base as module
+    elif name == "check-data":
+        from loc3r.train import check_data as module
     elif name == "train":
         from loc3r.train import loop as module
     elif name == "eval":

@@ -270,6 +270,12 @@ def read_vsibench(path: str | Path) -> list[QARecord]:
     return records
 
 
+def vsibench_rows_path(root: str | Path, split: str) -> Path | None:
+    """The VSI-Bench rows of a split under the data root (vsibench/<split>.jsonl, .json or .parquet), None if none."""
+    candidates = [Path(root) / "vsibench" / f"{split}{ext}" for ext in (".jsonl", ".json", ".parquet")]
+    return next((c for c in candidates if c.is_file()), None)
+
+
 def vsibench_video(root: str | Path, video: str, where: str) -> Path:
     """The file of a record's video (`video`: relative to root, checked to stay inside it), as the VSI-Bench data set
     unpacks (`<dataset>/<scene>.mp4`) or else where VLM-3R's export scripts write the videos of a scan set:

@@ -35,7 +35,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
-from loc3r.data.benchmarks import QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench, scanqa_path
+from loc3r.data.benchmarks import (QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench, scanqa_path,
+                                   vsibench_rows_path)
 from loc3r.data.dataset import LoopStarts, SituatedQADataset, VideoQADataset, is_situated
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
@@ -315,12 +316,6 @@ def benchmark_records(benchmark: str, root: Path, split: str) -> list[QARecord]:
     raise Loc3rError(f"unknown benchmark {benchmark!r}: expected one of {', '.join(BENCHMARKS)}")
 
 
-def vsibench_rows_path(root: Path, split: str) -> Path | None:
-    """The VSI-Bench rows of a split under the data root (vsibench/<split>.jsonl, .json or .parquet), None if none."""
-    candidates = [Path(root) / "vsibench" / f"{split}{ext}" for ext in (".jsonl", ".json", ".parquet")]
-    return next((c for c in candidates if c.is_file()), None)
-
-
 def make_benchmark_dataset(config: Loc3RConfig, benchmark: str, root: Path, split: str, cache_dir=None,
                            cut3r_dir: Path | None = None):
     """The data set of a benchmark for a model configuration: SQA3D, ScanQA and MSQA on ScanNet scans
@@ -423,7 +418,7 @@ def _situated(record) -> bool:
 
 
 def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None, seed: int = 0,
-                      loop_starts: int = 1):
+                      loop_starts: int = 1, cut3r_dir: Path | None = None):
     """The training data of a run: one SQA3D root as it is (on `loop_starts` videos of each looped scan:
     LoopStarts), or a MixtureDataset of the sources' train splits."""
     single = len(sources) == 1 and sources[0].benchmark == "sqa3d" and sources[0].fraction >= 1
@@ -436,5 +431,6 @@ def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None
         return LoopStarts(make_dataset(config, sources[0].root, "train", cache_dir), loop_starts)
     if single:
         return make_dataset(config, sources[0].root, "train", cache_dir)
-    parts = [(src, make_benchmark_dataset(config, src.benchmark, src.root, "train", cache_dir)) for src in sources]
+    parts = [(src, make_benchmark_dataset(config, src.benchmark, src.root, "train", cache_dir, cut3r_dir))
+             for src in sources]
     return MixtureDataset(parts, seed)

@@ -70,6 +70,9 @@ class TrainConfig(RunSettings):
     prior: str | None = None  # camera-token prior: poses | cut3r | none (tiny poses, 7B cut3r)
     cut3r_dim: int | None = None  # width of the CUT3R camera tokens (default: that of the cached tokens)
     cut3r_input: str | None = None  # frames CUT3R saw (extract-priors --cut3r-input): demo | vlm3r
+    # converted CUT3R directory (convert-cut3r): the camera tokens of VSI-Bench's videos under the cut3r prior,
+    # computed as the videos are read (the scans' tokens come from extract-priors' cache)
+    cut3r: Path | None = None
     lora: int | None = None  # LoRA rank: adapters (peft) on the LLM instead of full fine-tuning
     lora_alpha: float | None = None  # LoRA alpha (default 2 x rank)
     # scans that are closed loops (loc3r synth's rooms): every question on K videos of its scan, begun at K points
@@ -106,7 +109,8 @@ class TrainConfig(RunSettings):
                                "schedule": ("cosine", "wsd")}
     GROUPS: ClassVar[dict] = {
         "recipe": ("recipe", "seed"),
-        "data": ("data", "cache_dir", "frames", "questions_per_video", "loop_starts", "loop_starts_when", "workers"),
+        "data": ("data", "cache_dir", "cut3r", "frames", "questions_per_video", "loop_starts", "loop_starts_when",
+                 "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),

@@ -41,6 +41,7 @@ from loc3r.parallel import print0
 from loc3r.tiny.config import TinyBaseConfig
 from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base, read_base
 from loc3r.tiny.model import TinyLoc3R
+from loc3r.train.check_data import check_training_set
 from loc3r.train.checkpoint import (LORA_STATE, claim_run_dir, latest_checkpoint, load_lora_run, load_model,
                                     load_trainer_state, prune_checkpoints, save_checkpoint, trainer_extra)
 from loc3r.train.config import TrainConfig, model_config, step_count
@@ -192,7 +193,9 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
         check_resume_settings(run, resume_dir, model.config)
         config = model.config
     if dataset is None:
-        dataset = make_training_set(config, run.sources, run.cache_dir, run.seed, run.loop_starts)
+        dataset = make_training_set(config, run.sources, run.cache_dir, run.seed, run.loop_starts, run.cut3r)
+        if len(dataset):
+            check_training_set(run, config, dataset)  # fails in seconds, not once the caches are being built
     if len(dataset) == 0:
         raise Loc3rError(f"{', '.join(run.data)}: the train split has no questions")
     if isinstance(dataset, MixtureDataset) and info.is_main:
