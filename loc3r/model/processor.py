@@ -3,9 +3,9 @@
 (`Collator`).
 
 The user turn is `<video>\\n{situation} <Pos> <Ori> {question}` (the situation tokens between situation and
-question, paper Sec. 3.3), with config.time_instruction `<video>\\n{time instruction}\\n{situation} ...` (LLaVA-Video's
-training prompt, `time_instruction`), formatted with the tokenizer's own chat template (ChatML for LLaVA-Video, a minimal
-ChatML for the tiny tokenizer); the single <video> is then expanded into the placeholder run of
+question, paper Sec. 3.3), with config.time_instruction `<video>\\n{time instruction}\\n{situation} ...`
+(LLaVA-Video's training prompt, `time_instruction`), formatted with the tokenizer's own chat template (ChatML for
+LLaVA-Video, a minimal ChatML for the tiny tokenizer); the single <video> is then expanded into the placeholder run of
 `config.video_placeholder_len` tokens. Training sequences append the answer and the end-of-turn token, which
 are the only labelled tokens, and pad on the right; generation prompts pad on the left.
 
@@ -21,8 +21,8 @@ video part of the LLM computed once per video, its keys / values shared by that 
 prompt is split after its video run: the part before (the same for every question) is the video's *prefix*,
 the rest its question's *suffix*. Fields: the video-level ones above for Bv videos, with input_ids /
 attention_mask [Bv, Lp] holding the prefix; and per question (Bq of them) suffix_ids, suffix_mask, labels
-[Bq, Ls] (right-padded; left-padded for generation, so that every row's last token is real), pos_index / ori_index into the suffix, position_xy, yaw_rad, has_situation,
-question_id, and video_index [Bq] (the row of its video).
+[Bq, Ls] (right-padded; left-padded for generation, so that every row's last token is real), pos_index / ori_index
+into the suffix, position_xy, yaw_rad, has_situation, question_id, and video_index [Bq] (the row of its video).
 """
 
 from __future__ import annotations

@@ -129,17 +129,27 @@ def token_file(config: Loc3RConfig):
 
 
 def data_config(run: TrainConfig) -> Loc3RConfig:
-    """The run's model configuration as far as its data needs it (frames, image size, token grid, prior), without the
-    CUT3R cache model_config reads: the tiny preset's, the 7B's from --base, else LLaVA-Video-7B's published vision
-    geometry with the 7B preset's settings."""
+    """The run's model configuration as far as its data needs it (frames, image size, token grid, prior): the tiny
+    preset's, the 7B's from --base, else LLaVA-Video-7B's published vision geometry with the 7B preset's settings;
+    under the cut3r prior the camera tokens' width of the cache where there is one (as model_config; a missing
+    cache is reported as a problem of its own)."""
     overrides = run.model_overrides()
     if run.preset == "tiny":
-        return Loc3RConfig.tiny(**overrides)
-    if run.base is not None:
-        return Loc3RConfig.llava_video_7b(run.base, **overrides)
-    paper = {"vlm": LLAVA_VIDEO_7B_VISION, "prior": "cut3r", "num_frames": 32, "newline_layout": "grid",
-             "pool_mode": "bilinear", "time_instruction": True}
-    return Loc3RConfig(**{**paper, **overrides})
+        config = Loc3RConfig.tiny(**overrides)
+    elif run.base is not None:
+        config = Loc3RConfig.llava_video_7b(run.base, **overrides)
+    else:
+        paper = {"vlm": LLAVA_VIDEO_7B_VISION, "prior": "cut3r", "num_frames": 32, "newline_layout": "grid",
+                 "pool_mode": "bilinear", "time_instruction": True}
+        config = Loc3RConfig(**{**paper, **overrides})
+    if config.prior == "cut3r" and run.cut3r_dim is None:
+        from loc3r.priors.cut3r import cached_token_width
+
+        try:
+            config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
+        except Loc3rError:
+            pass
+    return config
 
 
 def text_collator(run: TrainConfig, config: Loc3RConfig) -> Collator | None:
