@@ -428,3 +428,21 @@ def test_synth_never_writes_over_data_it_did_not_write(tmp_path, capsys):
     generate(own, 1, SEED, frames=2, size=32)  # its own root: rewritten
     generate(real, 1, SEED, frames=2, size=32, overwrite=True)
     assert (real / "synth" / "scene0000_00.json").is_file()
+
+
+def test_relation_questions_add_to_a_room_without_changing_the_rest():
+    """synth --relations K: the room's other questions exactly as without it, then up to K more per situation, each a
+    left / right, navigation or distance question with the answer its pose gives, never asked twice of a situation."""
+    from loc3r.synth.situations import RELATION_KINDS
+
+    plain, dense = build_scene(SEED, 2, 2, 32, "basic"), build_scene(SEED, 2, 2, 32, "basic", relations=3)
+    n = len(plain.questions)
+    strip = [{k: v for k, v in q.items() if k != "question_id"} for q in dense.questions[:n]]
+    assert strip == [{k: v for k, v in q.items() if k != "question_id"} for q in plain.questions]
+    extra = dense.questions[n:]
+    assert 0 < len(extra) <= 3 * len(dense.situations) and {q["question_type"] for q in extra} <= set(RELATION_KINDS)
+    asked = [(q["situation_id"], q["question_type"], tuple(q["spec"]["objects"])) for q in dense.questions
+             if q["question_type"] in RELATION_KINDS]
+    assert len(asked) == len(set(asked))
+    for q in extra:
+        assert q["answer"] == language.answer(dense.raw, q["spec"], np.array(q["position"]), q["yaw"])

@@ -101,23 +101,24 @@ def scene_figure(scene: SceneView, records: list[dict], indices: list[int]):
             ey += [y0, y1, None]
         fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", name="position error", hoverinfo="skip",
                                  line=dict(color="gray", width=1, dash="dot")))
-        fig.add_trace(go.Scatter(x=[records[i]["gt_position_xy_m"][0] for i in truth],
-                                 y=[records[i]["gt_position_xy_m"][1] for i in truth], mode="markers",
-                                 name="true positions (click)", customdata=truth,
-                                 text=[records[i]["situation"] for i in truth],
-                                 hovertemplate="%{text}<extra>truth</extra>",
-                                 marker=dict(size=11, color="green", symbol="circle")))
+        fig.add_trace(positions(records, truth, "gt_position_xy_m", "true positions (click)", "truth", "green",
+                                "circle"))
     if situated:
-        fig.add_trace(go.Scatter(x=[records[i]["position_xy_m"][0] for i in situated],
-                                 y=[records[i]["position_xy_m"][1] for i in situated], mode="markers",
-                                 name="predicted positions (click)", customdata=situated,
-                                 text=[records[i]["situation"] for i in situated],
-                                 hovertemplate="%{text}<extra>prediction</extra>",
-                                 marker=dict(size=11, color="red", symbol="x")))
+        fig.add_trace(positions(records, situated, "position_xy_m", "predicted positions (click)", "prediction", "red",
+                                "x"))
     fig.update_layout(xaxis=dict(title="BEV x (m)"), yaxis=dict(title="BEV y (m)", scaleanchor="x", scaleratio=1),
                       margin=dict(l=50, r=10, t=30, b=40), legend=dict(font=dict(size=10)), height=560,
                       title=dict(text=scene.name, font=dict(size=13)), clickmode="event", hovermode="closest")
     return fig
+
+
+def positions(records: list[dict], indices: list[int], field: str, name: str, kind: str, color: str, symbol: str):
+    """The situations records[indices] as clickable markers at their `field` position (customdata: the index)."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(x=[records[i][field][0] for i in indices], y=[records[i][field][1] for i in indices],
+                      mode="markers", name=name, customdata=indices, text=[records[i]["situation"] for i in indices],
+                      hovertemplate=f"%{{text}}<extra>{kind}</extra>", marker=dict(size=11, color=color, symbol=symbol))
 
 
 def page_records(records: list[dict]) -> list[dict]:

@@ -34,6 +34,7 @@ YAW_SPREAD_RAD = np.radians(45)  # ... nor any heading farther than this from th
 SITUATIONS_PER_SCENE = 8
 QUESTIONS_PER_SITUATION = 4  # of different types
 NON_SITUATED_KINDS = ("existence", "existence", "count", "count", "color_unique", "color_unique")  # per scene
+RELATION_KINDS = ("left_right", "navigation", "distance")  # answered from the speaker's pose and the room together
 MAX_ALTERNATIVES = 2  # SQA3D gives two alternative descriptions of each situation
 BASIC_TEMPLATES = ("near_facing", "near_looking", "by_facing")  # the phrasings of a basic situation
 BASIC_REACH_M = (0.3, 0.6)  # distance of a basic situation from its anchor's footprint ...
@@ -229,9 +230,26 @@ def _question(scene: Scene, names, kind: str, position_xy, yaw_rad: float, rng, 
     return None
 
 
-def describe_scene(scene: Scene, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+def relation_questions(scene: Scene, names, situation: dict, k: int, rng, asked: set) -> list[dict]:
+    """Up to k more questions of a situation whose answers need its pose and the room's layout together
+    (RELATION_KINDS in turn), each kind about objects not yet asked of it (asked: (kind, objects) pairs)."""
+    out, asked = [], set(asked)
+    for kind in [RELATION_KINDS[i % len(RELATION_KINDS)] for i in range(4 * k)]:
+        if len(out) == k:
+            break
+        q = _question(scene, names, kind, np.array(situation["position"]), situation["yaw"], rng)
+        if q is None or (kind, tuple(q["spec"]["objects"])) in asked:
+            continue
+        asked.add((kind, tuple(q["spec"]["objects"])))
+        out.append({"situation_id": situation["id"], "position": situation["position"], "yaw": situation["yaw"], **q})
+    return out
+
+
+def describe_scene(scene: Scene, rng: np.random.Generator, relations_per_situation: int = 0) -> tuple[list[dict],
+                                                                                                   list[dict]]:
     """Situations and questions of a scene (its frame). Question records carry their pose and situation id
-    (None for non-situated ones); ids are assigned by the caller."""
+    (None for non-situated ones); ids are assigned by the caller. relations_per_situation: that many more questions
+    per situation (relation_questions), drawn after all others so that the rest is the same as without them."""
     grid = free_grid(scene)
     names = language.object_names(scene)
     situations, questions = [], []
@@ -259,4 +277,8 @@ def describe_scene(scene: Scene, rng: np.random.Generator) -> tuple[list[dict], 
         q = _question(scene, names, kind, position, yaw, rng)
         if q is not None:
             questions.append({"situation_id": None, "position": position.tolist(), "yaw": yaw, **q})
+    for s in situations if relations_per_situation else []:
+        asked = {(q["question_type"], tuple(q["spec"].get("objects", ()))) for q in questions
+                 if q["situation_id"] == s["id"]}
+        questions += relation_questions(scene, names, s, relations_per_situation, rng, asked)
     return situations, questions

@@ -110,8 +110,10 @@ class SceneData:
     questions: list[dict]
 
 
-def build_scene(seed: int, index: int, frames: int, size: int, style: str = "basic") -> SceneData:
-    """Sample and render scene `index` of a data set seeded by `seed` (in memory)."""
+def build_scene(seed: int, index: int, frames: int, size: int, style: str = "basic",
+                relations: int = 0) -> SceneData:
+    """Sample and render scene `index` of a data set seeded by `seed` (in memory); relations: more questions per
+    situation that need its pose and the room together (situations.relation_questions)."""
     rng_scene, rng_raw, rng_path, rng_language = (np.random.default_rng(s)
                                                   for s in np.random.SeedSequence([seed, index]).spawn(4))
     scene_id = scene_id_of(index)
@@ -124,7 +126,7 @@ def build_scene(seed: int, index: int, frames: int, size: int, style: str = "bas
     c2w_raw = np.round(aligned_to_raw @ camera_path(aligned, frames, rng_path), 6)
     K = intrinsics(size)
     rgb, depth_m = render(aligned, axis_alignment @ c2w_raw, K, size)
-    situations, questions = describe_scene(raw, rng_language)
+    situations, questions = describe_scene(raw, rng_language, relations)
     questions = [{"question_id": (index + 1) * QUESTION_ID_STRIDE + k, **q} for k, q in enumerate(questions)]
     for s in situations:
         s["question_ids"] = [q["question_id"] for q in questions if q["situation_id"] == s["id"]]
@@ -194,9 +196,9 @@ def write_scene(out_dir, data: SceneData, seed: int, index: int,
 
 
 def generate_scene(out_dir, seed: int, index: int, frames: int, size: int, style: str = "basic",
-                   with_sens: bool = False) -> tuple[list[dict], list[dict]]:
+                   with_sens: bool = False, relations: int = 0) -> tuple[list[dict], list[dict]]:
     """Build and write scene `index`; returns its SQA3D question and annotation records."""
-    return write_scene(out_dir, build_scene(seed, index, frames, size, style), seed, index, with_sens)
+    return write_scene(out_dir, build_scene(seed, index, frames, size, style, relations), seed, index, with_sens)
 
 
 def _check(n_scenes: int, seed: int, frames: int, size: int, workers: int, style: str = "basic") -> None:
@@ -225,10 +227,12 @@ def written_by_synth(out_dir: Path) -> bool:
 
 
 def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 128, workers: int = 1,
-             style: str = "basic", held_out: bool = False, overwrite: bool = False, with_sens: bool = False) -> None:
+             style: str = "basic", held_out: bool = False, overwrite: bool = False, with_sens: bool = False,
+             relations: int = 0) -> None:
     """Write `n_scenes` synthetic rooms (seeded by `seed`) of a style of scene.STYLES under out_dir; see the
     module docstring. held_out: every scene in the test split (a test set from a seed no model trained on).
     with_sens: also write every room as ScanNet downloads it, under out_dir/scannet_raw (write_scannet_raw).
+    relations: more questions per situation whose answers need its pose and the room together (training rooms).
     A non-empty out_dir that synth did not write (real ScanNet / SQA3D data use the same names) is refused
     unless overwrite."""
     _check(n_scenes, seed, frames, size, workers, style)
@@ -244,7 +248,8 @@ def generate(out_dir, n_scenes: int, seed: int, frames: int = 32, size: int = 12
     remove_temporaries(out_dir)  # what an interrupted run left (never read as data, see list_scenes)
     if not with_sens:  # .sens files of an earlier run would no longer match the scans written now
         shutil.rmtree(out_dir / "scannet_raw", ignore_errors=True)
-    job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style, with_sens=with_sens)
+    job = partial(generate_scene, out_dir, seed, frames=frames, size=size, style=style, with_sens=with_sens,
+                  relations=relations)
     from tqdm import tqdm
 
     bar = partial(tqdm, total=n_scenes, desc="synth", unit="room", dynamic_ncols=True, disable=None)  # a terminal's
@@ -305,6 +310,7 @@ class SynthConfig:
     held_out: bool = False  # every scene in the test split (a test set from a seed no model was trained on)
     rooms: str = "basic"  # basic: small rooms, 4-6 large objects of unique colours; realistic: varied rooms
     sens: bool = False  # also write the rooms as ScanNet downloads them (scannet_raw/<scene_id>/<scene_id>.sens, ...)
+    relations: int = 0  # more questions per situation needing its pose and the room (left / right, navigation, distance)
 
     CHOICES: ClassVar[dict] = {"rooms": STYLES}
 
@@ -316,6 +322,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     c = dataclass_from_args(SynthConfig, args)
     generate(c.out, c.scenes, c.seed, frames=c.frames, size=c.size, workers=c.workers, style=c.rooms,
-             held_out=c.held_out, overwrite=c.overwrite, with_sens=c.sens)
+             held_out=c.held_out, overwrite=c.overwrite, with_sens=c.sens, relations=c.relations)
     print(f"wrote {c.scenes} scenes to {c.out}")
     return 0
