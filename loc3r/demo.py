@@ -67,7 +67,7 @@ def step(title: str) -> float:
 def run(args: argparse.Namespace) -> int:
     args = dataclass_from_args(DemoConfig, args)
     from loc3r import infer
-    from loc3r.evaluate.evaluation import EvalConfig, evaluate
+    from loc3r.evaluate.evaluation import EvalConfig, evaluate, rounded
     from loc3r.synth import writer
     from loc3r.train.config import TrainConfig
     from loc3r.train.loop import train
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = json.loads((eval_dir / "metrics.json").read_text())
     print(f"\nreport: {eval_dir / 'report.md'}, interactive: {eval_dir / 'view.html'}\n"
           f"example plot: {args.out / 'example.png'}")
-    print(f"test localization: {json.dumps(metrics['localization'])}")
+    print(f"test localization: {json.dumps(rounded(metrics['localization']))}")
     print(f"test QA: EM@1 {metrics['qa']['em1']:.1f}, refined EM {metrics['qa']['em_refined']:.1f}")
     print_comparison(metrics, baselines(data, test_data, args.seed))
     t4 = time.perf_counter()

@@ -420,9 +420,10 @@ def test_infer_with_the_cut3r_prior(converted, synth_data, tmp_path, capsys):
     args = ["infer", "--checkpoint", str(run), "--frames", str(data / "scans" / "scene0000_00" / "color"),
             "--situation", "I am standing next to the bed.", "--question", "What is on my left?", "--json"]
     capsys.readouterr()
-    assert cli_main([*args, "--cut3r", str(converted)]) == 0
+    plot = tmp_path / "cut3r_path.png"  # drawn with CUT3R's own camera path
+    assert cli_main([*args, "--cut3r", str(converted), "--plot", str(plot)]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert len(r["position_xy_m"]) == 2 and abs(sum(r["yaw_probs"]) - 1) < 1e-4
+    assert len(r["position_xy_m"]) == 2 and abs(sum(r["yaw_probs"]) - 1) < 1e-4 and plot.stat().st_size > 0
     Loc3R(Loc3RConfig.tiny(prior="cut3r", cut3r_dim=dim + 2, num_frames=4)).save_pretrained(tmp_path / "other")
     assert cli_main([*args[:2], str(tmp_path / "other"), *args[3:], "--cut3r", str(converted),
                      "--allow-unknown-words"]) == 2  # a model of no vocabulary: its words are all unknown

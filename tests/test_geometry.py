@@ -160,3 +160,14 @@ def test_msqa_aligned_pose_to_raw_by_hand():
     assert np.allclose(xy, [0, 0], atol=1e-12) and abs(yaw) < 1e-12
     xy, yaw = g.aligned_to_raw_pose(A, [1.0, 3.0, 0.0], [-1.0, 0.0])  # aligned +y of the origin, facing -x
     assert np.allclose(xy, [1.0, 0.0], atol=1e-12) and np.isclose(yaw, np.pi / 2)  # raw +y
+
+
+def test_ground_path_of_first_camera_is_right_and_forward_of_the_first_camera():
+    """A camera that moves 0.5 m along the first camera's right (+x) and 1 m along its forward (+z), whatever the
+    first camera's pose in the world: the path seen from above in the first camera's frame is (0.5, 1.0)."""
+    rng = np.random.default_rng(0)
+    tilt = np.array([[1, 0, 0], [0, np.cos(-1.9), -np.sin(-1.9)], [0, np.sin(-1.9), np.cos(-1.9)]])
+    first = g.make_transform(g.rot_z(0.7) @ tilt, rng.normal(size=3))
+    moved = first @ g.make_transform(np.eye(3), [0.5, 0.3, 1.0])  # 0.3 m down (camera +y) is dropped
+    np.testing.assert_allclose(g.ground_path_of_first_camera(np.stack([first, moved])), [[0, 0], [0.5, 1.0]],
+                               atol=1e-9)
