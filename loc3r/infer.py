@@ -260,7 +260,8 @@ def draw(args: InferConfig, results: list[dict], first, path, path_label, grid, 
         say(f"wrote {paths[0]}" if len(paths) == 1 else
             f"wrote {len(paths)} plots, one per question: {paths[0]} ... {paths[-1]}")
     if args.view is not None:
-        name = (args.video or args.frames).name
+        source = (args.video or args.frames).resolve()
+        name = source.name if args.video else f"{source.parent.name}/{source.name}"  # e.g. scene0003_00/color
         scene = SceneView(name=name, frames=sample.frames, grid=tuple(grid), extent=extent, map_xy=pred.layout_xy,
                           map_colors=colors, trajectory=path, trajectory_label=path_label or "camera path")
         records = [{**r, "scene_id": name} for r in results]

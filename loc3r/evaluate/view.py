@@ -126,8 +126,7 @@ def page_records(records: list[dict]) -> list[dict]:
     keep = ("scene_id", "situation", "question", "answer", "gt_answers", "situated", "position_xy_m",
             "position_sigma_m", "yaw_deg", "gt_position_xy_m", "gt_yaw_deg", "position_error_m", "yaw_error_deg",
             "answer_score", "yaw_probs", "id")
-    return [{k: r[k] for k in keep if k in r} | {"family": family(r) if "question_type" in r else ""}
-            for r in records]
+    return [{k: r[k] for k in keep if k in r} | {"family": family(r)} for r in records]
 
 
 def write_view(path: Path, title: str, scenes: list[SceneView], records: list[dict], score_name: str,
