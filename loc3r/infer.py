@@ -38,7 +38,9 @@ class InferConfig:
     checkpoint: Path  # a checkpoint directory or a run directory (its newest checkpoint)
     video: Path | None = None  # a video file (any format FFmpeg reads); or --frames
     frames: Path | None = None  # a folder of frames (sorted numerically, else by name); or --video
-    poses: Path | None = None  # folder of 4x4 camera-to-world txt files named like the frames (<index>.txt for a video)
+    # folder of 4x4 camera-to-world txt files named like the frames (<index>.txt for a video): a checkpoint trained
+    # with the poses prior (the tiny preset's) needs them; cut3r and none checkpoints take a plain video
+    poses: Path | None = None
     cut3r: Path | None = None  # converted CUT3R directory (loc3r convert-cut3r), for a cut3r-prior checkpoint
     situation: str | None = None  # the speaker's situation ('I am standing in the room.' if none)
     question: str | None = None  # the question
