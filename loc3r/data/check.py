@@ -21,7 +21,7 @@ import numpy as np
 
 from loc3r import geometry
 from loc3r.data.benchmarks import QARecord, msqa_path, scanqa_path, vsibench_rows_path, vsibench_video
-from loc3r.data.dataset import is_situated
+from loc3r.data.dataset import record_situated
 from loc3r.data.scannet import ScanNetScene, find_layout, read_ply_vertices, uniform_indices
 from loc3r.data.sqa3d import sqa3d_paths
 from loc3r.errors import Loc3rError
@@ -102,10 +102,6 @@ def situation_xy(record, box: tuple[np.ndarray, np.ndarray], alignment: np.ndarr
     return record.position[:2] + (box[0][:2] + box[1][:2]) / 2
 
 
-def situated(record) -> bool:
-    return record.has_situation if isinstance(record, QARecord) else is_situated(record.situation)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # One split of one source
 # ---------------------------------------------------------------------------------------------------------
@@ -155,7 +151,7 @@ def check_split(report: SplitReport, records: list, scans: Scans, token_file: Ca
     """Fill `report` with what stops a run on these records (`token_file(root, scene)`: where the cut3r prior needs
     a scene's cached camera tokens), and with `full` the situations outside their scene."""
     root = Path(report.root)
-    report.questions, report.situated = len(records), sum(situated(r) for r in records)
+    report.questions, report.situated = len(records), sum(record_situated(r) for r in records)
     by_scene: dict[str, list] = {}
     key = (lambda r: r.video) if report.benchmark == "vsibench" else (lambda r: r.scene_id)
     for r in records:
@@ -179,13 +175,13 @@ def check_split(report: SplitReport, records: list, scans: Scans, token_file: Ca
         elif token_file is not None and not token_file(root, name).is_file():
             report.broken.append(f"{token_file(root, name)}: no cached CUT3R tokens (run `loc3r extract-priors "
                                  f"--data {root} --frames {scans.num_frames}`)")
-        elif status.mesh is None and report.benchmark == "sqa3d" and any(situated(r) for r in recs):
+        elif status.mesh is None and report.benchmark == "sqa3d" and any(record_situated(r) for r in recs):
             report.broken.append(f"{find_layout(root, name).mesh}: file not found (SQA3D positions are relative to "
                                  "its bounding box)")
         elif full and status.mesh is not None:
-            check_bounds(report, [r for r in recs if situated(r)], root, scans.mesh_box(status.mesh))
+            check_bounds(report, [r for r in recs if record_situated(r)], root, scans.mesh_box(status.mesh))
         elif full:
-            report.unchecked_bounds += sum(situated(r) for r in recs)
+            report.unchecked_bounds += sum(record_situated(r) for r in recs)
 
 
 def check_bounds(report: SplitReport, records: list, root: Path, box: tuple[np.ndarray, np.ndarray]) -> None:

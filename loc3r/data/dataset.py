@@ -25,6 +25,12 @@ def is_situated(situation: str) -> bool:
     return situation.strip().lower().rstrip(".") not in ("", NO_SITUATION.lower().rstrip("."))
 
 
+def record_situated(record) -> bool:
+    """Whether a question record is situated: a QARecord says so (ScanQA, MSQA, VSI-Bench), an SQA3D record by its
+    situation text."""
+    return record.has_situation if isinstance(record, QARecord) else is_situated(record.situation)
+
+
 DEFAULT_MAX_CACHE_BYTES = 2 << 30  # scene caches kept in memory per dataset (384 px x 32 frames: ~14 MB a scene)
 
 

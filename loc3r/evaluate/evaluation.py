@@ -149,12 +149,16 @@ def situation_localization(situations: list[dict]) -> dict:
                                 np.radians([r["gt_yaw_deg"] for r in situations]))
 
 
+def has_answers(records: list[dict]) -> bool:
+    """Whether any question of the records has a reference answer (a hidden test split has none)."""
+    return any(any(a.strip() for a in r["gt_answers"]) for r in records)
+
+
 def score_records(records: list[dict], benchmark: str, protocol: str) -> None:
     """Add each record's errors and answer mark in place: position_error_m and yaw_error_deg (None for a question
     without a situation), answer_score in [0, 1] (metrics.answer_scores; None when the split has no answers)."""
-    answered = any(any(a.strip() for a in r["gt_answers"]) for r in records)
     scores = answer_scores(benchmark, protocol, [r["answer"] for r in records], [r["gt_answers"] for r in records],
-                           [r["question_type"] for r in records]) if answered else [None] * len(records)
+                           [r["question_type"] for r in records]) if has_answers(records) else [None] * len(records)
     for r, score in zip(records, scores):
         situated = r["situated"]
         r["position_error_m"] = float(np.linalg.norm(np.subtract(r["position_xy_m"], r["gt_position_xy_m"]))) \
@@ -170,7 +174,7 @@ def compute_metrics(records: list[dict], benchmark: str = "sqa3d", protocol: str
     if benchmark == "sqa3d":
         return {**sqa3d_metrics(records), "protocol": protocol}
     preds, refs = [r["answer"] for r in records], [r["gt_answers"] for r in records]
-    if records and not any(any(a.strip() for a in r["gt_answers"]) for r in records):
+    if records and not has_answers(records):
         return {"benchmark": benchmark, "n": len(records), "note": "the split has no answers: predictions only"}
     out = {"benchmark": benchmark, "protocol": protocol, "n": len(records)}
     if benchmark == "scanqa":

@@ -12,6 +12,7 @@ from PIL import Image
 
 from loc3r import geometry
 from loc3r.data.scannet import ScanNetScene
+from loc3r.evaluate.report import degrees, mark, metres
 from loc3r.io import atomic_path
 
 
@@ -157,8 +158,6 @@ def facing_chart(fig, rect, yaw_probs, pred_yaw=None, gt_yaw=None) -> None:
 
 def errors_line(record: dict) -> str:
     """`position error 0.42 m · yaw error 12° · answer ✓` of an evaluation record."""
-    from loc3r.evaluate.report import degrees, mark, metres
-
     parts = []
     if record.get("position_error_m") is not None:
         parts += [f"position error {metres(record['position_error_m'])}",

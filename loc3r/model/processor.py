@@ -37,7 +37,7 @@ from transformers import PreTrainedTokenizerBase
 from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VIDEO_TOKEN
 from loc3r.data.benchmarks import (QARecord, msqa_path, read_msqa, read_scanqa, read_vsibench, scanqa_path,
                                    vsibench_rows_path)
-from loc3r.data.dataset import LoopStarts, SituatedQADataset, VideoQADataset, is_situated
+from loc3r.data.dataset import LoopStarts, SituatedQADataset, VideoQADataset, record_situated
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
@@ -403,18 +403,12 @@ class MixtureDataset:
         rows = []
         for p, (source, dataset) in enumerate(self.parts):
             used = [j for q, j in self.index if q == p]
-            situated = sum(bool(_situated(dataset.records[j])) for j in used)
+            situated = sum(record_situated(dataset.records[j]) for j in used)
             video = isinstance(dataset, VideoQADataset)
             rows.append({"source": source.benchmark, "root": str(source.root), "fraction": source.fraction,
                          "questions": len(used), "of": len(dataset), "situated": situated,
                          "pose_supervision": situated, "layout_supervision": 0 if video else len(used)})
         return rows
-
-
-def _situated(record) -> bool:
-    if isinstance(record, QARecord):
-        return record.has_situation
-    return is_situated(record.situation)
 
 
 def make_training_set(config: Loc3RConfig, sources: list[Source], cache_dir=None, seed: int = 0,

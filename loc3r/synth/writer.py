@@ -310,7 +310,7 @@ class SynthConfig:
     held_out: bool = False  # every scene in the test split (a test set from a seed no model was trained on)
     rooms: str = "basic"  # basic: small rooms, 4-6 large objects of unique colours; realistic: varied rooms
     sens: bool = False  # also write the rooms as ScanNet downloads them (scannet_raw/<scene_id>/<scene_id>.sens, ...)
-    relations: int = 0  # more questions per situation needing its pose and the room (left / right, navigation, distance)
+    relations: int = 0  # more questions a situation needing its pose and the room (left / right, navigation, distance)
 
     CHOICES: ClassVar[dict] = {"rooms": STYLES}
 

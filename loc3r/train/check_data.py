@@ -32,16 +32,15 @@ import numpy as np
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.constants import NO_SITUATION
 from loc3r.data.cache import SceneCache
-from loc3r.data.check import (EVAL_SPLITS, OUTSIDE_MARGIN_M, SHOWN, Scans, SplitReport, check_split, question_file,
-                              situated)
-from loc3r.data.dataset import LoopStarts, cache_nbytes
+from loc3r.data.check import EVAL_SPLITS, OUTSIDE_MARGIN_M, SHOWN, Scans, SplitReport, check_split, question_file
+from loc3r.data.dataset import LoopStarts, cache_nbytes, record_situated
 from loc3r.data.scannet import uniform_indices
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.errors import Loc3rError
 from loc3r.io import write_json
 from loc3r.model.config import PRIORS, Loc3RConfig
 from loc3r.model.processor import Collator, MixtureDataset, Source, benchmark_records, make_training_set
-from loc3r.train.config import PRESETS, TrainConfig
+from loc3r.train.config import PRESETS, TrainConfig, with_cached_cut3r_width
 from loc3r.train.order import video_groups
 from loc3r.train.recipes import RECIPES
 
@@ -100,7 +99,7 @@ def count_text_tokens(report: SplitReport, records: list, collator: Collator | N
     for i in sorted(chosen.tolist()):
         r = records[i]
         sample = SimpleNamespace(scene_id=r.scene_id, question_id=r.question_id, question=r.question,
-                                 situation=r.situation if situated(r) else NO_SITUATION,
+                                 situation=r.situation if record_situated(r) else NO_SITUATION,
                                  answer=r.answers[0] if r.answers else "", frame_times=times, duration_s=10.0)
         try:
             counts.append(len(collator.tokenize(sample)[0]) - c.video_placeholder_len)
@@ -142,14 +141,10 @@ def data_config(run: TrainConfig) -> Loc3RConfig:
         paper = {"vlm": LLAVA_VIDEO_7B_VISION, "prior": "cut3r", "num_frames": 32, "newline_layout": "grid",
                  "pool_mode": "bilinear", "time_instruction": True}
         config = Loc3RConfig(**{**paper, **overrides})
-    if config.prior == "cut3r" and run.cut3r_dim is None:
-        from loc3r.priors.cut3r import cached_token_width
-
-        try:
-            config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
-        except Loc3rError:
-            pass
-    return config
+    try:
+        return with_cached_cut3r_width(run, config)
+    except Loc3rError:  # no cached tokens: check_split reports them
+        return config
 
 
 def text_collator(run: TrainConfig, config: Loc3RConfig) -> Collator | None:

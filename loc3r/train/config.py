@@ -240,8 +240,14 @@ def model_config(run: TrainConfig) -> Loc3RConfig:
                          "format)")
     else:
         config = Loc3RConfig.llava_video_7b(run.base, **overrides)
-    if config.prior == "cut3r" and run.cut3r_dim is None:  # the CUT3R's own width, as extract-priors cached it
-        from loc3r.priors.cut3r import cached_token_width
+    return with_cached_cut3r_width(run, config)
 
-        config = dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
-    return config
+
+def with_cached_cut3r_width(run: TrainConfig, config: Loc3RConfig) -> Loc3RConfig:
+    """Under the cut3r prior without --cut3r-dim, the config with the CUT3R's own width, as extract-priors cached it
+    under the first source (a one-line error when nothing is cached there)."""
+    if config.prior != "cut3r" or run.cut3r_dim is not None:
+        return config
+    from loc3r.priors.cut3r import cached_token_width
+
+    return dataclasses.replace(config, cut3r_dim=cached_token_width(run.sources[0].root, config.num_frames))
