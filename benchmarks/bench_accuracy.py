@@ -19,11 +19,19 @@ orientation does not learn trains on the scans' own videos only). The README's t
 
 Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
 
+The situation ablation (does the answer come from where the speaker stands?), on the same runs' seeds:
+- no situation loss:    the full model trained without the position and orientation losses (--no-situation)
+- <Pos>/<Ori> hidden:   the full model's runs, evaluated with no token attending to <Pos> / <Ori>
+                        (`loc3r eval --hide-situation-tokens`): the answers read the situation from its words only
+
 Prints the ablation table (Acc@0.5m, Acc@1.0m, Acc@15deg, Acc@30deg, the median position and yaw errors, EM@1;
 mean +- half the range over the training seeds), Acc@1.0m / Acc@30deg by where the model's frames show the anchor
 (the object the speaker stands next to: in the first frame, whose camera defines the BEV frame, only in later
-frames, or in none), and EM per question family against the answer prior, and writes them with every run's metrics
-to OUT/results.json.
+frames, or in none), and EM per question family: the answer prior on the same questions (the best constant answer
+of the family), the full model per seed and their mean, and the situation ablation's two variants; the families
+answered from the speaker's pose and the room together (left / right, navigation, distance) also split by whether
+the situation's text names the question's object ("next to A, facing B": reaching B is "forward" from the words
+alone). Writes them with every run's metrics to OUT/results.json.
 """
 
 from __future__ import annotations
@@ -50,11 +58,15 @@ from loc3r.train.recipes import TINY_DEMO
 
 WHERE_SEEN = ("first frame", "later frames only", "not seen")
 
+FULL = "+ camera token (full)"
+HIDDEN = "<Pos>/<Ori> hidden"  # the full runs evaluated with hide_situation_tokens
 ABLATIONS = [  # (name, extra training arguments)
     ("situation only", ["--prior", "none", "--no-layout"]),
     ("+ layout", ["--prior", "none"]),
-    ("+ camera token (full)", []),
+    (FULL, []),
+    ("no situation loss", ["--no-situation"]),
 ]
+RELATION_FAMILIES = ("left_right", "navigation", "distance")  # answered from the pose and the layout together
 
 
 def train_config(data: Path, out: Path, flags: list[str], **fields) -> TrainConfig:
@@ -109,6 +121,57 @@ def by_where_seen(predictions: Path, where: dict[tuple[str, str], str]) -> dict[
     return {g: {"n": len(rs), **situation_localization(rs)} for g, rs in groups.items() if rs}
 
 
+def named_in_situation(test_data: Path) -> dict[int, bool]:
+    """question_id -> whether the situation's text names the question's object, for the questions of
+    RELATION_FAMILIES (synth/<scene>.json: the question's spec objects against the situation's slots)."""
+    out = {}
+    for path in sorted((test_data / "synth").glob("*.json")):
+        desc = json.loads(path.read_text())
+        named = {s["id"]: set(s["objects"].values()) for s in desc["situations"]}
+        for q in desc["questions"]:
+            if q["question_type"] in RELATION_FAMILIES and q["situation_id"] is not None:
+                out[q["question_id"]] = q["spec"]["objects"][0] in named[q["situation_id"]]
+    return out
+
+
+def family_scores(predictions: Path, named: dict[int, bool]) -> dict[str, dict]:
+    """EM (percent) per question family of a run's predictions.jsonl, and of the relation families split by
+    whether the situation names the object ("left_right, object named" / "... not named"), each with its answer
+    prior on the same questions (the most frequent reference answer's EM) and its count."""
+    groups: dict[str, list[dict]] = {}
+    for r in (json.loads(line) for line in predictions.read_text().splitlines()):
+        groups.setdefault(r["question_type"], []).append(r)
+        if r["question_id"] in named:
+            split = "object named" if named[r["question_id"]] else "not named"
+            groups.setdefault(f"{r['question_type']}, {split}", []).append(r)
+    out = {}
+    for name, rs in groups.items():
+        first = [r["gt_answers"][0] for r in rs]
+        guess = max(set(first), key=first.count)
+        out[name] = {"n": len(rs), "em1": 100.0 * float(np.mean([r["answer_score"] for r in rs])),
+                     "prior": 100.0 * float(np.mean([guess in r["gt_answers"] for r in rs]))}
+    return out
+
+
+def family_table(runs: dict[str, list[dict]], seeds: list[int]) -> list[str]:
+    """EM per family: the answer prior, the full model per seed and mean, its gain over the prior, the situation
+    ablation's variants (means)."""
+    full = runs[FULL]
+    others = [name for name in ("no situation loss", HIDDEN) if name in runs]
+    families = sorted(full[0]["families"], key=lambda f: (f.split(",")[0] not in RELATION_FAMILIES, f))
+    header = (f"{'question family':<30}{'n':>5}{'prior':>7}" + "".join(f"{'seed ' + str(x['seed']):>8}" for x in full)
+              + f"{'full':>11}{'gain':>7}" + "".join(f"{o:>20}" for o in others))
+    lines = [header, "-" * len(header)]
+    for f in families:
+        v = full[0]["families"][f]
+        em = [x["families"][f]["em1"] for x in full]
+        lines.append(f"{f:<30}{v['n']:>5}{v['prior']:>7.1f}" + "".join(f"{e:>8.1f}" for e in em) + cell(em, 11)
+                     + f"{np.mean(em) - v['prior']:>+7.1f}"
+                     + "".join(cell([x["families"][f]["em1"] for x in runs[o] if f in x["families"]], 20)
+                               for o in others))
+    return lines
+
+
 def cell(values: list[float], width: int, digits: int = 1) -> str:
     """mean +- half the range of one metric over the seeds."""
     if len(values) == 1:
@@ -135,7 +198,16 @@ def main() -> int:
     make_rooms(data, args.scenes, args.data_seed, test_data, args.test_scenes, args.test_seed)
     results = baselines(data, test_data, args.data_seed)
     where = anchor_seen(test_data)
+    named = named_in_situation(test_data)
     runs: dict[str, list[dict]] = {}
+
+    def scored(ev: Path, seed: int, seconds: float | None = None) -> dict:
+        r = json.loads((ev / "metrics.json").read_text())
+        r["train_seconds"], r["seed"] = seconds, seed
+        r["by_where_anchor_seen"] = by_where_seen(ev / "predictions.jsonl", where)
+        r["families"] = family_scores(ev / "predictions.jsonl", named)
+        return r
+
     for name, extra in ABLATIONS:
         if args.only and name not in args.only:
             continue
@@ -146,11 +218,13 @@ def main() -> int:
             loop.train(train_config(data, run, [*extra, *args.extra], steps=args.steps, batch_size=args.batch_size,
                                     seed=seed, save_every=500, quiet=True, resume=True))
             t1 = time.perf_counter()
-            evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4))
-            r = json.loads((ev / "metrics.json").read_text())
-            r["train_seconds"], r["seed"] = t1 - t0, seed
-            r["by_where_anchor_seen"] = by_where_seen(ev / "predictions.jsonl", where)
-            runs.setdefault(name, []).append(r)
+            evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4, overwrite=True))
+            runs.setdefault(name, []).append(scored(ev, seed, t1 - t0))
+            if name == FULL:  # the control: the same checkpoint, its answers kept from <Pos> / <Ori>
+                hidden = args.out / "eval" / f"hidden_seed{seed}"
+                evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=hidden, plots=0,
+                                    overwrite=True, hide_situation_tokens=True))
+                runs.setdefault(HIDDEN, []).append(scored(hidden, seed))
 
     metrics = [("acc_0.5m", "Acc@0.5m", 1), ("acc_1.0m", "Acc@1.0m", 1), ("acc_15deg", "Acc@15°", 1),
                ("acc_30deg", "Acc@30°", 1), ("median_pos_err_m", "pos err m", 2),
@@ -178,13 +252,10 @@ def main() -> int:
                 f"{np.mean([x['by_where_anchor_seen'][g]['acc_1.0m'] for x in rs]):.1f} / "
                 f"{np.mean([x['by_where_anchor_seen'][g]['acc_30deg'] for x in rs]):.1f}".rjust(22)
                 for g in WHERE_SEEN if g in first))
-    full = runs.get("+ camera token (full)")
-    if full:
-        prior = results["blind answers"]["qa"]["by_question_type"]
-        lines += ["", f"{'question family':<16}{'n':>6}{'answer prior':>14}{'full model':>12}"]
-        for family, v in prior.items():
-            lines.append(f"{family:<16}{v['n']:>6}{v['em1']:>14.1f}"
-                         + cell([x["qa"]["by_question_type"][family]["em1"] for x in full], 12))
+    if FULL in runs:
+        lines += ["", "EM per question family (held-out rooms): answer prior on the same questions, the full model "
+                  "per training seed and mean ± half the range, its gain, the situation ablation"]
+        lines += family_table(runs, args.seeds)
     print("\n".join(lines))
     (args.out / "results.json").write_text(json.dumps({"table": lines, "baselines": results, "runs": runs}, indent=1))
     return 0

@@ -414,3 +414,50 @@ def test_bad_pretrain_settings_are_refused(synth_data, tmp_path, capsys, flags, 
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not run.exists()
+
+
+def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
+    """The relation heads' losses (train --relation-weight) of a grouped batch and of the same questions as whole
+    sequences equal, from the last layer's eager attention weights, -log(attention mass) of each state predicting a
+    situated answer token on the question's object names (head 0) and on <Pos> / <Ori> (head 1), averaged; the
+    total weighs them by lambda_relation; off, the forward is the paper's."""
+    from loc3r.model.processor import make_dataset
+    from loc3r.train.loop import tiny_tokenizer
+
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(prior="none")
+    data = make_dataset(config, synth_data, "train")
+    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(relation_layer=-1)).eval()
+    scene = data.records[0].scene_id
+    every = [data[i] for i, r in enumerate(data.records) if r.scene_id == scene]
+    samples = [s for s in every if s.has_situation][:9] + [s for s in every if not s.has_situation][:3]
+    assert len(samples) == 12
+    grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
+    names = set(model.name_ids().tolist())
+    ids, labels = flat_batch.input_ids, flat_batch.labels
+    references = {}
+    for name, head in (("relation_names", 0), ("relation_pose", 1)):
+        probs = out.attentions[-1][:, head]  # [B, L, L]
+        losses = []
+        for b, sample in enumerate(samples):
+            ori, pos = int(flat_batch.ori_index[b]), int(flat_batch.pos_index[b])
+            for j in range(ids.shape[1]):
+                if labels[b, j] == -100 or not sample.has_situation:
+                    continue
+                at = ([pos, ori] if head else
+                      [k for k in range(ori + 1, j) if int(ids[b, k]) in names and labels[b, k] == -100])
+                if at:
+                    losses.append(-torch.log(probs[b, j - 1, at].sum()))
+        assert len(losses) >= 6
+        references[name] = torch.stack(losses).mean()
+        assert torch.allclose(flat[name], references[name], rtol=2e-4, atol=1e-4), name
+        assert torch.allclose(grouped[name], references[name], rtol=2e-4, atol=1e-4), name
+    totals = {}
+    for weight in (1.0, 0.25, 0.0):
+        model.base.lambda_relation = weight
+        with torch.no_grad():
+            output = model(Collator(model.tokenizer, model.config)(samples))
+        totals[weight] = output.loss
+    assert torch.allclose(totals[1.0] - totals[0.25], 0.75 * (references["relation_names"]
+                                                              + references["relation_pose"]), rtol=1e-4, atol=1e-5)
+    assert "relation_names" not in output.losses  # weight 0: the paper's forward

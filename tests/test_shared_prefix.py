@@ -84,3 +84,38 @@ def test_grouped_generation_equals_one_sequence_per_question():
         torch.testing.assert_close(together.position.mu[q], alone.position.mu[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(together.orientation_logits[q], alone.orientation_logits[0], rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(together.layout.mu[q], alone.layout.mu[0], rtol=1e-4, atol=1e-5)
+
+
+def test_hidden_situation_tokens_reach_no_other_token():
+    """The control of `eval --hide-situation-tokens`: with <Pos> / <Ori> hidden, the states that predict the answer
+    (the LM head's inputs at every decoding step) do not change when those two tokens are replaced by other words,
+    in a grouped batch and one sequence per question alike, and equal between the two; shown, they change."""
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(num_frames=2)
+    config.vlm["text_config"]["initializer_range"] = 0.2
+    model = Loc3R(config, build_tiny_tokenizer(WORDS)).eval()
+    groups = grouped_samples(model.config, videos=2, per_video=2)
+    collate = Collator(model.tokenizer, model.config, for_generation=True)
+    other = model.tokenizer.convert_tokens_to_ids(WORDS[0])
+
+    def answer_states(batch, hide):
+        seen = []
+        handle = model.vlm.lm_head.register_forward_hook(lambda m, args, out: seen.append(args[0].clone()))
+        try:
+            model.generate(batch, max_new_tokens=4, hide_situation_tokens=hide)
+        finally:
+            handle.remove()
+        return torch.cat(seen, -1)  # [B, steps * D]
+
+    def replaced(batch):  # <Pos> / <Ori> read as another word
+        ids = (batch.suffix_ids if batch.grouped else batch.input_ids).clone()
+        rows = torch.arange(len(ids))
+        ids[rows, batch.pos_index] = other
+        ids[rows, batch.ori_index] = other
+        return dataclasses.replace(batch, **{"suffix_ids" if batch.grouped else "input_ids": ids})
+
+    grouped, flat = collate.grouped(groups), collate([s for g in groups for s in g])
+    for batch in (grouped, flat):
+        torch.testing.assert_close(answer_states(batch, True), answer_states(replaced(batch), True))
+        assert not torch.allclose(answer_states(batch, False), answer_states(replaced(batch), False), atol=1e-3)
+    torch.testing.assert_close(answer_states(grouped, True), answer_states(flat, True), rtol=1e-4, atol=1e-4)

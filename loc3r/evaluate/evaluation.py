@@ -59,6 +59,9 @@ class EvalConfig:
     overwrite: bool = False  # replace --out whatever it holds (a previous evaluation is replaced without it)
     card: bool = False  # also enter the headline numbers in the checkpoint's model card (its README.md)
     limit: int | None = None  # evaluate the first N questions only
+    # a control: no token attends to <Pos> / <Ori> (the answers read the situation from its words only); the
+    # positions and yaws are still the heads' own
+    hide_situation_tokens: bool = False
     device: str | None = None  # cpu, cuda, cuda:1 ... (default: the GPU when there is one)
     cache_dir: Path | None = None  # per-scene caches (default <data>/cache)
 
@@ -100,12 +103,12 @@ def video_batches(video_keys: list[str], n: int, batch_size: int) -> list[list[l
 
 
 def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device, limit=None,
-                    maps: dict | None = None) -> list[dict]:
+                    maps: dict | None = None, hide_situation_tokens: bool = False) -> list[dict]:
     """One record per question, in the data set's order: the question, the model's prediction (Prediction.as_record:
     answer, metres and degrees in the video's BEV frame) and the ground truth (gt_*); docs/outputs.md. Up to
     batch_size questions a forward pass, those on one video sharing its computed prefix. `maps`, when given,
     receives question_id -> (the layout head's (x, y) of every vision token [T, n, 2], the sampled cameras' BEV
-    (x, y) [T, 2], NaN where unknown)."""
+    (x, y) [T, 2], NaN where unknown). hide_situation_tokens: the control of Loc3R.generate."""
     maps = {} if maps is None else maps
     collate = Collator(model.tokenizer, model.config, for_generation=True)
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -118,7 +121,8 @@ def predict_dataset(model, dataset, batch_size: int, max_new_tokens: int, device
         samples = [[dataset[i] for i in group] for group in groups]
         batch = collate.grouped(samples).to(device)
         indices = [i for group in groups for i in group]
-        for i, s, p in zip(indices, [s for group in samples for s in group], model.predict(batch, max_new_tokens)):
+        predictions = model.predict(batch, max_new_tokens, hide_situation_tokens)
+        for i, s, p in zip(indices, [s for group in samples for s in group], predictions):
             records[i] = {
                 "question_id": s.question_id, "id": str(dataset.records[i].question_id), "scene_id": s.scene_id,
                 "situation": s.situation, "question": s.question, "question_type": s.question_type,
@@ -221,7 +225,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if len(dataset) == 0:
         raise Loc3rError(f"{data}: the {split} split of {cfg.benchmark} has no questions")
     maps: dict = {}
-    records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps)
+    records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps,
+                              cfg.hide_situation_tokens)
     metrics = compute_metrics(records, cfg.benchmark, cfg.protocol, judge)
     score_records(records, cfg.benchmark, cfg.protocol)
     print(f"answer metrics: the {cfg.protocol} protocol ({PROTOCOL_SOURCES[cfg.protocol]})")

@@ -313,11 +313,15 @@ class Loc3R(nn.Module):
 
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, batch: Batch, max_new_tokens: int = 32, use_cache: bool = True) -> Generation:
+    def generate(self, batch: Batch, max_new_tokens: int = 32, use_cache: bool = True,
+                 hide_situation_tokens: bool = False) -> Generation:
         """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)), or of several questions per
         video (Collator.grouped(..., for_generation=True)): each video's prefix is computed once and its keys /
         values serve all its questions. The situation heads read the prompt pass. use_cache=False recomputes the
-        whole sequence each step (the reference for the cache; one sequence per question only)."""
+        whole sequence each step (the reference for the cache; one sequence per question only).
+        hide_situation_tokens: a control of what the answers take from the situation tokens: no token attends to
+        <Pos> or <Ori> (their keys masked; every position stays where it was), so the question and the answer read
+        the situation only from its words."""
         if batch.labels is not None:
             raise Loc3rError("generate() takes prompt-only batches: build them with Collator(..., for_generation=True)")
         if batch.grouped:
@@ -332,11 +336,15 @@ class Loc3R(nn.Module):
             cache.batch_select_indices(video_index)
             attention_mask = torch.cat([prefix_mask[video_index], batch.suffix_mask], 1)
             position_ids = position_ids_from_mask(attention_mask)
+            if hide_situation_tokens:
+                attention_mask = self.without_situation_keys(attention_mask, batch, prefix_mask.shape[1])
             embeds = self.embed_text(batch.suffix_ids)
             out = self.language_model(embeds, attention_mask, position_ids[:, prefix_mask.shape[1]:], cache, True)
         else:
             attention_mask = batch.attention_mask
             position_ids = position_ids_from_mask(attention_mask)
+            if hide_situation_tokens:
+                attention_mask = self.without_situation_keys(attention_mask, batch, 0)
             embeds = self.embed_inputs(batch)
             out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
             layout = self.layout_head(self.vision_states(out.last_hidden_state, batch.input_ids))
@@ -364,10 +372,21 @@ class Loc3R(nn.Module):
         token_ids = torch.stack(tokens, 1) if tokens else torch.zeros(B, 0, dtype=torch.long, device=embeds.device)
         return Generation(token_ids, position, orientation_logits, layout)
 
+    @staticmethod
+    def without_situation_keys(attention_mask: torch.Tensor, batch: Batch, offset: int) -> torch.Tensor:
+        """attention_mask [B, L] with the <Pos> / <Ori> keys masked (their indices + offset: the prefix's length of
+        a grouped batch)."""
+        rows = torch.arange(attention_mask.shape[0], device=attention_mask.device)
+        hidden = attention_mask.clone()
+        hidden[rows, batch.pos_index + offset] = 0
+        hidden[rows, batch.ori_index + offset] = 0
+        return hidden
+
     @torch.no_grad()
-    def predict(self, batch: Batch, max_new_tokens: int = 32) -> list[Prediction]:
-        """Answer text, position (x, y) +- sigma and yaw with its bin distribution, one per sample."""
-        g = self.generate(batch, max_new_tokens)
+    def predict(self, batch: Batch, max_new_tokens: int = 32, hide_situation_tokens: bool = False) -> list[Prediction]:
+        """Answer text, position (x, y) +- sigma and yaw with its bin distribution, one per sample
+        (hide_situation_tokens: see generate)."""
+        g = self.generate(batch, max_new_tokens, hide_situation_tokens=hide_situation_tokens)
         probs = torch.softmax(g.orientation_logits.float(), -1)  # [B, bins]
         yaw = circular_soft_argmax(probs)
         sigma = torch.exp(g.position.log_sigma.float()).clamp(min=self.config.sigma_floor)

@@ -37,10 +37,18 @@ class TinyBaseConfig:
     copy_layer: int | None = None
     copy_head: int = 3
     lambda_copy: float = 1.0
+    # the Loc3R stage's relation heads (`loc3r train --relation-weight W`, tiny.losses.relation_attention_loss): in
+    # layer `relation_layer` the state predicting a situated answer attends, in head `relation_heads[0]`, to the
+    # names of the question's objects and, in head `relation_heads[1]`, to <Pos> and <Ori>, weighted by
+    # lambda_relation; None: off (training only: inference is the paper's)
+    relation_layer: int | None = None
+    relation_heads: tuple[int, int] = (0, 1)
+    lambda_relation: float = 1.0
 
     def __post_init__(self):
         if not self.text_embed_scale > 0:
             raise Loc3rError(f"text_embed_scale must be > 0, got {self.text_embed_scale}")
+        self.relation_heads = tuple(self.relation_heads)  # a JSON list in config.json
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,7 +19,9 @@ from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R, Loc3ROutput
 from loc3r.model.processor import Batch
 from loc3r.tiny.config import SECTION, TinyBaseConfig, split_legacy
-from loc3r.tiny.losses import attention_inputs, copy_attention_loss, grounding_attention_loss, seeing_loss
+from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
+from loc3r.tiny.losses import (attention_inputs, copy_attention_loss, grounding_attention_loss,
+                               relation_attention_loss, seeing_loss)
 
 
 class TinyLoc3R(Loc3R):
@@ -39,9 +41,28 @@ class TinyLoc3R(Loc3R):
             counts["seeing"] = (batch.token_words != IGNORE_INDEX).sum()
         return counts
 
+    def name_ids(self) -> torch.Tensor:
+        """Token ids of the words that name objects (the catalogue's colours and categories) in the vocabulary."""
+        if getattr(self, "_name_ids", None) is None:
+            words = {w for name in [*CATEGORIES, *COLOR_RGB] for w in name.split()}
+            vocab = self.tokenizer.get_vocab()
+            self._name_ids = torch.tensor(sorted(vocab[w] for w in words if w in vocab))
+        return self._name_ids
+
     def forward(self, batch: Batch, loss_denominators: dict[str, torch.Tensor] | None = None) -> Loc3ROutput:
         if batch.token_words is None:
-            return super().forward(batch, loss_denominators)
+            b = self.base
+            if b.relation_layer is None or b.lambda_relation == 0 or batch.labels is None:
+                return super().forward(batch, loss_denominators)
+            den = self.denominators(batch, loss_denominators)
+            with attention_inputs(self, b.relation_layer) as calls:
+                encoded = self.encode(batch)
+            out = self.losses(batch, encoded, den)
+            name_ids = self.name_ids().to(batch.input_ids.device)
+            names, situation = relation_attention_loss(self, b, batch, calls, name_ids)
+            return Loc3ROutput(out.loss + b.lambda_relation * (names + situation),
+                               {**out.losses, "relation_names": names, "relation_pose": situation},
+                               out.layout, out.position, out.orientation_logits)
         b = self.base
         den = self.denominators(batch, loss_denominators)
         grounding = b.lambda_grounding > 0

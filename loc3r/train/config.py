@@ -88,6 +88,10 @@ class TrainConfig(RunSettings):
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     nll_beta: float | None = None  # beta-NLL of the layout / position losses (tiny 0.5; 7B 0: the paper's NLL)
+    # tiny, from a base: in the LLM's last layer the state predicting a situated answer attends in one head to the
+    # question's object names, in another to <Pos> / <Ori>, supervised with this weight (TinyBaseConfig.relation_layer,
+    # tiny.losses.relation_attention_loss; training only); 0: off
+    relation_weight: float | None = None
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -112,7 +116,8 @@ class TrainConfig(RunSettings):
         "data": ("data", "cache_dir", "cut3r", "frames", "questions_per_video", "loop_starts", "loop_starts_when",
                  "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
-        "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta"),
+        "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
+                 "relation_weight"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
         "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
         "checkpointing": ("out", "resume", "overwrite", "save_every", "keep", "log_every", "quiet"),
@@ -151,6 +156,9 @@ class TrainConfig(RunSettings):
                              f"{self.loop_starts_when:g}")
         if self.loop_starts_when and self.loop_starts == 1:
             raise Loc3rError("--loop-starts-when needs --loop-starts K > 1")
+        if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and self.is_7b):
+            raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the tiny model's relation "
+                             "heads (the 7B has none)")
         if self.nll_beta is not None and not 0 <= self.nll_beta <= 1:
             raise Loc3rError(f"--nll-beta must be in [0, 1], got {self.nll_beta:g}")
         roots = [(src.benchmark, src.root.resolve()) for src in self.sources]
@@ -209,6 +217,10 @@ class TrainConfig(RunSettings):
         if self.init is None:
             return TINY_BASE if (TINY_BASE / "config.json").is_file() else None
         return Path(self.init)
+
+    def relation_settings(self) -> dict:
+        """The TinyBaseConfig fields --relation-weight sets (none when 0)."""
+        return {"relation_layer": -1, "lambda_relation": self.relation_weight} if self.relation_weight else {}
 
     def model_overrides(self) -> dict:
         """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""

@@ -209,7 +209,7 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         if run.init_base is not None:
-            model = model_from_base(run.init_base, config, base_settings)
+            model = model_from_base(run.init_base, config, {**(base_settings or {}), **run.relation_settings()})
             unknown = sorted(data_words(dataset) - set(model.tokenizer.get_vocab()))
             if unknown and not lora_resume:
                 print0(f"{len(unknown)} words of the training data are not in the base's vocabulary and read as "

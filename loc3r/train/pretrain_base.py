@@ -66,6 +66,11 @@ class PretrainConfig(RunSettings):
     # the text embeddings enter the LLM multiplied by this (TinyBaseConfig.text_embed_scale); default: the --init
     # base's, 1 from random weights
     embed_scale: float | None = None
+    # the layer of the grounding head (and, with --anchor-layer, of the anchor head), counted from the end when
+    # negative (TinyBaseConfig.grounding_layer / anchor_layer); default: the --init base's, -2 and -1 from random
+    # weights. Earlier heads leave the layers after them to what the Loc3R stage composes from their results
+    grounding_layer: int | None = None
+    anchor_layer: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -92,6 +97,9 @@ class PretrainConfig(RunSettings):
                     if self.copy_questions else {})
         if self.embed_scale is not None:
             settings["text_embed_scale"] = self.embed_scale
+        for name in ("grounding_layer", "anchor_layer"):
+            if getattr(self, name) is not None:
+                settings[name] = getattr(self, name)
         return settings
 
 
