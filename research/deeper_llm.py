@@ -1,8 +1,10 @@
 """Issue 35 probe: does a deeper tiny LLM answer from the located viewpoint? The shipped base's two pretraining stages
-and the demo's recipe, with an LLM of --layers layers instead of 4 (the base's grounding, anchor and copy heads stay
-in layers 2 and 3, so the extra layers follow them), scored on the held-out rooms.
+and the demo's recipe, with an LLM of --layers layers instead of 4, scored on the held-out rooms. The base's heads
+keep their layers counted from the end (grounding -2, anchor -1, copy -1: with 6 layers, layers 4 and 5, so the extra
+layers come *before* them; the 2026-12-07 run did this) unless --grounding-layer / --anchor-layer place them.
 
     python research/deeper_llm.py --data DEMO_ROOMS --test TEST_ROOMS --out DIR [--layers 6]
+        [--grounding-layer 2 --anchor-layer 3]
     python research/deeper_llm.py cli ARGS...     (one loc3r command with the deeper preset; used by the above)
 
 Stage 1 runs as the shipped base's (3,000-step schedule) and is stopped once its step-1000 checkpoint is written,
@@ -66,14 +68,18 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--grounding-layer", type=int, help="pretrain-base --grounding-layer (default: the base's -2)")
+    p.add_argument("--anchor-layer", type=int, help="pretrain-base --anchor-layer (default: the base's -1)")
     a = p.parse_args()
+    heads = [f for name in ("grounding_layer", "anchor_layer") if getattr(a, name) is not None
+             for f in (f"--{name.replace('_', '-')}", str(getattr(a, name)))]
     a.out.mkdir(parents=True, exist_ok=True)
     log = a.out / "log.txt"
     base0, base, run = a.out / "base0", a.out / "base", a.out / "run"
     stage1 = base0 / "checkpoints" / "step_0001000"
     if not stage1.exists():
         command(["pretrain-base", "--data", str(a.data), "--out", str(base0), "--steps", "3000", "--save-every", "250",
-                 "--seed", "0", "--overwrite"], a.layers, log, stop_at=stage1)
+                 "--seed", "0", "--overwrite", *heads], a.layers, log, stop_at=stage1)
     stage2 = base / "checkpoints" / "step_0000400"
     if not stage2.exists():
         command(["pretrain-base", "--data", str(a.data), "--out", str(base), "--init", str(stage1), "--copy-questions",

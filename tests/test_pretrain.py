@@ -419,7 +419,7 @@ def test_bad_pretrain_settings_are_refused(synth_data, tmp_path, capsys, flags, 
 def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
     """The relation heads' losses (train --relation-weight) of a grouped batch and of the same questions as whole
     sequences equal, from the last layer's eager attention weights, -log(attention mass) of each state predicting a
-    situated answer token on the question's object names (head 0) and on <Pos> / <Ori> (head 1), averaged; the
+    situated answer token on the question's object names, on <Pos> and on <Ori> (three heads), averaged; the
     total weighs them by lambda_relation; off, the forward is the paper's."""
     from loc3r.model.processor import make_dataset
     from loc3r.train.loop import tiny_tokenizer
@@ -436,7 +436,7 @@ def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
     names = set(model.name_ids().tolist())
     ids, labels = flat_batch.input_ids, flat_batch.labels
     references = {}
-    for name, head in (("relation_names", 0), ("relation_pose", 1)):
+    for name, head in zip(("relation_names", "relation_pos", "relation_ori"), model.base.relation_heads):
         probs = out.attentions[-1][:, head]  # [B, L, L]
         losses = []
         for b, sample in enumerate(samples):
@@ -444,7 +444,7 @@ def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
             for j in range(ids.shape[1]):
                 if labels[b, j] == -100 or not sample.has_situation:
                     continue
-                at = ([pos, ori] if head else
+                at = ({"relation_pos": [pos], "relation_ori": [ori]}.get(name) or
                       [k for k in range(ori + 1, j) if int(ids[b, k]) in names and labels[b, k] == -100])
                 if at:
                     losses.append(-torch.log(probs[b, j - 1, at].sum()))
@@ -458,6 +458,5 @@ def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
         with torch.no_grad():
             output = model(Collator(model.tokenizer, model.config)(samples))
         totals[weight] = output.loss
-    assert torch.allclose(totals[1.0] - totals[0.25], 0.75 * (references["relation_names"]
-                                                              + references["relation_pose"]), rtol=1e-4, atol=1e-5)
+    assert torch.allclose(totals[1.0] - totals[0.25], 0.75 * sum(references.values()), rtol=1e-4, atol=1e-5)
     assert "relation_names" not in output.losses  # weight 0: the paper's forward

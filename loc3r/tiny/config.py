@@ -38,11 +38,12 @@ class TinyBaseConfig:
     copy_head: int = 3
     lambda_copy: float = 1.0
     # the Loc3R stage's relation heads (`loc3r train --relation-weight W`, tiny.losses.relation_attention_loss): in
-    # layer `relation_layer` the state predicting a situated answer attends, in head `relation_heads[0]`, to the
-    # names of the question's objects and, in head `relation_heads[1]`, to <Pos> and <Ori>, weighted by
-    # lambda_relation; None: off (training only: inference is the paper's)
+    # layer `relation_layer` the state predicting a situated answer attends, in the three heads `relation_heads`, to
+    # the names of the question's objects, to <Pos> and to <Ori>, weighted by lambda_relation; None: off (training
+    # only: inference is the paper's). The default heads are those of the shipped base's last layer that no other
+    # loss supervises (not the anchor head 1, not the copy head 3)
     relation_layer: int | None = None
-    relation_heads: tuple[int, int] = (0, 1)
+    relation_heads: tuple[int, int, int] = (4, 0, 2)
     lambda_relation: float = 1.0
 
     def __post_init__(self):

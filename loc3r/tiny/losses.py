@@ -177,31 +177,34 @@ def copy_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch,
     return where, what
 
 def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, calls: list,
-                            name_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                            name_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     """The Loc3R stage's relation heads (calls: layer `relation_layer`'s recorded inputs): every state that predicts
-    an answer token of a situated question attends, in head relation_heads[0], to the names of the question's
-    objects (the question's words after <Ori> that are in name_ids, the colour and category words), and in head
-    relation_heads[1] to <Pos> and <Ori>: -log(the attention mass there), averaged over such states. An answer that
-    depends on the speaker's pose and an object's place together (left or right of me) carries no gradient towards
-    either alone; the two heads bring both to the answer, where the MLPs can learn the relation."""
-    out = []
-    for head, situation in zip(base.relation_heads, (False, True)):
+    an answer token of a situated question attends, in the heads `relation_heads`, to the names of the question's
+    objects (the question's words after <Ori> that are in name_ids, the colour and category words), to <Pos> and to
+    <Ori>: -log(the attention mass there), averaged over such states; {"relation_names", "relation_pos",
+    "relation_ori"}. An answer that depends on the speaker's pose and an object's place together (left or right of
+    me) carries no gradient towards either alone; the three heads bring all of them to the answer, where the MLP
+    can learn the relation."""
+    out = {}
+    for head, name in zip(base.relation_heads, ("relation_names", "relation_pos", "relation_ori")):
         a = head_attention(model, batch, calls, base.relation_layer, head)
         key_ids, allowed = a["key_ids"], a["allowed"]
-        B, Lk = key_ids.shape
+        Lk = key_ids.shape[1]
         # key positions of the question's text: after <Ori>, in the suffix of a grouped batch
         offset = Lk - batch.suffix_ids.shape[1] if batch.grouped else 0
         where = torch.arange(Lk, device=key_ids.device)[None] - offset  # [1, Lk] index into the suffix / sequence
-        ori, pos = batch.ori_index[:, None], batch.pos_index[:, None]
-        if situation:
-            target = (where == ori) | (where == pos)
+        ori = batch.ori_index[:, None]
+        if name == "relation_pos":
+            target = where == batch.pos_index[:, None]
+        elif name == "relation_ori":
+            target = where == ori
         else:  # a name of the prompt, not of the answer (answers are labelled where they stand)
             key_labels = batch.labels if not batch.grouped else torch.cat(
                 [torch.full_like(key_ids[:, :offset], IGNORE_INDEX), batch.labels], 1)
             target = (where > ori) & torch.isin(key_ids, name_ids) & (key_labels == IGNORE_INDEX)
         queries = (a["query_labels"] != IGNORE_INDEX) & batch.has_situation[:, None]
-        out.append(attention_mass_loss(a["logits"], target[:, None] & allowed, queries))
-    return out[0], out[1]
+        out[name] = attention_mass_loss(a["logits"], target[:, None] & allowed, queries)
+    return out
 
 
 def seeing_loss(model: Loc3R, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,

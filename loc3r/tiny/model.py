@@ -59,9 +59,8 @@ class TinyLoc3R(Loc3R):
                 encoded = self.encode(batch)
             out = self.losses(batch, encoded, den)
             name_ids = self.name_ids().to(batch.input_ids.device)
-            names, situation = relation_attention_loss(self, b, batch, calls, name_ids)
-            return Loc3ROutput(out.loss + b.lambda_relation * (names + situation),
-                               {**out.losses, "relation_names": names, "relation_pose": situation},
+            relation = relation_attention_loss(self, b, batch, calls, name_ids)
+            return Loc3ROutput(out.loss + b.lambda_relation * sum(relation.values()), {**out.losses, **relation},
                                out.layout, out.position, out.orientation_logits)
         b = self.base
         den = self.denominators(batch, loss_denominators)
