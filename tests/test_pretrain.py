@@ -460,3 +460,48 @@ def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
         totals[weight] = output.loss
     assert torch.allclose(totals[1.0] - totals[0.25], 0.75 * sum(references.values()), rtol=1e-4, atol=1e-5)
     assert "relation_names" not in output.losses  # weight 0: the paper's forward
+
+
+def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data):
+    """--relation-readout: the final state predicting each situated question's first answer token, read by the
+    position and orientation heads, against the speaker's pose (position NLL + orientation KL), in a grouped batch
+    and in whole sequences alike (a brute-force loop over the questions); the heads get no gradient from it."""
+    import math
+
+    from loc3r.model.losses import wrapped_gaussian_target
+    from loc3r.model.processor import make_dataset
+    from loc3r.train.loop import tiny_tokenizer
+
+    torch.manual_seed(0)
+    config = Loc3RConfig.tiny(prior="none")
+    data = make_dataset(config, synth_data, "train")
+    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(relation_layer=-1, relation_readout=True)).eval()
+    scene = data.records[0].scene_id
+    every = [data[i] for i, r in enumerate(data.records) if r.scene_id == scene]
+    samples = [s for s in every if s.has_situation][:6] + [s for s in every if not s.has_situation][:2]
+    grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
+    nll, kl = [], []
+    with torch.no_grad():
+        for b, sample in enumerate(samples):
+            if not sample.has_situation:
+                continue
+            j = int((flat_batch.labels[b] != -100).nonzero()[0])
+            state = out.last_hidden_state[b, j - 1]
+            mu, log_sigma = model.position_head(state[None])
+            log_sigma = log_sigma.clamp(min=math.log(config.sigma_floor))
+            sigma2 = torch.exp(2 * log_sigma)
+            terms = (0.5 * (mu - torch.as_tensor(sample.position_xy)) ** 2 / sigma2 + log_sigma)
+            nll.append(terms * sigma2 ** config.nll_beta)  # beta-NLL, as the position loss
+            target = wrapped_gaussian_target(torch.tensor([sample.yaw_rad]), config.orientation_bins,
+                                             config.orientation_sigma_rad)
+            log_p = torch.log_softmax(model.orientation_head(state[None]), -1)
+            kl.append((torch.xlogy(target, target) - target * log_p).sum())
+    reference = torch.cat(nll).mean() + torch.stack(kl).mean()
+    assert torch.allclose(flat["relation_readout"], reference, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(grouped["relation_readout"], reference, rtol=1e-4, atol=1e-5)
+    from loc3r.tiny.losses import relation_readout_loss
+
+    batch = Collator(model.tokenizer, model.config)(samples)
+    relation_readout_loss(model, batch, model.encode(batch).text_hidden).backward()
+    assert all(p.grad is None for head in (model.position_head, model.orientation_head) for p in head.parameters())
+    assert model.vlm.model.language_model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0

@@ -40,11 +40,15 @@ class TinyBaseConfig:
     # the Loc3R stage's relation heads (`loc3r train --relation-weight W`, tiny.losses.relation_attention_loss): in
     # layer `relation_layer` the state predicting a situated answer attends, in the three heads `relation_heads`, to
     # the names of the question's objects, to <Pos> and to <Ori>, weighted by lambda_relation; None: off (training
-    # only: inference is the paper's). The default heads are those of the shipped base's last layer that no other
-    # loss supervises (not the anchor head 1, not the copy head 3)
+    # only: inference is the paper's). The default heads are of the shipped base's last layer: not the anchor head 1,
+    # not the copy head 3, not head 2, which the Loc3R stage makes bring <Ori> the facing object (supervised as a
+    # relation head, the orientation did not take off in 450 steps)
     relation_layer: int | None = None
-    relation_heads: tuple[int, int, int] = (4, 0, 2)
+    relation_heads: tuple[int, int, int] = (4, 5, 0)
     lambda_relation: float = 1.0
+    # with the relation heads, the answer's state also gives the speaker's pose through the position and orientation
+    # heads (tiny.losses.relation_readout_loss)
+    relation_readout: bool = False
 
     def __post_init__(self):
         if not self.text_embed_scale > 0:

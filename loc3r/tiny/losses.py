@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from loc3r.constants import IGNORE_INDEX
 from loc3r.model.loc3r import Loc3R
+from loc3r.model.losses import gaussian_nll, kl_orientation, wrapped_gaussian_target
 from loc3r.model.processor import Batch
 from loc3r.tiny.config import TinyBaseConfig
 
@@ -205,6 +206,29 @@ def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, ca
         queries = (a["query_labels"] != IGNORE_INDEX) & batch.has_situation[:, None]
         out[name] = attention_mass_loss(a["logits"], target[:, None] & allowed, queries)
     return out
+
+
+def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor) -> torch.Tensor:
+    """The Loc3R stage's pose at the answer: the final state that predicts a situated question's first answer token,
+    read by the model's own position and orientation heads (their weights detached: the heads stay what <Pos> /
+    <Ori> train them to be), gives the speaker's pose (position NLL + orientation KL, the situation losses' terms).
+    A relation of the speaker and an object needs both where the object is and the pose; with the pose brought to
+    the answer, reading the object's place has a gradient (text_hidden [B, L, D]: the suffixes' states of a grouped
+    batch, else the sequences')."""
+    c = model.config
+    labelled = batch.labels != IGNORE_INDEX  # [B, L]
+    first = labelled.float().argmax(-1)  # the first answer token; its state is the one before it
+    rows = torch.arange(len(first), device=first.device)
+    situated = batch.has_situation & labelled.any(-1) & (first > 0)
+    state = text_hidden[rows, (first - 1).clamp(min=0)]  # [B, D]
+
+    def detached(head):
+        return torch.func.functional_call(head, {k: v.detach() for k, v in head.named_parameters()}, (state,))
+
+    position = detached(model.position_head)
+    target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
+    return (gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, beta=c.nll_beta)
+            + kl_orientation(detached(model.orientation_head), target, situated))
 
 
 def seeing_loss(model: Loc3R, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,

@@ -21,7 +21,7 @@ from loc3r.model.processor import Batch
 from loc3r.tiny.config import SECTION, TinyBaseConfig, split_legacy
 from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
 from loc3r.tiny.losses import (attention_inputs, copy_attention_loss, grounding_attention_loss,
-                               relation_attention_loss, seeing_loss)
+                               relation_attention_loss, relation_readout_loss, seeing_loss)
 
 
 class TinyLoc3R(Loc3R):
@@ -29,6 +29,8 @@ class TinyLoc3R(Loc3R):
                  base: TinyBaseConfig | None = None):
         super().__init__(config, tokenizer)
         self.base = base or TinyBaseConfig()
+        # whether the relation heads are supervised now (a run switches them on once the orientation has taken off)
+        self.relation_active = True
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         embeds = super().embed_text(ids)
@@ -52,7 +54,7 @@ class TinyLoc3R(Loc3R):
     def forward(self, batch: Batch, loss_denominators: dict[str, torch.Tensor] | None = None) -> Loc3ROutput:
         if batch.token_words is None:
             b = self.base
-            if b.relation_layer is None or b.lambda_relation == 0 or batch.labels is None:
+            if not self.relation_active or b.relation_layer is None or b.lambda_relation == 0 or batch.labels is None:
                 return super().forward(batch, loss_denominators)
             den = self.denominators(batch, loss_denominators)
             with attention_inputs(self, b.relation_layer) as calls:
@@ -60,6 +62,8 @@ class TinyLoc3R(Loc3R):
             out = self.losses(batch, encoded, den)
             name_ids = self.name_ids().to(batch.input_ids.device)
             relation = relation_attention_loss(self, b, batch, calls, name_ids)
+            if b.relation_readout:
+                relation["relation_readout"] = relation_readout_loss(self, batch, encoded.text_hidden)
             return Loc3ROutput(out.loss + b.lambda_relation * sum(relation.values()), {**out.losses, **relation},
                                out.layout, out.position, out.orientation_logits)
         b = self.base

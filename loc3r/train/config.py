@@ -88,10 +88,14 @@ class TrainConfig(RunSettings):
     lambda_layout: float | None = None  # layout loss weight (paper and 7B 0.05; tiny 1)
     lambda_situation: float | None = None  # situation loss weight (paper and 7B 0.075; tiny 1)
     nll_beta: float | None = None  # beta-NLL of the layout / position losses (tiny 0.5; 7B 0: the paper's NLL)
-    # tiny, from a base: in the LLM's last layer the state predicting a situated answer attends in one head to the
-    # question's object names, in another to <Pos> / <Ori>, supervised with this weight (TinyBaseConfig.relation_layer,
-    # tiny.losses.relation_attention_loss; training only); 0: off
+    # tiny, from a base: in the LLM's last layer the state predicting a situated answer attends in three heads to the
+    # question's object names, to <Pos> and to <Ori>, supervised with this weight (TinyBaseConfig.relation_layer,
+    # tiny.losses.relation_attention_loss; training only) from the step the loop starts join (--loop-starts-when);
+    # 0: off
     relation_weight: float | None = None
+    # with --relation-weight: the state predicting a situated answer also gives the speaker's pose through the position
+    # and orientation heads (tiny.losses.relation_readout_loss; training only)
+    relation_readout: bool = False
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -117,7 +121,7 @@ class TrainConfig(RunSettings):
                  "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
-                 "relation_weight"),
+                 "relation_weight", "relation_readout"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
         "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
         "checkpointing": ("out", "resume", "overwrite", "save_every", "keep", "log_every", "quiet"),
@@ -220,7 +224,9 @@ class TrainConfig(RunSettings):
 
     def relation_settings(self) -> dict:
         """The TinyBaseConfig fields --relation-weight sets (none when 0)."""
-        return {"relation_layer": -1, "lambda_relation": self.relation_weight} if self.relation_weight else {}
+        if not self.relation_weight:
+            return {}
+        return dict(relation_layer=-1, lambda_relation=self.relation_weight, relation_readout=self.relation_readout)
 
     def model_overrides(self) -> dict:
         """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""

@@ -270,6 +270,8 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
                          "ahead)")
     if run.loop_starts_when and stored.get("joined"):
         steps.join(stored["joined"])
+    if run.relation_weight and run.loop_starts_when:  # the relation heads join with the loop starts
+        model.relation_active = bool(stored.get("joined"))
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
@@ -336,8 +338,10 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
             if len(window) == JOIN_WINDOW and float(np.mean(window)) < run.loop_starts_when:
                 batch_source.join(done)
                 joining = False
+                s.model.relation_active = True
                 print0(f"step {done}: the orientation loss ({np.mean(window):.3f} over {JOIN_WINDOW} steps) is below "
-                       f"{run.loop_starts_when:g}: every loop start from now on")
+                       f"{run.loop_starts_when:g}: every loop start from now on"
+                       + (", and the relation heads' supervision" if run.relation_weight else ""))
         if done % run.log_every == 0 or done == run.steps:
             now = time.perf_counter()
             record = {"step": done, "lr": s.scheduler.get_last_lr()[0],
