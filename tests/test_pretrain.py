@@ -464,23 +464,27 @@ def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
 
 def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data):
     """--relation-readout: the final state predicting each situated question's first answer token, read by the
-    position and orientation heads, against the speaker's pose (position NLL + orientation KL), in a grouped batch
-    and in whole sequences alike (a brute-force loop over the questions); the heads get no gradient from it."""
+    position and orientation heads, against the speaker's pose (position NLL + orientation KL), and by the layout
+    head against a relation question's object place (its NLL), in a grouped batch and in whole sequences alike (a
+    brute-force loop over the questions); the heads get no gradient from it."""
     import math
 
     from loc3r.model.losses import wrapped_gaussian_target
     from loc3r.model.processor import make_dataset
+    from loc3r.tiny.relation_data import RELATION_TYPES, ObjectPlaces
     from loc3r.train.loop import tiny_tokenizer
 
     torch.manual_seed(0)
     config = Loc3RConfig.tiny(prior="none")
     data = make_dataset(config, synth_data, "train")
     model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(relation_layer=-1, relation_readout=True)).eval()
+    places = ObjectPlaces(data, [synth_data])
     scene = data.records[0].scene_id
-    every = [data[i] for i, r in enumerate(data.records) if r.scene_id == scene]
+    every = [places[i] for i, r in enumerate(data.records) if r.scene_id == scene]
     samples = [s for s in every if s.has_situation][:6] + [s for s in every if not s.has_situation][:2]
+    assert any(s.question_type in RELATION_TYPES for s in samples)
     grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
-    nll, kl = [], []
+    nll, kl, objects = [], [], []
     with torch.no_grad():
         for b, sample in enumerate(samples):
             if not sample.has_situation:
@@ -496,12 +500,49 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data):
                                              config.orientation_sigma_rad)
             log_p = torch.log_softmax(model.orientation_head(state[None]), -1)
             kl.append((torch.xlogy(target, target) - target * log_p).sum())
-    reference = torch.cat(nll).mean() + torch.stack(kl).mean()
+            if not np.isnan(sample.object_xy).any():  # the layout head reads the object's place
+                mu, log_sigma = model.layout_head(state[None])
+                log_sigma = log_sigma.clamp(min=math.log(config.sigma_floor))
+                sigma2 = torch.exp(2 * log_sigma)
+                objects.append((0.5 * (mu - torch.as_tensor(sample.object_xy)) ** 2 / sigma2 + log_sigma)
+                               * sigma2 ** config.nll_beta)
+    reference = torch.cat(nll).mean() + torch.stack(kl).mean() + torch.cat(objects).mean()
     assert torch.allclose(flat["relation_readout"], reference, rtol=1e-4, atol=1e-5)
     assert torch.allclose(grouped["relation_readout"], reference, rtol=1e-4, atol=1e-5)
     from loc3r.tiny.losses import relation_readout_loss
 
     batch = Collator(model.tokenizer, model.config)(samples)
     relation_readout_loss(model, batch, model.encode(batch).text_hidden).backward()
-    assert all(p.grad is None for head in (model.position_head, model.orientation_head) for p in head.parameters())
+    assert all(p.grad is None for head in (model.position_head, model.orientation_head, model.layout_head)
+               for p in head.parameters())
     assert model.vlm.model.language_model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0
+
+
+def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data):
+    """--relation-readout's targets (tiny.relation_data.ObjectPlaces): a relation question's object placed in the
+    sample's BEV frame from the sample's own pose equals the object's centre taken through the video's world -> BEV
+    transform; other questions get NaN."""
+    from loc3r import geometry
+    from loc3r.model.processor import make_dataset
+    from loc3r.synth.grounding import read_scene
+    from loc3r.tiny.relation_data import RELATION_TYPES, ObjectPlaces
+
+    ds = make_dataset(Loc3RConfig.tiny(), synth_data, "train")
+    places = ObjectPlaces(ds, [synth_data])
+    assert len(places) == len(ds) and places.video_keys == ds.video_keys
+    checked = 0
+    for i, r in enumerate(ds.records):
+        sample = places[i]
+        if sample.question_type not in RELATION_TYPES:
+            assert np.isnan(sample.object_xy).all()
+            continue
+        desc = json.loads((synth_data / "synth" / f"{r.scene_id}.json").read_text())
+        spec = next(q for q in desc["questions"] if q["question_id"] == r.question_id)["spec"]
+        scene = read_scene(synth_data, r.scene_id)
+        centre = next(o.center for o in scene.objects if o.id == spec["objects"][0])
+        expected = geometry.world_to_bev_points(ds.scene(r.scene_id).world_to_bev, np.asarray(centre)[None])[0, :2]
+        np.testing.assert_allclose(sample.object_xy, expected, atol=1e-3)
+        checked += 1
+    assert checked >= 5
+    batch = Collator(TinyLoc3R(Loc3RConfig.tiny()).tokenizer, Loc3RConfig.tiny())([places[i] for i in range(4)])
+    assert batch.object_xy.shape == (4, 2)

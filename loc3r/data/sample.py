@@ -35,6 +35,9 @@ class Sample:
     # [2] int64 the words the <Pos> and <Ori> tokens ground to (the colours of the objects a situation names: the
     # one the speaker is next to, the one faced; base pretraining only), -100 for none; None otherwise
     situation_words: np.ndarray | None = None
+    # [2] float32 BEV (x, y) of the object a relation question asks about (left / right, navigation, distance), NaN
+    # for other questions; synthetic rooms only (tiny.relation_data, the tiny model's relation readout); None otherwise
+    object_xy: np.ndarray | None = None
 
     @property
     def answer(self) -> str:

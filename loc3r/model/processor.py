@@ -69,6 +69,7 @@ class Batch:
     video_index: torch.Tensor | None = None  # [B] grouped: the row of each question's video
     token_words: torch.Tensor | None = None  # [B or Bv, T, G, K] word ids of the vision tokens (base pretraining)
     situation_words: torch.Tensor | None = None  # [B, 2] words <Pos> / <Ori> ground to (base pretraining)
+    object_xy: torch.Tensor | None = None  # [B, 2] BEV place of a relation question's object, NaN none (tiny only)
 
     @property
     def grouped(self) -> bool:
@@ -170,7 +171,8 @@ class Collator:
             "yaw_rad": torch.tensor([float(s.yaw_rad) for s in samples], dtype=torch.float32),
             "has_situation": torch.tensor([bool(s.has_situation) for s in samples]),
             "question_id": torch.tensor([int(s.question_id) for s in samples], dtype=torch.long),
-            **optional_tensors(samples, (("situation_words", "situation words", np.int64),)),
+            **optional_tensors(samples, (("situation_words", "situation words", np.int64),
+                                         ("object_xy", "object places", np.float32))),
         }
 
     def grouped(self, groups: list[list[Sample]]) -> Batch:

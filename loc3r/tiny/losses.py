@@ -211,10 +211,11 @@ def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, ca
 def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor) -> torch.Tensor:
     """The Loc3R stage's pose at the answer: the final state that predicts a situated question's first answer token,
     read by the model's own position and orientation heads (their weights detached: the heads stay what <Pos> /
-    <Ori> train them to be), gives the speaker's pose (position NLL + orientation KL, the situation losses' terms).
-    A relation of the speaker and an object needs both where the object is and the pose; with the pose brought to
-    the answer, reading the object's place has a gradient (text_hidden [B, L, D]: the suffixes' states of a grouped
-    batch, else the sequences')."""
+    <Ori> train them to be), gives the speaker's pose (position NLL + orientation KL, the situation losses' terms),
+    and, where the batch has `object_xy` (a relation question's object, tiny.relation_data), read by the layout
+    head, the object's place (its NLL). A relation of the speaker and an object needs both; neither alone says
+    anything about the answer, so neither gets a gradient through the answer until the other is there (text_hidden
+    [B, L, D]: the suffixes' states of a grouped batch, else the sequences')."""
     c = model.config
     labelled = batch.labels != IGNORE_INDEX  # [B, L]
     first = labelled.float().argmax(-1)  # the first answer token; its state is the one before it
@@ -227,8 +228,13 @@ def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor)
 
     position = detached(model.position_head)
     target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
-    return (gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, beta=c.nll_beta)
+    loss = (gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, beta=c.nll_beta)
             + kl_orientation(detached(model.orientation_head), target, situated))
+    if batch.object_xy is not None:  # and the place of a relation question's object, through the layout head
+        known = situated & torch.isfinite(batch.object_xy).all(-1)
+        loss = loss + gaussian_nll(*detached(model.layout_head), batch.object_xy, known, c.sigma_floor,
+                                   beta=c.nll_beta)
+    return loss
 
 
 def seeing_loss(model: Loc3R, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,

@@ -41,6 +41,7 @@ from loc3r.parallel import print0
 from loc3r.tiny.config import TinyBaseConfig
 from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base, read_base
 from loc3r.tiny.model import TinyLoc3R
+from loc3r.tiny.relation_data import ObjectPlaces
 from loc3r.train.check_data import check_training_set
 from loc3r.train.checkpoint import (LORA_STATE, claim_run_dir, latest_checkpoint, load_lora_run, load_model,
                                     load_trainer_state, prune_checkpoints, save_checkpoint, trainer_extra)
@@ -206,6 +207,8 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
         for m in manifest:
             print(f"  {m['source']:<9} {m['root']}: {m['questions']} of {m['of']} questions ({m['fraction']:g}), "
                   f"{m['situated']} situated (pose supervision), layout supervision on {m['layout_supervision']}")
+    if run.relation_weight and run.relation_readout:  # the relation questions' objects, in synthetic rooms
+        dataset = ObjectPlaces(dataset, [src.root for src in run.sources])
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         if run.init_base is not None:
