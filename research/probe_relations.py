@@ -35,6 +35,7 @@ from loc3r.synth.grounding import read_scene
 from loc3r.synth.language import object_names
 from loc3r.synth.shapes import rotate_xy
 from loc3r.train.checkpoint import load_model
+from probe_learning import fit_probe, ridge_r2  # this folder's: run as python research/probe_relations.py
 
 KINDS = ("left_right", "navigation", "distance")
 
@@ -97,31 +98,6 @@ def collect(model, data: Path, split: str, scenes: int) -> dict:
                                                                        else 0) for k, v in rows.items()}
 
 
-def ridge_r2(x_train, y_train, x_test, y_test, alpha: float = 10.0) -> float:
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = ((x - mu) / sd for x in (x_train, x_test))
-    x_train, x_test = (torch.cat([x, torch.ones(len(x), 1)], 1) for x in (x_train, x_test))
-    w = torch.linalg.solve(x_train.T @ x_train + alpha * torch.eye(x_train.shape[1]), x_train.T @ y_train)
-    residual = ((x_test @ w - y_test) ** 2).sum(0)
-    return float((1 - residual / ((y_test - y_train.mean(0)) ** 2).sum(0)).mean())
-
-
-def logistic_acc(x_train, y_train, x_test, y_test, steps: int = 300) -> float:
-    mu, sd = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
-    classes = int(max(y_train.max(), y_test.max())) + 1
-    w = torch.zeros(x_train.shape[1], classes, requires_grad=True)
-    b = torch.zeros(classes, requires_grad=True)
-    opt = torch.optim.Adam([w, b], lr=0.05)
-    yt = torch.as_tensor(y_train)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(x_train @ w + b, yt) + 1e-2 * (w ** 2).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return float(((x_test @ w + b).argmax(1).numpy() == y_test).mean())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True)
@@ -153,11 +129,11 @@ def main() -> int:
             for token in tokens:
                 xs_tr, xs_te = tr[token][:, torch.as_tensor(mtr)], te[token][:, torch.as_tensor(mte)]
                 if target == "answer":
-                    vals = [logistic_acc(xs_tr[k], ytr, xs_te[k][torch.as_tensor(keep)], yte[keep])
+                    vals = [fit_probe(xs_tr[k], ytr, xs_te[k][torch.as_tensor(keep)], yte[keep])
                             for k in range(layers)]
                 else:
                     key = {"obj xy": "obj_xy", "pose": "pose", "obj ego": "obj_ego"}[target]
-                    vals = [ridge_r2(xs_tr[k], tr[key][mtr], xs_te[k], te[key][mte]) for k in range(layers)]
+                    vals = [ridge_r2(xs_tr[k], tr[key][mtr], xs_te[k], te[key][mte], alpha=10.0) for k in range(layers)]
                 print(f"| {target} | {token} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
     return 0
 
