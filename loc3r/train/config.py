@@ -96,6 +96,9 @@ class TrainConfig(RunSettings):
     # with --relation-weight: the state predicting a situated answer also gives the speaker's pose through the position
     # and orientation heads (tiny.losses.relation_readout_loss; training only)
     relation_readout: bool = False
+    # with --relation-readout: the state also gives the place of a relation question's object through the layout
+    # head (synthetic rooms: tiny.relation_data.ObjectPlaces)
+    relation_objects: bool = False
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -121,7 +124,7 @@ class TrainConfig(RunSettings):
                  "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
-                 "relation_weight", "relation_readout"),
+                 "relation_weight", "relation_readout", "relation_objects"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
         "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
         "checkpointing": ("out", "resume", "overwrite", "save_every", "keep", "log_every", "quiet"),
@@ -163,6 +166,10 @@ class TrainConfig(RunSettings):
         if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and self.is_7b):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the tiny model's relation "
                              "heads (the 7B has none)")
+        if (self.relation_readout and not self.relation_weight) or (
+                self.relation_objects and not self.relation_readout):
+            raise Loc3rError("--relation-readout needs --relation-weight W > 0, and --relation-objects needs "
+                             "--relation-readout")
         if self.nll_beta is not None and not 0 <= self.nll_beta <= 1:
             raise Loc3rError(f"--nll-beta must be in [0, 1], got {self.nll_beta:g}")
         roots = [(src.benchmark, src.root.resolve()) for src in self.sources]
