@@ -52,6 +52,7 @@ from loc3r.model.config import Loc3RConfig
 from loc3r.model.processor import make_dataset
 from loc3r.synth import writer
 from loc3r.synth.grounding import read_scene, video_token_objects
+from loc3r.synth.situations import RELATION_KINDS
 from loc3r.train import loop
 from loc3r.train.config import TrainConfig
 from loc3r.train.recipes import TINY_DEMO
@@ -66,7 +67,6 @@ ABLATIONS = [  # (name, extra training arguments)
     (FULL, []),
     ("no situation loss", ["--no-situation"]),
 ]
-RELATION_FAMILIES = ("left_right", "navigation", "distance")  # answered from the pose and the layout together
 
 
 def train_config(data: Path, out: Path, flags: list[str], **fields) -> TrainConfig:
@@ -123,13 +123,13 @@ def by_where_seen(predictions: Path, where: dict[tuple[str, str], str]) -> dict[
 
 def named_in_situation(test_data: Path) -> dict[int, bool]:
     """question_id -> whether the situation's text names the question's object, for the questions of
-    RELATION_FAMILIES (synth/<scene>.json: the question's spec objects against the situation's slots)."""
+    RELATION_KINDS (synth/<scene>.json: the question's spec objects against the situation's slots)."""
     out = {}
     for path in sorted((test_data / "synth").glob("*.json")):
         desc = json.loads(path.read_text())
         named = {s["id"]: set(s["objects"].values()) for s in desc["situations"]}
         for q in desc["questions"]:
-            if q["question_type"] in RELATION_FAMILIES and q["situation_id"] is not None:
+            if q["question_type"] in RELATION_KINDS and q["situation_id"] is not None:
                 out[q["question_id"]] = q["spec"]["objects"][0] in named[q["situation_id"]]
     return out
 
@@ -158,7 +158,7 @@ def family_table(runs: dict[str, list[dict]], seeds: list[int]) -> list[str]:
     ablation's variants (means)."""
     full = runs[FULL]
     others = [name for name in ("no situation loss", HIDDEN) if name in runs]
-    families = sorted(full[0]["families"], key=lambda f: (f.split(",")[0] not in RELATION_FAMILIES, f))
+    families = sorted(full[0]["families"], key=lambda f: (f.split(",")[0] not in RELATION_KINDS, f))
     header = (f"{'question family':<30}{'n':>5}{'prior':>7}" + "".join(f"{'seed ' + str(x['seed']):>8}" for x in full)
               + f"{'full':>11}{'gain':>7}" + "".join(f"{o:>20}" for o in others))
     lines = [header, "-" * len(header)]

@@ -34,10 +34,9 @@ from loc3r.model.processor import Collator, make_dataset
 from loc3r.synth.grounding import read_scene
 from loc3r.synth.language import object_names
 from loc3r.synth.shapes import rotate_xy
+from loc3r.synth.situations import RELATION_KINDS
 from loc3r.train.checkpoint import load_model
 from probe_learning import fit_probe, ridge_r2  # this folder's: run as python research/probe_relations.py
-
-KINDS = ("left_right", "navigation", "distance")
 
 
 def find_last(seq: list[int], sub: list[int]) -> int:
@@ -50,7 +49,7 @@ def find_last(seq: list[int], sub: list[int]) -> int:
 
 @torch.no_grad()
 def collect(model, data: Path, split: str, scenes: int) -> dict:
-    """Per question of KINDS: the four tokens' states at every layer and the probes' targets."""
+    """Per question of RELATION_KINDS: the four tokens' states at every layer and the probes' targets."""
     ds = make_dataset(model.config, data, split)
     collate = Collator(model.tokenizer, model.config, for_generation=True)
     rows = collections.defaultdict(list)
@@ -64,7 +63,7 @@ def collect(model, data: Path, split: str, scenes: int) -> dict:
         names = object_names(scene)
         index = {o.id: i for i, o in enumerate(scene.objects)}
         world_to_bev = ds.scene(scene_id).world_to_bev
-        chosen = [i for i in by_scene[scene_id] if specs[ds.records[i].question_id]["question_type"] in KINDS]
+        chosen = [i for i in by_scene[scene_id] if specs[ds.records[i].question_id]["question_type"] in RELATION_KINDS]
         if not chosen:
             continue
         samples = [ds[i] for i in chosen]
@@ -111,7 +110,7 @@ def main() -> int:
     te = collect(model, args.data, "test", args.scenes)
     layers = tr["answer"].shape[0]
     print(f"{len(tr['kind'])} fitting questions, {len(te['kind'])} scored; layer inputs 0..{layers - 1}")
-    for kind in KINDS:
+    for kind in RELATION_KINDS:
         mtr = np.array([k == kind for k in tr["kind"]])
         mte = np.array([k == kind for k in te["kind"]])
         if mtr.sum() < 20 or mte.sum() < 5:

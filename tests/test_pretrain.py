@@ -471,7 +471,8 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data):
 
     from loc3r.model.losses import wrapped_gaussian_target
     from loc3r.model.processor import make_dataset
-    from loc3r.tiny.relation_data import RELATION_TYPES, ObjectPlaces
+    from loc3r.synth.situations import RELATION_KINDS
+    from loc3r.tiny.relation_data import ObjectPlaces
     from loc3r.train.loop import tiny_tokenizer
 
     torch.manual_seed(0)
@@ -482,7 +483,7 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data):
     scene = data.records[0].scene_id
     every = [places[i] for i, r in enumerate(data.records) if r.scene_id == scene]
     samples = [s for s in every if s.has_situation][:6] + [s for s in every if not s.has_situation][:2]
-    assert any(s.question_type in RELATION_TYPES for s in samples)
+    assert any(s.question_type in RELATION_KINDS for s in samples)
     grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
     nll, kl, objects = [], [], []
     with torch.no_grad():
@@ -525,7 +526,8 @@ def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data):
     from loc3r import geometry
     from loc3r.model.processor import make_dataset
     from loc3r.synth.grounding import read_scene
-    from loc3r.tiny.relation_data import RELATION_TYPES, ObjectPlaces
+    from loc3r.synth.situations import RELATION_KINDS
+    from loc3r.tiny.relation_data import ObjectPlaces
 
     ds = make_dataset(Loc3RConfig.tiny(), synth_data, "train")
     places = ObjectPlaces(ds, [synth_data])
@@ -533,7 +535,7 @@ def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data):
     checked = 0
     for i, r in enumerate(ds.records):
         sample = places[i]
-        if sample.question_type not in RELATION_TYPES:
+        if sample.question_type not in RELATION_KINDS:
             assert np.isnan(sample.object_xy).all()
             continue
         desc = json.loads((synth_data / "synth" / f"{r.scene_id}.json").read_text())

@@ -165,3 +165,14 @@ def test_eval_enters_its_numbers_in_the_model_card_once_per_evaluation(synth_dat
     assert rows == [f"| sqa3d train ({synth_data}), first 8 | 8 | {metrics['localization']['acc_0.5m']:.1f} | "
                     f"{metrics['localization']['acc_1.0m']:.1f} | {metrics['localization']['acc_15deg']:.1f} | "
                     f"{metrics['localization']['acc_30deg']:.1f} | EM@1 {metrics['qa']['em1']:.1f} (leo) |"]
+    # the control (--hide-situation-tokens) gets a row of its own and says so in its metrics and report, so that it is
+    # never taken for the model's own evaluation
+    out = tmp_path / "hidden"
+    assert main(["eval", "--checkpoint", str(ckpt), "--data", str(synth_data), "--split", "train", "--out", str(out),
+                 "--limit", "8", "--plots", "0", "--card", "--hide-situation-tokens"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["control"] == "<Pos>/<Ori> hidden from the answers"
+    assert "(<Pos>/<Ori> hidden from the answers)" in (out / "report.md").read_text().splitlines()[0]
+    rows = [line for line in (ckpt / "README.md").read_text().split("## Evaluations")[1].splitlines()
+            if line.startswith("| sqa3d train")]
+    assert len(rows) == 2 and rows[0] != rows[1]
+    assert rows[1].startswith(f"| sqa3d train ({synth_data}), first 8, <Pos>/<Ori> hidden from the answers |")

@@ -228,6 +228,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     records = predict_dataset(model, dataset, cfg.batch_size, cfg.max_new_tokens, dev, cfg.limit, maps,
                               cfg.hide_situation_tokens)
     metrics = compute_metrics(records, cfg.benchmark, cfg.protocol, judge)
+    if cfg.hide_situation_tokens:  # a control, not the model's own evaluation: said wherever its numbers go
+        metrics["control"] = HIDDEN_SITUATION
     score_records(records, cfg.benchmark, cfg.protocol)
     print(f"answer metrics: the {cfg.protocol} protocol ({PROTOCOL_SOURCES[cfg.protocol]})")
     if cfg.benchmark == "scanqa":
@@ -237,6 +239,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if metrics.get("qa", {}).get("n_unscored"):
         print(f"note: {metrics['qa']['n_unscored']} questions of types MSR3D's evaluator does not group are not scored")
     title = f"Evaluation of {ckpt} on {cfg.benchmark} {split}"
+    if cfg.hide_situation_tokens:
+        title += f" ({HIDDEN_SITUATION})"
     with atomic_dir(out) as tmp:  # the outputs of one evaluation together: a kill leaves the previous ones whole
         write_outputs(tmp, cfg, data, dataset, model, records, maps, metrics, title)
     if cfg.card:
@@ -244,13 +248,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     return metrics
 
 
+HIDDEN_SITUATION = "<Pos>/<Ori> hidden from the answers"  # eval --hide-situation-tokens, in titles and card rows
 HEADLINE = {"sqa3d": ("em1", "EM@1"), "scanqa": ("em1", "EM@1"), "msqa": ("EM_overall", "EM"),
             "vsibench": ("vsibench_overall", "overall")}  # the answer metric a model card shows
 
 
 def card_row(cfg: EvalConfig, metrics: dict) -> tuple[str, str, str]:
     """(key, row, header) of an evaluation in a model card's Evaluations table."""
-    key = f"{cfg.benchmark} {cfg.split} ({cfg.data})" + (f", first {cfg.limit}" if cfg.limit else "")
+    key = (f"{cfg.benchmark} {cfg.split} ({cfg.data})" + (f", first {cfg.limit}" if cfg.limit else "")
+           + (f", {HIDDEN_SITUATION}" if cfg.hide_situation_tokens else ""))
     loc = metrics.get("localization") or {}
     name, label = HEADLINE[cfg.benchmark]
     cells = [str(metrics["n"])] + [f"{loc[k]:.1f}" if k in loc else "–" for k in ("acc_0.5m", "acc_1.0m", "acc_15deg",

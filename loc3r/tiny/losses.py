@@ -50,8 +50,9 @@ def head_attention(model: Loc3R, batch: Batch, calls: list, layer: int, head: in
     """Head `head` of layer `layer` (calls: that layer's recorded inputs), recomputed from the text tokens: its
     own q / k projections and rotary embedding, over every key a token attends to (padding and the causal mask
     respected). Returns logits [B, Lq, Lk] (-inf where not allowed), allowed [B, Lq, Lk], the keys' token ids
-    key_ids [B, Lk], the queries' query_ids, query_mask (text tokens) and query_labels [B, Lq] (the label each
-    query state predicts: the labels shifted by one, -100 none), and with `values` the head's values of the
+    key_ids [B, Lk] and key_labels [B, Lk] (-100 but on the answers, which are labelled where they stand), the
+    queries' query_ids, query_mask (text tokens) and query_labels [B, Lq] (the label each query state predicts: the
+    labels shifted by one, -100 none), and with `values` the head's values of the
     keys [B, Lk, d] and its columns of o_proj, output [D, d]. For a grouped batch the queries are the
     suffixes' tokens and the keys their video's prefix, then the suffix."""
     from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
@@ -89,11 +90,13 @@ def head_attention(model: Loc3R, batch: Batch, calls: list, layer: int, head: in
         allowed = causal & batch.attention_mask[:, None].bool()
         key_ids, query_ids, query_mask = ids, ids, batch.attention_mask.bool() & (ids != model.config.video_token_id)
     query_labels = torch.full_like(query_ids, IGNORE_INDEX)
+    key_labels = torch.full_like(key_ids, IGNORE_INDEX)
     if batch.labels is not None:
         query_labels[:, :-1] = batch.labels[:, 1:]
+        key_labels[:, key_ids.shape[1] - batch.labels.shape[1]:] = batch.labels  # a grouped batch's: its suffix
     logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
     out = {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
-           "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels}
+           "key_labels": key_labels, "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels}
     if values:
         out["values"] = (torch.cat([head_values(prefix_hidden)[v], head_values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
                          if batch.grouped else head_values(hidden))
@@ -162,9 +165,7 @@ def copy_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch,
     key_ids, labels = a["key_ids"], a["query_labels"]
     special = torch.tensor(sorted(model.tokenizer.all_special_ids), device=key_ids.device)
     # the keys that are prompt words: not a special token and not a label (answers are labelled where they stand)
-    key_labels = batch.labels if not batch.grouped else torch.cat(
-        [torch.full_like(batch.input_ids[batch.video_index], IGNORE_INDEX), batch.labels], 1)
-    prompt = ~torch.isin(key_ids, special) & (key_labels == IGNORE_INDEX)  # [B, Lk]
+    prompt = ~torch.isin(key_ids, special) & (a["key_labels"] == IGNORE_INDEX)  # [B, Lk]
     copied = (labels != IGNORE_INDEX) & ~torch.isin(labels, special)  # [B, Lq]
     target = (key_ids[:, None] == labels[:, :, None]) & prompt[:, None] & a["allowed"]
     where = attention_mass_loss(a["logits"], target, copied)
@@ -199,10 +200,8 @@ def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, ca
             target = where == batch.pos_index[:, None]
         elif name == "relation_ori":
             target = where == ori
-        else:  # a name of the prompt, not of the answer (answers are labelled where they stand)
-            key_labels = batch.labels if not batch.grouped else torch.cat(
-                [torch.full_like(key_ids[:, :offset], IGNORE_INDEX), batch.labels], 1)
-            target = (where > ori) & torch.isin(key_ids, name_ids) & (key_labels == IGNORE_INDEX)
+        else:  # a name of the prompt, not of the answer
+            target = (where > ori) & torch.isin(key_ids, name_ids) & (a["key_labels"] == IGNORE_INDEX)
         queries = (a["query_labels"] != IGNORE_INDEX) & batch.has_situation[:, None]
         out[name] = attention_mass_loss(a["logits"], target[:, None] & allowed, queries)
     return out

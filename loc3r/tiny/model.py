@@ -31,6 +31,7 @@ class TinyLoc3R(Loc3R):
         self.base = base or TinyBaseConfig()
         # whether the relation heads are supervised now (a run switches them on once the orientation has taken off)
         self.relation_active = True
+        self._name_ids: torch.Tensor | None = None  # name_ids(), once the vocabulary is read
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         embeds = super().embed_text(ids)
@@ -45,7 +46,7 @@ class TinyLoc3R(Loc3R):
 
     def name_ids(self) -> torch.Tensor:
         """Token ids of the words that name objects (the catalogue's colours and categories) in the vocabulary."""
-        if getattr(self, "_name_ids", None) is None:
+        if self._name_ids is None:
             words = {w for name in [*CATEGORIES, *COLOR_RGB] for w in name.split()}
             vocab = self.tokenizer.get_vocab()
             self._name_ids = torch.tensor(sorted(vocab[w] for w in words if w in vocab))

@@ -18,8 +18,7 @@ import numpy as np
 
 from loc3r.data.sample import Sample
 from loc3r.synth.shapes import rotate_xy
-
-RELATION_TYPES = ("left_right", "navigation", "distance")
+from loc3r.synth.situations import RELATION_KINDS
 
 
 def scene_relations(path: Path) -> dict[int, tuple[np.ndarray, float, np.ndarray]]:
@@ -29,7 +28,7 @@ def scene_relations(path: Path) -> dict[int, tuple[np.ndarray, float, np.ndarray
     centre = {o["id"]: np.asarray(o["center"][:2], np.float64) for o in desc["objects"]}
     return {q["question_id"]: (np.asarray(q["position"], np.float64), float(q["yaw"]),
                                centre[q["spec"]["objects"][0]])
-            for q in desc["questions"] if q["question_type"] in RELATION_TYPES and q["situation_id"] is not None}
+            for q in desc["questions"] if q["question_type"] in RELATION_KINDS and q["situation_id"] is not None}
 
 
 def object_place(sample: Sample, relation: tuple[np.ndarray, float, np.ndarray] | None) -> np.ndarray:

@@ -163,9 +163,10 @@ class TrainConfig(RunSettings):
                              f"{self.loop_starts_when:g}")
         if self.loop_starts_when and self.loop_starts == 1:
             raise Loc3rError("--loop-starts-when needs --loop-starts K > 1")
-        if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and self.is_7b):
-            raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the tiny model's relation "
-                             "heads (the 7B has none)")
+        if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and (
+                self.is_7b or self.init == SCRATCH)):
+            raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "
+                             "tiny model started from a base (the 7B and --init scratch have none)")
         if (self.relation_readout and not self.relation_weight) or (
                 self.relation_objects and not self.relation_readout):
             raise Loc3rError("--relation-readout needs --relation-weight W > 0, and --relation-objects needs "
