@@ -519,10 +519,10 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data):
     assert model.vlm.model.language_model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0
 
 
-def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data):
+def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data, tmp_path):
     """--relation-readout's targets (tiny.relation_data.ObjectPlaces): a relation question's object placed in the
     sample's BEV frame from the sample's own pose equals the object's centre taken through the video's world -> BEV
-    transform; other questions get NaN."""
+    transform; other questions get NaN; a broken description is one line naming its file."""
     from loc3r import geometry
     from loc3r.model.processor import make_dataset
     from loc3r.synth.grounding import read_scene
@@ -548,3 +548,10 @@ def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data):
     assert checked >= 5
     batch = Collator(TinyLoc3R(Loc3RConfig.tiny()).tokenizer, Loc3RConfig.tiny())([places[i] for i in range(4)])
     assert batch.object_xy.shape == (4, 2)
+    from loc3r.errors import Loc3rError
+    from loc3r.tiny.relation_data import scene_relations
+
+    broken = tmp_path / "broken_room.json"  # a description without its objects: one line naming the file
+    broken.write_text(json.dumps({"questions": []}))
+    with pytest.raises(Loc3rError, match="broken_room.json: not a synthetic room description"):
+        scene_relations(broken)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.data.sample import Sample
+from loc3r.errors import Loc3rError
 from loc3r.synth.shapes import rotate_xy
 from loc3r.synth.situations import RELATION_KINDS
 
@@ -24,11 +25,14 @@ from loc3r.synth.situations import RELATION_KINDS
 def scene_relations(path: Path) -> dict[int, tuple[np.ndarray, float, np.ndarray]]:
     """question_id -> (the speaker's position [2] and yaw in the scene's frame, the object's centre [2] there) for
     the relation questions of a synth/<scene>.json."""
-    desc = json.loads(path.read_text())
-    centre = {o["id"]: np.asarray(o["center"][:2], np.float64) for o in desc["objects"]}
-    return {q["question_id"]: (np.asarray(q["position"], np.float64), float(q["yaw"]),
-                               centre[q["spec"]["objects"][0]])
-            for q in desc["questions"] if q["question_type"] in RELATION_KINDS and q["situation_id"] is not None}
+    try:
+        desc = json.loads(path.read_text())
+        centre = {o["id"]: np.asarray(o["center"][:2], np.float64) for o in desc["objects"]}
+        return {q["question_id"]: (np.asarray(q["position"], np.float64), float(q["yaw"]),
+                                   centre[q["spec"]["objects"][0]])
+                for q in desc["questions"] if q["question_type"] in RELATION_KINDS and q["situation_id"] is not None}
+    except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:  # as synth.grounding.read_scene
+        raise Loc3rError(f"{path}: not a synthetic room description ({e!r})") from None
 
 
 def object_place(sample: Sample, relation: tuple[np.ndarray, float, np.ndarray] | None) -> np.ndarray:
