@@ -123,16 +123,21 @@ def test_the_shipped_base_and_checkpoints_of_the_earlier_format_load(tmp_path):
 
 
 def test_relation_flags_are_refused_where_they_mean_nothing():
-    """--relation-readout needs the relation heads (--relation-weight W > 0), --relation-objects the readout; the 7B
+    """--relation-readout needs the relation heads (--relation-weight W > 0), --relation-objects or (not both)
+    --relation-egocentric the readout; the 7B
     and a model from random weights (--init scratch) have no relation heads; a negative weight is refused. Accepted,
     they set the tiny base's relation settings."""
     from loc3r.train.config import TrainConfig
 
     for bad in (dict(relation_readout=True), dict(relation_weight=1.0, relation_objects=True),
                 dict(relation_weight=-1.0), dict(relation_weight=1.0, preset="llava_video_7b"),
-                dict(relation_weight=1.0, init="scratch")):
+                dict(relation_weight=1.0, init="scratch"), dict(relation_weight=1.0, relation_egocentric=True),
+                dict(relation_weight=1.0, relation_readout=True, relation_objects=True, relation_egocentric=True)):
         with pytest.raises(Loc3rError, match="relation"):
             TrainConfig(data="d", out="o", **bad)
     run = TrainConfig(data="d", out="o", relation_weight=0.5, relation_readout=True)
-    assert run.relation_settings() == dict(relation_layer=-1, lambda_relation=0.5, relation_readout=True)
+    assert run.relation_settings() == dict(relation_layer=-1, lambda_relation=0.5, relation_readout=True,
+                                           relation_egocentric=False)
+    run = TrainConfig(data="d", out="o", relation_weight=1.0, relation_readout=True, relation_egocentric=True)
+    assert run.relation_settings()["relation_egocentric"]
     assert TrainConfig(data="d", out="o").relation_settings() == {}

@@ -49,6 +49,9 @@ class TinyBaseConfig:
     # with the relation heads, the answer's state also gives the speaker's pose through the position and orientation
     # heads (tiny.losses.relation_readout_loss)
     relation_readout: bool = False
+    # ... and the answer's state of a relation question gives instead the object as the speaker sees it (its place in
+    # the speaker's frame, its bearing) through the same heads
+    relation_egocentric: bool = False
 
     def __post_init__(self):
         if not self.text_embed_scale > 0:

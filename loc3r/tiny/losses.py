@@ -207,14 +207,20 @@ def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, ca
     return out
 
 
-def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor) -> torch.Tensor:
+def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor,
+                          egocentric: bool = False) -> torch.Tensor:
     """The Loc3R stage's pose at the answer: the final state that predicts a situated question's first answer token,
     read by the model's own position and orientation heads (their weights detached: the heads stay what <Pos> /
     <Ori> train them to be), gives the speaker's pose (position NLL + orientation KL, the situation losses' terms),
     and, where the batch has `object_xy` (a relation question's object, tiny.relation_data), read by the layout
     head, the object's place (its NLL). A relation of the speaker and an object needs both; neither alone says
     anything about the answer, so neither gets a gradient through the answer until the other is there (text_hidden
-    [B, L, D]: the suffixes' states of a grouped batch, else the sequences')."""
+    [B, L, D]: the suffixes' states of a grouped batch, else the sequences').
+
+    egocentric: the state of a question with `object_xy` gives instead the relation itself, the object as the speaker
+    sees it: its place in the speaker's frame (metres; +x ahead, +y on the left) through the position head and its
+    bearing (0 ahead, +pi/2 on the left) through the orientation head. Left or right, which way to go and how far
+    all follow from it, and a regression target is dense: it has a gradient towards each ingredient from the start."""
     c = model.config
     labelled = batch.labels != IGNORE_INDEX  # [B, L]
     first = labelled.float().argmax(-1)  # the first answer token; its state is the one before it
@@ -225,15 +231,28 @@ def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor)
     def detached(head):
         return torch.func.functional_call(head, {k: v.detach() for k, v in head.named_parameters()}, (state,))
 
-    position = detached(model.position_head)
-    target = wrapped_gaussian_target(batch.yaw_rad, c.orientation_bins, c.orientation_sigma_rad)
-    loss = (gaussian_nll(*position, batch.position_xy, situated, c.sigma_floor, beta=c.nll_beta)
+    position_xy, yaw = batch.position_xy, batch.yaw_rad
+    if egocentric and batch.object_xy is not None:
+        seen = torch.isfinite(batch.object_xy).all(-1)
+        place = speaker_frame(batch.object_xy.nan_to_num(), batch.position_xy, batch.yaw_rad)
+        position_xy = torch.where(seen[:, None], place, position_xy)
+        yaw = torch.where(seen, torch.atan2(place[:, 1], place[:, 0]), yaw)
+    target = wrapped_gaussian_target(yaw, c.orientation_bins, c.orientation_sigma_rad)
+    loss = (gaussian_nll(*detached(model.position_head), position_xy, situated, c.sigma_floor, beta=c.nll_beta)
             + kl_orientation(detached(model.orientation_head), target, situated))
-    if batch.object_xy is not None:  # and the place of a relation question's object, through the layout head
+    if batch.object_xy is not None and not egocentric:  # the place of a relation question's object, by the layout head
         known = situated & torch.isfinite(batch.object_xy).all(-1)
         loss = loss + gaussian_nll(*detached(model.layout_head), batch.object_xy, known, c.sigma_floor,
                                    beta=c.nll_beta)
     return loss
+
+
+def speaker_frame(xy: torch.Tensor, position_xy: torch.Tensor, yaw_rad: torch.Tensor) -> torch.Tensor:
+    """Points [B, 2] of a frame in the frame of speakers standing at position_xy [B, 2] facing yaw_rad [B] (CCW from
+    +x): +x ahead of the speaker, +y on its left."""
+    d = xy - position_xy
+    cos, sin = torch.cos(yaw_rad), torch.sin(yaw_rad)
+    return torch.stack([cos * d[:, 0] + sin * d[:, 1], -sin * d[:, 0] + cos * d[:, 1]], -1)
 
 
 def seeing_loss(model: Loc3R, vision: torch.Tensor, states: torch.Tensor, words: torch.Tensor,

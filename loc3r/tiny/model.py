@@ -64,7 +64,8 @@ class TinyLoc3R(Loc3R):
             name_ids = self.name_ids().to(batch.input_ids.device)
             relation = relation_attention_loss(self, b, batch, calls, name_ids)
             if b.relation_readout:
-                relation["relation_readout"] = relation_readout_loss(self, batch, encoded.text_hidden)
+                relation["relation_readout"] = relation_readout_loss(self, batch, encoded.text_hidden,
+                                                                     b.relation_egocentric)
             return Loc3ROutput(out.loss + b.lambda_relation * sum(relation.values()), {**out.losses, **relation},
                                out.layout, out.position, out.orientation_logits)
         b = self.base

@@ -99,6 +99,10 @@ class TrainConfig(RunSettings):
     # with --relation-readout: the state also gives the place of a relation question's object through the layout
     # head (synthetic rooms: tiny.relation_data.ObjectPlaces)
     relation_objects: bool = False
+    # with --relation-readout, instead of --relation-objects: the state of a relation question gives the object as the
+    # speaker sees it, its place in the speaker's frame and its bearing, through the position and orientation heads
+    # (synthetic rooms: tiny.relation_data.ObjectPlaces)
+    relation_egocentric: bool = False
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -124,7 +128,7 @@ class TrainConfig(RunSettings):
                  "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
-                 "relation_weight", "relation_readout", "relation_objects"),
+                 "relation_weight", "relation_readout", "relation_objects", "relation_egocentric"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
         "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
         "checkpointing": ("out", "resume", "overwrite", "save_every", "keep", "log_every", "quiet"),
@@ -168,9 +172,12 @@ class TrainConfig(RunSettings):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "
                              "tiny model started from a base (the 7B and --init scratch have none)")
         if (self.relation_readout and not self.relation_weight) or (
-                self.relation_objects and not self.relation_readout):
-            raise Loc3rError("--relation-readout needs --relation-weight W > 0, and --relation-objects needs "
-                             "--relation-readout")
+                (self.relation_objects or self.relation_egocentric) and not self.relation_readout):
+            raise Loc3rError("--relation-readout needs --relation-weight W > 0, and --relation-objects or "
+                             "--relation-egocentric needs --relation-readout")
+        if self.relation_objects and self.relation_egocentric:
+            raise Loc3rError("--relation-objects and --relation-egocentric are two readouts of a relation question's "
+                             "object: give one")
         if self.nll_beta is not None and not 0 <= self.nll_beta <= 1:
             raise Loc3rError(f"--nll-beta must be in [0, 1], got {self.nll_beta:g}")
         roots = [(src.benchmark, src.root.resolve()) for src in self.sources]
@@ -234,7 +241,8 @@ class TrainConfig(RunSettings):
         """The TinyBaseConfig fields --relation-weight sets (none when 0)."""
         if not self.relation_weight:
             return {}
-        return dict(relation_layer=-1, lambda_relation=self.relation_weight, relation_readout=self.relation_readout)
+        return dict(relation_layer=-1, lambda_relation=self.relation_weight, relation_readout=self.relation_readout,
+                    relation_egocentric=self.relation_egocentric)
 
     def model_overrides(self) -> dict:
         """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""
