@@ -462,32 +462,34 @@ def test_relation_attention_loss_equals_the_layers_own_attention(synth_data):
     assert "relation_names" not in output.losses  # weight 0: the paper's forward
 
 
-@pytest.mark.parametrize("egocentric", [False, True])
-def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data, egocentric):
+@pytest.mark.parametrize("mode", ["pose", "egocentric", "staged"])
+def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data, mode):
     """--relation-readout: the final state predicting each situated question's first answer token, read by the
     position and orientation heads, against the speaker's pose (position NLL + orientation KL), and by the layout
     head against a relation question's object place (its NLL), in a grouped batch and in whole sequences alike (a
     brute-force loop over the questions); the heads get no gradient from it. --relation-egocentric: a relation
     question's state is read against the object as the speaker sees it instead, computed here in the synthetic
-    room's own frame (its place relative to the speaker turned by the speaker's yaw; synth.relations' bearing)."""
+    room's own frame (its place relative to the speaker turned by the speaker's yaw; synth.relations' bearing).
+    --relation-readout-layer L with --relation-egocentric ("staged"): the pose and the object's place read at layer L's
+    output (the eager run's hidden states, through the final norm), the relation alone at the final state."""
     import math
-
-    from loc3r.synth.grounding import read_scene
-    from loc3r.synth.relations import relative_bearing
-    from loc3r.synth.shapes import rotate_xy
-    from loc3r.tiny.relation_data import scene_relations
 
     from loc3r.model.losses import wrapped_gaussian_target
     from loc3r.model.processor import make_dataset
+    from loc3r.synth.grounding import read_scene
+    from loc3r.synth.relations import relative_bearing
+    from loc3r.synth.shapes import rotate_xy
     from loc3r.synth.situations import RELATION_KINDS
-    from loc3r.tiny.relation_data import ObjectPlaces
+    from loc3r.tiny.relation_data import ObjectPlaces, scene_relations
     from loc3r.train.loop import tiny_tokenizer
 
     torch.manual_seed(0)
     config = Loc3RConfig.tiny(prior="none")
     data = make_dataset(config, synth_data, "train")
-    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(relation_layer=-1, relation_readout=True,
-                                                                   relation_egocentric=egocentric)).eval()
+    staged = mode == "staged"
+    model = TinyLoc3R(config, tiny_tokenizer(data), TinyBaseConfig(
+        relation_layer=-1, relation_readout=True, relation_egocentric=mode != "pose",
+        relation_readout_layer=1 if staged else None)).eval()
     places = ObjectPlaces(data, [synth_data])
     scene = data.records[0].scene_id
     room = read_scene(synth_data, scene)
@@ -496,44 +498,56 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data, eg
     samples = [s for s in every if s.has_situation][:6] + [s for s in every if not s.has_situation][:2]
     assert any(s.question_type in RELATION_KINDS for s in samples)
     grouped, flat, flat_batch, out = losses_and_eager_attention(model, samples)
-    nll, kl, objects = [], [], []
-    with torch.no_grad():
-        for b, sample in enumerate(samples):
-            if not sample.has_situation:
-                continue
-            j = int((flat_batch.labels[b] != -100).nonzero()[0])
-            state = out.last_hidden_state[b, j - 1]
-            position, yaw = np.asarray(sample.position_xy, np.float64), float(sample.yaw_rad)
-            if egocentric and sample.question_id in truth:  # the object seen from the speaker, in the room's frame
-                at, facing, centre = truth[sample.question_id]
-                position = rotate_xy(centre - at, -facing)
-                index = next(i for i, o in enumerate(room.objects) if np.allclose(o.center[:2], centre))
-                yaw = float(relative_bearing(room, at[None], facing)[0, index])
-            mu, log_sigma = model.position_head(state[None])
-            log_sigma = log_sigma.clamp(min=math.log(config.sigma_floor))
-            sigma2 = torch.exp(2 * log_sigma)
-            terms = (0.5 * (mu - torch.as_tensor(position, dtype=torch.float32)) ** 2 / sigma2 + log_sigma)
-            nll.append(terms * sigma2 ** config.nll_beta)  # beta-NLL, as the position loss
-            target = wrapped_gaussian_target(torch.tensor([yaw]), config.orientation_bins,
-                                             config.orientation_sigma_rad)
-            log_p = torch.log_softmax(model.orientation_head(state[None]), -1)
-            kl.append((torch.xlogy(target, target) - target * log_p).sum())
-            if not egocentric and not np.isnan(sample.object_xy).any():  # the layout head reads the object's place
-                mu, log_sigma = model.layout_head(state[None])
-                log_sigma = log_sigma.clamp(min=math.log(config.sigma_floor))
-                sigma2 = torch.exp(2 * log_sigma)
-                objects.append((0.5 * (mu - torch.as_tensor(sample.object_xy)) ** 2 / sigma2 + log_sigma)
-                               * sigma2 ** config.nll_beta)
-    reference = torch.cat(nll).mean() + torch.stack(kl).mean() + (0 if egocentric else torch.cat(objects).mean())
-    assert torch.allclose(flat["relation_readout"], reference, rtol=1e-4, atol=1e-5)
-    assert torch.allclose(grouped["relation_readout"], reference, rtol=1e-4, atol=1e-5)
-    from loc3r.tiny.losses import relation_readout_loss
 
-    batch = Collator(model.tokenizer, model.config)(samples)
-    relation_readout_loss(model, batch, model.encode(batch).text_hidden, egocentric).backward()
+    def nll(head, state, xy):
+        mu, log_sigma = head(state[None])
+        log_sigma = log_sigma.clamp(min=math.log(config.sigma_floor))
+        sigma2 = torch.exp(2 * log_sigma)
+        terms = 0.5 * (mu - torch.as_tensor(xy, dtype=torch.float32)) ** 2 / sigma2 + log_sigma
+        return terms * sigma2 ** config.nll_beta  # beta-NLL, as the position loss
+
+    def kl(state, yaw):
+        target = wrapped_gaussian_target(torch.tensor([yaw]), config.orientation_bins, config.orientation_sigma_rad)
+        log_p = torch.log_softmax(model.orientation_head(state[None]), -1)
+        return (torch.xlogy(target, target) - target * log_p).sum()
+
+    def reference(states, pose, egocentric):
+        position_terms, orientation_terms, object_terms = [], [], []
+        with torch.no_grad():
+            for b, sample in enumerate(samples):
+                if not sample.has_situation:
+                    continue
+                j = int((flat_batch.labels[b] != -100).nonzero()[0])
+                state = states[b, j - 1]
+                position, yaw = np.asarray(sample.position_xy, np.float64), float(sample.yaw_rad)
+                relation = sample.question_id in truth
+                if egocentric and relation:  # the object seen from the speaker, in the room's frame
+                    at, facing, centre = truth[sample.question_id]
+                    position = rotate_xy(centre - at, -facing)
+                    index = next(i for i, o in enumerate(room.objects) if np.allclose(o.center[:2], centre))
+                    yaw = float(relative_bearing(room, at[None], facing)[0, index])
+                if pose or (egocentric and relation):
+                    position_terms.append(nll(model.position_head, state, position))
+                    orientation_terms.append(kl(state, yaw))
+                if not egocentric and relation:  # the layout head reads the object's place
+                    object_terms.append(nll(model.layout_head, state, sample.object_xy))
+        return (torch.cat(position_terms).mean() + torch.stack(orientation_terms).mean()
+                + (torch.cat(object_terms).mean() if object_terms else 0))
+
+    if staged:
+        norm = model.vlm.model.language_model.norm
+        expected = {"relation_readout": reference(norm(out.hidden_states[2]), pose=True, egocentric=False),
+                    "relation_egocentric": reference(out.last_hidden_state, pose=False, egocentric=True)}
+    else:
+        expected = {"relation_readout": reference(out.last_hidden_state, pose=True, egocentric=mode == "egocentric")}
+    for name, value in expected.items():
+        assert torch.allclose(flat[name], value, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(grouped[name], value, rtol=1e-4, atol=1e-5)
+    model.train()
+    model(Collator(model.tokenizer, model.config)(samples)).losses["relation_readout"].backward()
     assert all(p.grad is None for head in (model.position_head, model.orientation_head, model.layout_head)
                for p in head.parameters())
-    assert model.vlm.model.language_model.layers[-1].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert model.vlm.model.language_model.layers[-1 if not staged else 1].mlp.down_proj.weight.grad.abs().sum() > 0
 
 
 def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data, tmp_path):

@@ -132,12 +132,23 @@ def test_relation_flags_are_refused_where_they_mean_nothing():
     for bad in (dict(relation_readout=True), dict(relation_weight=1.0, relation_objects=True),
                 dict(relation_weight=-1.0), dict(relation_weight=1.0, preset="llava_video_7b"),
                 dict(relation_weight=1.0, init="scratch"), dict(relation_weight=1.0, relation_egocentric=True),
-                dict(relation_weight=1.0, relation_readout=True, relation_objects=True, relation_egocentric=True)):
+                dict(relation_weight=1.0, relation_readout=True, relation_objects=True, relation_egocentric=True),
+                dict(relation_weight=1.0, relation_readout_layer=2)):
         with pytest.raises(Loc3rError, match="relation"):
             TrainConfig(data="d", out="o", **bad)
     run = TrainConfig(data="d", out="o", relation_weight=0.5, relation_readout=True)
     assert run.relation_settings() == dict(relation_layer=-1, lambda_relation=0.5, relation_readout=True,
-                                           relation_egocentric=False)
-    run = TrainConfig(data="d", out="o", relation_weight=1.0, relation_readout=True, relation_egocentric=True)
-    assert run.relation_settings()["relation_egocentric"]
+                                           relation_egocentric=False, relation_readout_layer=None)
+    run = TrainConfig(data="d", out="o", relation_weight=1.0, relation_readout=True, relation_egocentric=True,
+                      relation_layer=-2)
+    assert run.relation_settings()["relation_egocentric"] and run.relation_settings()["relation_layer"] == -2
+    from loc3r.model.config import Loc3RConfig
+    from loc3r.tiny import TinyBaseConfig, TinyLoc3R
+
+    with pytest.raises(Loc3rError, match="relation layer 4: the LLM has 4 layers"):
+        TinyLoc3R(Loc3RConfig.tiny(), base=TinyBaseConfig(relation_layer=4))
+    for last in (-1, 3, 5):  # the staged readout's first stage must leave a layer after it
+        with pytest.raises(Loc3rError, match=f"relation readout layer {last}: a layer before the last"):
+            TinyLoc3R(Loc3RConfig.tiny(), base=TinyBaseConfig(relation_layer=-1, relation_readout_layer=last))
+    TinyLoc3R(Loc3RConfig.tiny(), base=TinyBaseConfig(relation_layer=-1, relation_readout_layer=-2))
     assert TrainConfig(data="d", out="o").relation_settings() == {}

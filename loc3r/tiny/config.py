@@ -52,6 +52,10 @@ class TinyBaseConfig:
     # ... and the answer's state of a relation question gives instead the object as the speaker sees it (its place in
     # the speaker's frame, its bearing) through the same heads
     relation_egocentric: bool = False
+    # the readout in two stages: the pose (and a relation question's object place) read from the answer's state at the
+    # output of this LLM layer (through the final norm), the relation itself (relation_egocentric) from the final
+    # state, so that the layers after it have what the relation needs to compute it; None: one stage, the final state
+    relation_readout_layer: int | None = None
 
     def __post_init__(self):
         if not self.text_embed_scale > 0:

@@ -207,7 +207,7 @@ def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, ca
     return out
 
 
-def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor,
+def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor, pose: bool = True,
                           egocentric: bool = False) -> torch.Tensor:
     """The Loc3R stage's pose at the answer: the final state that predicts a situated question's first answer token,
     read by the model's own position and orientation heads (their weights detached: the heads stay what <Pos> /
@@ -215,36 +215,59 @@ def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor,
     and, where the batch has `object_xy` (a relation question's object, tiny.relation_data), read by the layout
     head, the object's place (its NLL). A relation of the speaker and an object needs both; neither alone says
     anything about the answer, so neither gets a gradient through the answer until the other is there (text_hidden
-    [B, L, D]: the suffixes' states of a grouped batch, else the sequences').
+    [B, L, D]: the suffixes' states of a grouped batch, else the sequences'; the final states, or a layer's output
+    through the LLM's final norm).
 
     egocentric: the state of a question with `object_xy` gives instead the relation itself, the object as the speaker
     sees it: its place in the speaker's frame (metres; +x ahead, +y on the left) through the position head and its
     bearing (0 ahead, +pi/2 on the left) through the orientation head. Left or right, which way to go and how far
-    all follow from it, and a regression target is dense: it has a gradient towards each ingredient from the start."""
+    all follow from it, and a regression target is dense: it has a gradient towards each ingredient from the start.
+    pose=False: only those questions' relation is read (the ingredients read at an earlier layer's state)."""
     c = model.config
     labelled = batch.labels != IGNORE_INDEX  # [B, L]
     first = labelled.float().argmax(-1)  # the first answer token; its state is the one before it
     rows = torch.arange(len(first), device=first.device)
     situated = batch.has_situation & labelled.any(-1) & (first > 0)
     state = text_hidden[rows, (first - 1).clamp(min=0)]  # [B, D]
+    seen = situated & (torch.isfinite(batch.object_xy).all(-1) if batch.object_xy is not None
+                       else torch.zeros_like(situated))  # a relation question whose object's place is known
 
     def detached(head):
         return torch.func.functional_call(head, {k: v.detach() for k, v in head.named_parameters()}, (state,))
 
-    position_xy, yaw = batch.position_xy, batch.yaw_rad
-    if egocentric and batch.object_xy is not None:
-        seen = torch.isfinite(batch.object_xy).all(-1)
+    position_xy, yaw, read = batch.position_xy, batch.yaw_rad, situated if pose else torch.zeros_like(situated)
+    if egocentric and seen.any():
         place = speaker_frame(batch.object_xy.nan_to_num(), batch.position_xy, batch.yaw_rad)
         position_xy = torch.where(seen[:, None], place, position_xy)
         yaw = torch.where(seen, torch.atan2(place[:, 1], place[:, 0]), yaw)
+    if egocentric:
+        read = read | seen
     target = wrapped_gaussian_target(yaw, c.orientation_bins, c.orientation_sigma_rad)
-    loss = (gaussian_nll(*detached(model.position_head), position_xy, situated, c.sigma_floor, beta=c.nll_beta)
-            + kl_orientation(detached(model.orientation_head), target, situated))
-    if batch.object_xy is not None and not egocentric:  # the place of a relation question's object, by the layout head
-        known = situated & torch.isfinite(batch.object_xy).all(-1)
-        loss = loss + gaussian_nll(*detached(model.layout_head), batch.object_xy, known, c.sigma_floor,
+    loss = (gaussian_nll(*detached(model.position_head), position_xy, read, c.sigma_floor, beta=c.nll_beta)
+            + kl_orientation(detached(model.orientation_head), target, read))
+    if seen.any() and not egocentric:  # the place of a relation question's object, by the layout head
+        loss = loss + gaussian_nll(*detached(model.layout_head), batch.object_xy, seen, c.sigma_floor,
                                    beta=c.nll_beta)
     return loss
+
+
+@contextlib.contextmanager
+def layer_outputs(model: Loc3R, layer: int | None):
+    """Records the hidden states [B, L, D] every call of LLM layer `layer` returns (the prefix pass, then the suffix
+    pass of a grouped batch); records nothing for None."""
+    states = []
+    if layer is None:
+        yield states
+        return
+
+    def record(module, args, output):
+        states.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = model.vlm.model.language_model.layers[layer].register_forward_hook(record)
+    try:
+        yield states
+    finally:
+        handle.remove()
 
 
 def speaker_frame(xy: torch.Tensor, position_xy: torch.Tensor, yaw_rad: torch.Tensor) -> torch.Tensor:

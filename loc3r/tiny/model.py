@@ -15,12 +15,13 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from loc3r.constants import IGNORE_INDEX
+from loc3r.errors import Loc3rError
 from loc3r.model.config import Loc3RConfig
 from loc3r.model.loc3r import Loc3R, Loc3ROutput
 from loc3r.model.processor import Batch
 from loc3r.tiny.config import SECTION, TinyBaseConfig, split_legacy
 from loc3r.synth.catalog import CATEGORIES, COLOR_RGB
-from loc3r.tiny.losses import (attention_inputs, copy_attention_loss, grounding_attention_loss,
+from loc3r.tiny.losses import (attention_inputs, copy_attention_loss, grounding_attention_loss, layer_outputs,
                                relation_attention_loss, relation_readout_loss, seeing_loss)
 
 
@@ -29,6 +30,12 @@ class TinyLoc3R(Loc3R):
                  base: TinyBaseConfig | None = None):
         super().__init__(config, tokenizer)
         self.base = base or TinyBaseConfig()
+        layers = len(self.vlm.model.language_model.layers)
+        if self.base.relation_layer is not None and not -layers <= self.base.relation_layer < layers:
+            raise Loc3rError(f"relation layer {self.base.relation_layer}: the LLM has {layers} layers")
+        staged = self.base.relation_readout_layer
+        if staged is not None and not -layers <= staged < layers - 1 or staged == -1:
+            raise Loc3rError(f"relation readout layer {staged}: a layer before the last of the LLM's {layers}")
         # whether the relation heads are supervised now (a run switches them on once the orientation has taken off)
         self.relation_active = True
         self._name_ids: torch.Tensor | None = None  # name_ids(), once the vocabulary is read
@@ -58,14 +65,21 @@ class TinyLoc3R(Loc3R):
             if not self.relation_active or b.relation_layer is None or b.lambda_relation == 0 or batch.labels is None:
                 return super().forward(batch, loss_denominators)
             den = self.denominators(batch, loss_denominators)
-            with attention_inputs(self, b.relation_layer) as calls:
+            staged = b.relation_readout_layer if b.relation_readout else None
+            with attention_inputs(self, b.relation_layer) as calls, layer_outputs(self, staged) as states:
                 encoded = self.encode(batch)
             out = self.losses(batch, encoded, den)
             name_ids = self.name_ids().to(batch.input_ids.device)
             relation = relation_attention_loss(self, b, batch, calls, name_ids)
-            if b.relation_readout:
+            if b.relation_readout and staged is None:
                 relation["relation_readout"] = relation_readout_loss(self, batch, encoded.text_hidden,
-                                                                     b.relation_egocentric)
+                                                                     egocentric=b.relation_egocentric)
+            elif b.relation_readout:  # the ingredients at the layer's output, the relation at the final state
+                ingredients = self.vlm.model.language_model.norm(states[-1])  # the suffixes' of a grouped batch
+                relation["relation_readout"] = relation_readout_loss(self, batch, ingredients)
+                if b.relation_egocentric:
+                    relation["relation_egocentric"] = relation_readout_loss(self, batch, encoded.text_hidden,
+                                                                            pose=False, egocentric=True)
             return Loc3ROutput(out.loss + b.lambda_relation * sum(relation.values()), {**out.losses, **relation},
                                out.layout, out.position, out.orientation_logits)
         b = self.base

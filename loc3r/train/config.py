@@ -93,6 +93,8 @@ class TrainConfig(RunSettings):
     # tiny.losses.relation_attention_loss; training only) from the step the loop starts join (--loop-starts-when);
     # 0: off
     relation_weight: float | None = None
+    # the LLM layer of the relation heads (counted from the end when negative; default the last)
+    relation_layer: int = -1
     # with --relation-weight: the state predicting a situated answer also gives the speaker's pose through the position
     # and orientation heads (tiny.losses.relation_readout_loss; training only)
     relation_readout: bool = False
@@ -103,6 +105,9 @@ class TrainConfig(RunSettings):
     # speaker sees it, its place in the speaker's frame and its bearing, through the position and orientation heads
     # (synthetic rooms: tiny.relation_data.ObjectPlaces)
     relation_egocentric: bool = False
+    # with --relation-readout: read the pose (and the object's place) at this LLM layer's output and only the relation
+    # (--relation-egocentric) at the final state (TinyBaseConfig.relation_readout_layer)
+    relation_readout_layer: int | None = None
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -128,7 +133,8 @@ class TrainConfig(RunSettings):
                  "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
-                 "relation_weight", "relation_readout", "relation_objects", "relation_egocentric"),
+                 "relation_weight", "relation_layer", "relation_readout", "relation_objects",
+                 "relation_egocentric", "relation_readout_layer"),
         "optimisation": ("lr", "init_lr", "batch_size", "grad_accum", "global_batch", "weight_decay", "clip"),
         "schedule": ("steps", "epochs", "warmup", "schedule", "decay"),
         "checkpointing": ("out", "resume", "overwrite", "save_every", "keep", "log_every", "quiet"),
@@ -172,9 +178,10 @@ class TrainConfig(RunSettings):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "
                              "tiny model started from a base (the 7B and --init scratch have none)")
         if (self.relation_readout and not self.relation_weight) or (
-                (self.relation_objects or self.relation_egocentric) and not self.relation_readout):
-            raise Loc3rError("--relation-readout needs --relation-weight W > 0, and --relation-objects or "
-                             "--relation-egocentric needs --relation-readout")
+                (self.relation_objects or self.relation_egocentric or self.relation_readout_layer is not None)
+                and not self.relation_readout):
+            raise Loc3rError("--relation-readout needs --relation-weight W > 0, and --relation-objects, "
+                             "--relation-egocentric or --relation-readout-layer needs --relation-readout")
         if self.relation_objects and self.relation_egocentric:
             raise Loc3rError("--relation-objects and --relation-egocentric are two readouts of a relation question's "
                              "object: give one")
@@ -241,8 +248,8 @@ class TrainConfig(RunSettings):
         """The TinyBaseConfig fields --relation-weight sets (none when 0)."""
         if not self.relation_weight:
             return {}
-        return dict(relation_layer=-1, lambda_relation=self.relation_weight, relation_readout=self.relation_readout,
-                    relation_egocentric=self.relation_egocentric)
+        return dict(relation_layer=self.relation_layer, lambda_relation=self.relation_weight, relation_readout=self.relation_readout,
+                    relation_egocentric=self.relation_egocentric, relation_readout_layer=self.relation_readout_layer)
 
     def model_overrides(self) -> dict:
         """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""
