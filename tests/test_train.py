@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,8 +65,9 @@ def test_every_flag_has_its_help_from_the_comment_beside_or_above_its_field():
 class _Units:
     """A stand-in data set and collator for StepBatches: item j is j, a micro-batch the list of its units."""
 
-    def __init__(self, video_keys):
+    def __init__(self, video_keys, kinds=None):
         self.video_keys = video_keys
+        self.records = [SimpleNamespace(question_type=k) for k in kinds or ["what"] * len(video_keys)]
 
     def __getitem__(self, j):
         return j
@@ -73,6 +75,28 @@ class _Units:
     @staticmethod
     def grouped(groups):
         return groups
+
+
+def test_relation_questions_join_with_the_loop_starts():
+    """--relations-join: until the join, units of each scan's own video without its relation questions, cut again into
+    units of up to Q (every other question of the own videos exactly once an epoch); from the join every unit."""
+    kinds = ["left_right", "what", "navigation", "what", "distance", "what", "what", "left_right"]
+    keys = [f"s{k}" for k in range(3) for _ in range(8)]
+    keys, kinds = keys + [f"{k}@start1of2" for k in keys], kinds * 6
+    units = order.video_groups(keys, 3, seed=0, starts=2)
+    run = train_config.TrainConfig(data="d", out="o", steps=10, batch_size=2, loop_starts=2, loop_starts_when=0.5,
+                                   relations_join=True)
+    info = parallel.DistInfo(0, 1, 0, torch.device("cpu"))
+    steps = order.StepBatches(run, _Units(keys, kinds), _Units(keys), units, 3, info, 0, 0)
+    steps.join(3)
+    own = sorted(map(tuple, steps.own_units))
+    assert sorted(len(u) for u in own) == [1, 1, 1, 3, 3, 3]  # each scan's 4 other questions: a full unit and the rest
+    assert sorted(i for u in own for i in u) == [i for i in range(24) if kinds[i] == "what"]
+    assert all(len({keys[i] for i in u}) == 1 for u in own)  # one video each
+    first = [tuple(u) for i in range(3) for u in steps[i][0]]
+    assert sorted(first) == own  # one epoch of them in the first three steps
+    after = [tuple(u) for i in range(3, 10) for u in steps[i][0]]
+    assert set(after) <= set(map(tuple, units)) and any(kinds[i] != "what" for u in after for i in u)
 
 
 def test_loop_starts_draw_the_scans_own_videos_until_the_join():
@@ -93,7 +117,8 @@ def test_loop_starts_draw_the_scans_own_videos_until_the_join():
     assert [steps[i] for i in range(4)] == [plain[i] for i in range(4)]
     after = [u for i in range(4, 8) for u in steps[i][0]]
     assert sorted(map(tuple, after)) == sorted(map(tuple, units))  # the next 12 draws: one epoch of every unit
-    for bad in (dict(loop_starts=0), dict(loop_starts=2, loop_starts_when=-1), dict(loop_starts=1, loop_starts_when=1)):
+    for bad in (dict(loop_starts=0), dict(loop_starts=2, loop_starts_when=-1), dict(loop_starts=1, loop_starts_when=1),
+                dict(loop_starts=2, loop_starts_when=0, relations_join=True)):
         with pytest.raises(Loc3rError, match="--loop-starts"):
             train_config.TrainConfig(data="d", out="o", **bad)
     for beta in (-0.1, 1.5):  # refused as the flag, before any data is read

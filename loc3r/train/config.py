@@ -108,6 +108,10 @@ class TrainConfig(RunSettings):
     # with --relation-readout: read the pose (and the object's place) at this LLM layer's output and only the relation
     # (--relation-egocentric) at the final state (TinyBaseConfig.relation_readout_layer)
     relation_readout_layer: int | None = None
+    # synthetic rooms: their relation questions (left / right, navigation, distance: synth.situations.RELATION_KINDS)
+    # are drawn only from the step the loop starts join (--loop-starts-when) on; answers that need the pose cost the
+    # pose's take-off nothing before it (`loc3r synth --relations K` adds K a situation)
+    relations_join: bool = False
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -130,7 +134,7 @@ class TrainConfig(RunSettings):
     GROUPS: ClassVar[dict] = {
         "recipe": ("recipe", "seed"),
         "data": ("data", "cache_dir", "cut3r", "frames", "questions_per_video", "loop_starts", "loop_starts_when",
-                 "workers"),
+                 "relations_join", "workers"),
         "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
                  "relation_weight", "relation_layer", "relation_readout", "relation_objects",
@@ -173,6 +177,8 @@ class TrainConfig(RunSettings):
                              f"{self.loop_starts_when:g}")
         if self.loop_starts_when and self.loop_starts == 1:
             raise Loc3rError("--loop-starts-when needs --loop-starts K > 1")
+        if self.relations_join and not self.loop_starts_when:
+            raise Loc3rError("--relations-join needs --loop-starts-when (the step its relation questions join at)")
         if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and (
                 self.is_7b or self.init == SCRATCH)):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "

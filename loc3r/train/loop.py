@@ -76,7 +76,7 @@ def trajectory_settings(run: TrainConfig, per_video: int, keep_heads: str | None
     with every checkpoint and compared on --resume (--steps and the learning rates may change)."""
     return {"seed": run.seed, "batch_size": run.batch_size, "grad_accum": run.grad_accum,
             "questions_per_video": per_video, "keep_heads": keep_heads, "loop_starts": run.loop_starts,
-            "loop_starts_when": run.loop_starts_when,
+            "loop_starts_when": run.loop_starts_when, "relations_join": run.relations_join,
             "start": "random weights" if run.init_base is None and not run.is_7b else "a pretrained base",
             "data": [f"{s.benchmark}={s.root.resolve()}:{s.fraction:g}" for s in run.sources]}
 
@@ -266,7 +266,8 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     steps = StepBatches(run, dataset, Collator(model.tokenizer, config), units, per_video, info, start_step, position)
     if steps.own_steps:
         print0(f"loop starts: the {len(steps.own_units)} of {len(units)} training units on the scans' own videos "
-               f"until the orientation loss < {run.loop_starts_when:g}")
+               + ("without their relation questions " if run.relations_join else "")
+               + f"until the orientation loss < {run.loop_starts_when:g}")
     workers = run.workers if run.workers is not None else (2 if info.device.type == "cuda" else 0)
     if run.loop_starts_when and workers > 0:
         raise Loc3rError("--loop-starts-when changes the data as the run goes: pass --workers 0 (no batches drawn "

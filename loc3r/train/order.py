@@ -5,7 +5,8 @@ two processes with batch B.
 Epoch e uses permutation(seed + e) of the training units (videos with up to Q of their questions); an optimizer
 step consumes `batch_size * world_size * grad_accum` consecutive positions, rank r taking the r-th slice of each
 micro-batch. With --loop-starts-when the steps draw the scans' own videos only until the run joins the other loop
-starts (StepBatches.join), then every unit, positions counted from the join.
+starts (StepBatches.join), then every unit, positions counted from the join; with --relations-join the units
+drawn until then leave out the synthetic rooms' relation questions (left / right, navigation, distance).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from loc3r import parallel
 from loc3r.model.processor import Collator
+from loc3r.synth.situations import RELATION_KINDS
 from loc3r.train.config import TrainConfig
 
 
@@ -61,23 +63,29 @@ class StepBatches(torch.utils.data.Dataset):
         self.first_step, self.first_position = first_step, first_position
         self.step_samples = run.batch_size * info.world_size * run.grad_accum  # units (videos with their questions)
         # --loop-starts-when: the units of the scans' own videos (LoopStarts: the first of every K items), drawn
-        # until `join`
+        # until `join`; with --relations-join without their relation questions (dataset indices, as self.units)
         own = len(dataset.video_keys) // run.loop_starts
-        self.own_units = [u for u, unit in enumerate(units) if unit[0] < own] if run.loop_starts_when else []
+        self.own_units = [unit for unit in units if unit[0] < own] if run.loop_starts_when else []
+        if run.relations_join:  # each scan's other questions cut into units again, as many as fit a unit
+            kinds, scans = [r.question_type for r in dataset.records], dataset.video_keys
+            kept: dict[str, list[int]] = {}
+            for unit in self.own_units:
+                kept.setdefault(scans[unit[0]], []).extend(i for i in unit if kinds[i] not in RELATION_KINDS)
+            self.own_units = [q[j:j + per_video] for q in kept.values() for j in range(0, len(q), per_video)]
         self.own_steps = run.steps if run.loop_starts_when else 0
 
     def join(self, step: int) -> None:
         """From `step` on, draw every loop start (--loop-starts-when)."""
         self.own_steps = step
 
-    def draw(self, step: int, position: int) -> list[int]:
-        """This rank's units of the micro-batch at global `position` of optimizer step `step`: from the scans' own
-        videos until the join, then from all units (positions counted from the join)."""
-        if step < self.own_steps:
-            return [self.own_units[u] for u in micro_batch_indices(position, len(self.own_units), self.run.seed,
-                                                                   self.run.batch_size, self.rank, self.world)]
-        position -= self.own_steps * self.step_samples
-        return micro_batch_indices(position, len(self.units), self.run.seed, self.run.batch_size, self.rank, self.world)
+    def draw(self, step: int, position: int) -> list[list[int]]:
+        """This rank's units (dataset indices) of the micro-batch at global `position` of optimizer step `step`: from
+        the scans' own videos until the join, then from all units (positions counted from the join)."""
+        units = self.own_units if step < self.own_steps else self.units
+        if step >= self.own_steps:
+            position -= self.own_steps * self.step_samples
+        return [units[u] for u in micro_batch_indices(position, len(units), self.run.seed, self.run.batch_size,
+                                                      self.rank, self.world)]
 
     def __len__(self) -> int:
         return max(0, self.run.steps - self.first_step)
@@ -87,7 +95,7 @@ class StepBatches(torch.utils.data.Dataset):
         batches = []
         for k in range(self.run.grad_accum):
             idx = self.draw(self.first_step + i, position + k * self.run.batch_size * self.world)
-            groups = [[self.dataset[j] for j in self.units[u]] for u in idx]
+            groups = [[self.dataset[j] for j in unit] for unit in idx]
             batches.append(self.collate.grouped(groups) if self.per_video > 1 else self.collate([g[0] for g in groups]))
         return batches
 
