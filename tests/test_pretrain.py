@@ -297,6 +297,40 @@ def test_a_run_from_a_base_fine_tunes_its_weights_gently(synth_data, tmp_path):
     assert scratch.init_base is None and len(parameter_groups(model, 1e-3, scratch)) == 1
 
 
+def test_layers_added_to_a_base_start_as_the_identity(synth_data):
+    """--added-layers 1 on the shipped base: an LLM one layer deeper whose losses on a batch equal the base's (every
+    tensor both have copied over), the base's heads in the layers they were (absolute indices), the new layer's
+    attention and MLP output projections zero and the rest of it drawn (not zero), learning at the full rate."""
+    from loc3r.model.processor import make_dataset
+    from loc3r.tiny.init import NEW_ON_A_BASE, model_from_base
+    from loc3r.train.config import TINY_BASE, TrainConfig, model_config
+    from loc3r.train.loop import parameter_groups
+
+    run = TrainConfig(data=str(synth_data), out="o")
+    plain = model_from_base(TINY_BASE, model_config(run)).eval()
+    deeper = model_from_base(TINY_BASE, model_config(run), added_layers=1).eval()
+    n = len(plain.vlm.model.language_model.layers)
+    assert len(deeper.vlm.model.language_model.layers) == n + 1
+    assert deeper.vlm.config.text_config.num_hidden_layers == n + 1
+    assert (deeper.base.grounding_layer, deeper.base.anchor_layer) == (plain.base.grounding_layer % n,
+                                                                      plain.base.anchor_layer % n)
+    new = deeper.vlm.model.language_model.layers[n]
+    assert not new.self_attn.o_proj.weight.any() and not new.mlp.down_proj.weight.any()
+    assert new.self_attn.q_proj.weight.std() > 0 and new.mlp.up_proj.weight.std() > 0
+    missing = deeper.load_state_dict(plain.state_dict(), strict=False).missing_keys  # the fresh camera projector too
+    assert missing and all(f"layers.{n}." in k for k in missing)
+    data = make_dataset(plain.config, synth_data, "train")
+    batch = Collator(plain.tokenizer, plain.config)([data[i] for i in range(4)])
+    with torch.no_grad():
+        a, b = plain(batch).losses, deeper(batch).losses
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+    # the added layer learns at the full rate, as the other parts the base never trained
+    _, fresh = parameter_groups(deeper, 1e-3, TrainConfig(data=str(synth_data), out="o", added_layers=1))
+    fresh = {id(p) for p in fresh["params"]}
+    trained = [(k, p) for k, p in deeper.named_parameters() if p.requires_grad]
+    assert all((id(p) in fresh) == (f"layers.{n}." in k or k.startswith(NEW_ON_A_BASE)) for k, p in trained)
+
+
 def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travels_with_it(synth_data, tmp_path):
     """pretrain-base --embed-scale S: the LLM's inputs are the scale-1 model's with every text token's embedding
     times S and the video block unchanged; the LM head reads the table unscaled; a run from the base (train --init)

@@ -124,9 +124,9 @@ def test_the_shipped_base_and_checkpoints_of_the_earlier_format_load(tmp_path):
 
 def test_relation_flags_are_refused_where_they_mean_nothing():
     """--relation-readout needs the relation heads (--relation-weight W > 0), --relation-objects or (not both)
-    --relation-egocentric the readout; the 7B
-    and a model from random weights (--init scratch) have no relation heads; a negative weight is refused. Accepted,
-    they set the tiny base's relation settings."""
+    --relation-egocentric the readout; the 7B and a model from random weights (--init scratch) have no relation heads
+    nor a base to add layers to; a negative weight or count is refused. Accepted, they set the tiny base's relation
+    settings."""
     from loc3r.train.config import TrainConfig
 
     for bad in (dict(relation_readout=True), dict(relation_weight=1.0, relation_objects=True),
@@ -135,6 +135,10 @@ def test_relation_flags_are_refused_where_they_mean_nothing():
                 dict(relation_weight=1.0, relation_readout=True, relation_objects=True, relation_egocentric=True),
                 dict(relation_weight=1.0, relation_readout_layer=2)):
         with pytest.raises(Loc3rError, match="relation"):
+            TrainConfig(data="d", out="o", **bad)
+    for bad in (dict(added_layers=-1), dict(added_layers=1, init="scratch"),
+                dict(added_layers=1, preset="llava_video_7b")):
+        with pytest.raises(Loc3rError, match="--added-layers"):
             TrainConfig(data="d", out="o", **bad)
     run = TrainConfig(data="d", out="o", relation_weight=0.5, relation_readout=True)
     assert run.relation_settings() == dict(relation_layer=-1, lambda_relation=0.5, relation_readout=True,

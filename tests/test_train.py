@@ -219,12 +219,14 @@ def test_bad_train_inputs(tmp_path, capsys):
 
 def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(synth_data, tmp_path, one_thread, capsys):
     """--loop-starts-when L: the scans' own videos until the orientation loss, averaged over the last 20 steps, is
-    below L, then every loop start, and the relation heads' supervision (--relation-weight) with them. A run
+    below L, then every loop start, and the relation heads' supervision (--relation-weight, here with the egocentric
+    readout, a layer added to the base and the relation questions joining too) with them. A run
     resumed before the join (its loss window restored) and one resumed after it (the join step restored) end with
     the weights of the uninterrupted run."""
     common = ["--steps", "23", "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--loop-starts", "2",
               "--loop-starts-when", "1e9", "--cache-dir", str(tmp_path / "cache"), "--keep", "8",
-              "--relation-weight", "0.5", "--log-every", "1"]
+              "--relation-weight", "0.5", "--log-every", "1", "--relations-join", "--added-layers", "1",
+              "--relation-readout", "--relation-egocentric"]
     full, split = tmp_path / "full", tmp_path / "split"
     train_mod.train(train_args(synth_data, full, *common, "--save-every", "23"))
     assert "step 20: the orientation loss" in capsys.readouterr().out  # the first full window

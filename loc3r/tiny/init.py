@@ -4,6 +4,7 @@ its grounding heads look kept; its weights fine-tuned gently while the parts it 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -30,19 +31,39 @@ def read_base(path: Path) -> tuple[Loc3RConfig, TinyBaseConfig]:
     return Loc3RConfig.from_dict(fields, str(source)), TinyBaseConfig(**(base or {}))
 
 
-def model_from_base(base: Path, config: Loc3RConfig, settings: dict | None = None) -> TinyLoc3R:
+def model_from_base(base: Path, config: Loc3RConfig, settings: dict | None = None, added_layers: int = 0) -> TinyLoc3R:
     """A fresh model of `config` with the VLM, tokenizer, weights and tiny-base settings of a pretrained base;
     `settings` (TinyBaseConfig fields) override the base's, as a base's pretraining continued with a copy head or
     another embedding scale sets them. The base's vision tower stays frozen, as the paper keeps its pretrained SigLIP
     frozen. Prints which tensors start fresh (those the base lacks: the camera projector of a base trained without
-    camera tokens, the heads)."""
+    camera tokens, the heads).
+
+    added_layers: the LLM gets that many layers after the base's last, each starting as the identity (a residual
+    branch whose attention output and MLP down projections are zero; the rest drawn as the LLM initialises them), so
+    the model starts as the base's function; the base's heads stay in their layers (their indices made absolute)."""
     base_config, base_settings = read_base(base)
-    model = TinyLoc3R(dataclasses.replace(config, vlm=base_config.vlm, train_vision_tower=False),
+    vlm = copy.deepcopy(base_config.vlm)  # the VLM's config.json fields
+    if added_layers:
+        text = vlm["text_config"]
+        n = text["num_hidden_layers"]
+        text["num_hidden_layers"] = n + added_layers
+        if text.get("layer_types"):
+            text["layer_types"] = list(text["layer_types"]) + list(text["layer_types"][-1:]) * added_layers
+        base_settings = dataclasses.replace(base_settings, **{
+            k: getattr(base_settings, k) % n for k in ("grounding_layer", "anchor_layer", "copy_layer")
+            if getattr(base_settings, k) is not None})
+    model = TinyLoc3R(dataclasses.replace(config, vlm=vlm, train_vision_tower=False),
                       load_tokenizer(base), dataclasses.replace(base_settings, **(settings or {})))
     fresh = model.load_base(base)
-    modules = sorted({".".join(n.split(".")[:2]) for n in fresh})
+    layers = model.vlm.model.language_model.layers
+    with torch.no_grad():
+        for layer in layers[len(layers) - added_layers:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    modules = sorted({".".join(n.split(".")[:2]) for n in fresh if ".layers." not in n})
     print0(f"initialised from the base {base}"
-           + (f"; {len(fresh)} tensors it lacks start fresh: {', '.join(modules)}" if fresh else ""))
+           + (f"; {added_layers} LLM layer(s) added after its last, starting as the identity" if added_layers else "")
+           + (f"; tensors it lacks start fresh: {', '.join(modules)}" if modules else ""))
     return model
 
 

@@ -66,6 +66,8 @@ class TrainConfig(RunSettings):
     # tiny: the pretrained base to start from (`loc3r pretrain-base`: its weights and tokenizer); default: the base
     # shipped in loc3r/assets/tiny_base; "scratch": random weights and a tokenizer of the training data's words
     init: str | None = None
+    # tiny, from a base: LLM layers added after the base's last, each starting as the identity (tiny.init)
+    added_layers: int | None = None
     frames: int | None = None  # T frames per video (tiny 8, 7B 32)
     prior: str | None = None  # camera-token prior: poses | cut3r | none (tiny poses, 7B cut3r)
     cut3r_dim: int | None = None  # width of the CUT3R camera tokens (default: that of the cached tokens)
@@ -135,7 +137,7 @@ class TrainConfig(RunSettings):
         "recipe": ("recipe", "seed"),
         "data": ("data", "cache_dir", "cut3r", "frames", "questions_per_video", "loop_starts", "loop_starts_when",
                  "relations_join", "workers"),
-        "model": ("preset", "base", "init", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
+        "model": ("preset", "base", "init", "added_layers", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
                  "relation_weight", "relation_layer", "relation_readout", "relation_objects",
                  "relation_egocentric", "relation_readout_layer"),
@@ -179,6 +181,10 @@ class TrainConfig(RunSettings):
             raise Loc3rError("--loop-starts-when needs --loop-starts K > 1")
         if self.relations_join and not self.loop_starts_when:
             raise Loc3rError("--relations-join needs --loop-starts-when (the step its relation questions join at)")
+        if self.added_layers is not None and (self.added_layers < 0 or self.added_layers and (
+                self.is_7b or self.init == SCRATCH)):
+            raise Loc3rError(f"--added-layers {self.added_layers}: a number >= 0 of LLM layers added to a tiny base "
+                             "(the 7B and --init scratch have none)")
         if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and (
                 self.is_7b or self.init == SCRATCH)):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "

@@ -59,12 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def parameter_groups(model: Loc3R, lr: float, run: TrainConfig) -> list[dict]:
     """The optimizer's parameter groups: one at `lr`; for a run started from a pretrained base, the base's trained
-    weights at --init-lr (INIT_LR_SCALE x lr) and what the base never trained (camera projector, heads, LoRA) at
-    `lr`, as a pretrained VLM is fine-tuned gently while its new parts learn fast."""
+    weights at --init-lr (INIT_LR_SCALE x lr) and what the base never trained (camera projector, heads, LLM layers
+    added to it, LoRA) at `lr`, as a pretrained VLM is fine-tuned gently while its new parts learn fast."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if run.init_base is None:
         return [{"params": [p for _, p in named]}]
-    fresh = [n.startswith(NEW_ON_A_BASE) or "lora_" in n for n, _ in named]  # LoRA adapters are new too
+    layers = len(model.vlm.model.language_model.layers)  # LLM layers added to the base (--added-layers) are new
+    added = tuple(f"vlm.model.language_model.layers.{k}." for k in range(layers - (run.added_layers or 0), layers))
+    fresh = [n.startswith(NEW_ON_A_BASE + added) or "lora_" in n for n, _ in named]  # LoRA adapters are new too
     new = [p for (_, p), f in zip(named, fresh) if f]
     pretrained = [p for (_, p), f in zip(named, fresh) if not f]
     return [{"params": pretrained, "lr": run.init_lr if run.init_lr is not None else INIT_LR_SCALE * lr},
@@ -212,7 +214,8 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         if run.init_base is not None:
-            model = model_from_base(run.init_base, config, {**(base_settings or {}), **run.relation_settings()})
+            model = model_from_base(run.init_base, config, {**(base_settings or {}), **run.relation_settings()},
+                                    run.added_layers or 0)
             unknown = sorted(data_words(dataset) - set(model.tokenizer.get_vocab()))
             if unknown and not lora_resume:
                 print0(f"{len(unknown)} words of the training data are not in the base's vocabulary and read as "
