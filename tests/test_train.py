@@ -242,6 +242,9 @@ def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(syn
         resumed = weights(split / "checkpoints" / "step_0000023")
         for k in reference:
             assert torch.equal(reference[k], resumed[k]), (resume_at, k)
+    at = common.index("--added-layers")  # resumed without it, the added layer would learn at the base's rate
+    with pytest.raises(Loc3rError, match="--resume with added_layers = 0, but the checkpoint was trained with 1"):
+        train_mod.train(train_args(synth_data, split, *common[:at], *common[at + 2:], "--resume"))
     for bad in (dict(loop_starts=2, loop_starts_when=-1), dict(loop_starts=1, loop_starts_when=0.5)):
         with pytest.raises(Loc3rError, match="--loop-starts"):
             train_config.TrainConfig(data="d", out="o", **bad)

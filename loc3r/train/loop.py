@@ -79,6 +79,7 @@ def trajectory_settings(run: TrainConfig, per_video: int, keep_heads: str | None
     return {"seed": run.seed, "batch_size": run.batch_size, "grad_accum": run.grad_accum,
             "questions_per_video": per_video, "keep_heads": keep_heads, "loop_starts": run.loop_starts,
             "loop_starts_when": run.loop_starts_when, "relations_join": run.relations_join,
+            "added_layers": run.added_layers or 0,  # which layers learn at the full rate
             "start": "random weights" if run.init_base is None and not run.is_7b else "a pretrained base",
             "data": [f"{s.benchmark}={s.root.resolve()}:{s.fraction:g}" for s in run.sources]}
 
