@@ -236,11 +236,10 @@ def relation_readout_loss(model: Loc3R, batch: Batch, text_hidden: torch.Tensor,
         return torch.func.functional_call(head, {k: v.detach() for k, v in head.named_parameters()}, (state,))
 
     position_xy, yaw, read = batch.position_xy, batch.yaw_rad, situated if pose else torch.zeros_like(situated)
-    if egocentric and seen.any():
+    if egocentric and batch.object_xy is not None:  # the seen rows read the object from the speaker instead
         place = speaker_frame(batch.object_xy.nan_to_num(), batch.position_xy, batch.yaw_rad)
         position_xy = torch.where(seen[:, None], place, position_xy)
         yaw = torch.where(seen, torch.atan2(place[:, 1], place[:, 0]), yaw)
-    if egocentric:
         read = read | seen
     target = wrapped_gaussian_target(yaw, c.orientation_bins, c.orientation_sigma_rad)
     loss = (gaussian_nll(*detached(model.position_head), position_xy, read, c.sigma_floor, beta=c.nll_beta)

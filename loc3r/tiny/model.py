@@ -34,7 +34,7 @@ class TinyLoc3R(Loc3R):
         if self.base.relation_layer is not None and not -layers <= self.base.relation_layer < layers:
             raise Loc3rError(f"relation layer {self.base.relation_layer}: the LLM has {layers} layers")
         staged = self.base.relation_readout_layer
-        if staged is not None and not -layers <= staged < layers - 1 or staged == -1:
+        if staged is not None and (not -layers <= staged < layers or staged % layers == layers - 1):  # not the last
             raise Loc3rError(f"relation readout layer {staged}: a layer before the last of the LLM's {layers}")
         # whether the relation heads are supervised now (a run switches them on once the orientation has taken off)
         self.relation_active = True

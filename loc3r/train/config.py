@@ -260,8 +260,9 @@ class TrainConfig(RunSettings):
         """The TinyBaseConfig fields --relation-weight sets (none when 0)."""
         if not self.relation_weight:
             return {}
-        return dict(relation_layer=self.relation_layer, lambda_relation=self.relation_weight, relation_readout=self.relation_readout,
-                    relation_egocentric=self.relation_egocentric, relation_readout_layer=self.relation_readout_layer)
+        return dict(relation_layer=self.relation_layer, lambda_relation=self.relation_weight,
+                    relation_readout=self.relation_readout, relation_egocentric=self.relation_egocentric,
+                    relation_readout_layer=self.relation_readout_layer)
 
     def model_overrides(self) -> dict:
         """The Loc3RConfig fields these settings set (what the preset's defaults give way to)."""
