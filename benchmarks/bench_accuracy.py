@@ -13,14 +13,21 @@ Trains on `--scenes` rooms of `--data-seed` and evaluates on `--test-scenes` roo
 
 Every variant trains with the recipe `tiny_demo` (what `loc3r demo` and `loc3r train --preset tiny` run: the wsd
 schedule; its loop starts join once the orientation loss is below the recipe's threshold, so a variant whose
-orientation does not learn trains on the scans' own videos only). The README's table:
+orientation does not learn trains on the scans' own videos only), or the one given by --recipe. The README's tables:
 
     python benchmarks/bench_accuracy.py --seeds 0 1 2 --out /tmp/bench_acc
+    python benchmarks/bench_accuracy.py --recipe tiny_situated --relations 6 --seeds 0 1 2 --out /tmp/bench_situated \
+        --only "+ camera token (full)" "no situation loss"
+
+(--relations K: the training rooms with K more relation questions a situation, `loc3r synth --relations K`; the
+held-out rooms are the demo's either way.)
 
 Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
 
 The situation ablation (does the answer come from where the speaker stands?), on the same runs' seeds:
-- no situation loss:    the full model trained without the position and orientation losses (--no-situation)
+- no situation loss:    the full model trained without the position and orientation losses (--no-situation) and
+                        without the relation aids, which read the pose (--relation-weight 0); its relation
+                        questions from the first step (--no-relations-join)
 - <Pos>/<Ori> hidden:   the full model's runs, evaluated with no token attending to <Pos> / <Ori>
                         (`loc3r eval --hide-situation-tokens`): the answers read the situation from its words only
 
@@ -55,7 +62,7 @@ from loc3r.synth.grounding import read_scene, video_token_objects
 from loc3r.synth.situations import RELATION_KINDS
 from loc3r.train import loop
 from loc3r.train.config import TrainConfig
-from loc3r.train.recipes import TINY_DEMO
+from loc3r.train.recipes import RECIPES, TINY_DEMO
 
 WHERE_SEEN = ("first frame", "later frames only", "not seen")
 
@@ -65,25 +72,29 @@ ABLATIONS = [  # (name, extra training arguments)
     ("situation only", ["--prior", "none", "--no-layout"]),
     ("+ layout", ["--prior", "none"]),
     (FULL, []),
-    ("no situation loss", ["--no-situation"]),
+    # without the pose losses, and without the relation aids that read the pose (a recipe's); its relation questions
+    # from the first step, as their join waits for an orientation this variant never learns
+    ("no situation loss", ["--no-situation", "--relation-weight", "0", "--no-relations-join"]),
 ]
 
 
-def train_config(data: Path, out: Path, flags: list[str], **fields) -> TrainConfig:
-    """A TrainConfig from `loc3r train` flags (the ablation's and --extra) and fields set here, on the recipe
-    tiny_demo. A failing step raises, so the benchmark stops there (never reads a stale metrics.json)."""
+def train_config(data: Path, out: Path, flags: list[str], recipe: str = TINY_DEMO.name, **fields) -> TrainConfig:
+    """A TrainConfig from `loc3r train` flags (the ablation's and --extra) and fields set here, on a recipe (the
+    demo's). A failing step raises, so the benchmark stops there (never reads a stale metrics.json)."""
     parser = argparse.ArgumentParser()
     loop.add_arguments(parser)
-    args = parser.parse_args(["--data", str(data), "--out", str(out), "--recipe", TINY_DEMO.name, *flags])
+    args = parser.parse_args(["--data", str(data), "--out", str(out), "--recipe", recipe, *flags])
     return dataclass_from_args(TrainConfig, argparse.Namespace(**(vars(args) | fields)))
 
 
-def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scenes: int, held_out_seed: int) -> None:
-    """The demo's training rooms and held-out rooms of another seed (every one in the test split); each set is
-    generated once, then reused."""
+def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scenes: int, held_out_seed: int,
+               relations: int = 0) -> None:
+    """The demo's training rooms (with `relations` more relation questions a situation: `loc3r synth --relations`)
+    and held-out rooms of another seed (every one in the test split, the demo's questions); each set is generated
+    once, then reused."""
     rendering = dict(frames=24, size=64, workers=2)  # the demo's
     if not (data / "sqa_task").exists():
-        writer.generate(data, scenes, seed, **rendering)
+        writer.generate(data, scenes, seed, relations=relations, **rendering)
     if not (held_out / "sqa_task").exists():
         writer.generate(held_out, held_out_scenes, held_out_seed, held_out=True, **rendering)
 
@@ -185,17 +196,22 @@ def main() -> int:
     p.add_argument("--scenes", type=int, default=DEMO_ROOMS["scenes"], help="training rooms (the demo's)")
     p.add_argument("--test-scenes", type=int, default=DEMO_ROOMS["test_scenes"],
                    help="held-out rooms of --test-seed")
-    p.add_argument("--steps", type=int, default=TINY_DEMO.settings["steps"])
-    p.add_argument("--batch-size", type=int, default=TINY_DEMO.settings["batch_size"], help="videos per step")
+    p.add_argument("--recipe", default=TINY_DEMO.name, choices=[r.name for r in RECIPES.values() if r.preset == "tiny"],
+                   help="the recipe every variant trains with (its steps and batch unless given)")
+    p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="videos per step (default: the recipe's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--test-seed", type=int, default=1000)
+    p.add_argument("--relations", type=int, default=0,
+                   help="more relation questions a situation in the training rooms (loc3r synth --relations)")
     p.add_argument("--only", nargs="*", help="run only these ablations (by name)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `loc3r train` arguments (last)")
     args = p.parse_args()
 
-    data, test_data = args.out / "data", args.out / "test_data"
-    make_rooms(data, args.scenes, args.data_seed, test_data, args.test_scenes, args.test_seed)
+    data = args.out / ("data" if not args.relations else f"data_relations{args.relations}")
+    test_data = args.out / "test_data"
+    make_rooms(data, args.scenes, args.data_seed, test_data, args.test_scenes, args.test_seed, args.relations)
     results = baselines(data, test_data, args.data_seed)
     where = anchor_seen(test_data)
     named = named_in_situation(test_data)
@@ -215,7 +231,9 @@ def main() -> int:
             slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "") + f"_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            loop.train(train_config(data, run, [*extra, *args.extra], steps=args.steps, batch_size=args.batch_size,
+            steps = args.steps or RECIPES[args.recipe].settings["steps"]
+            batch = args.batch_size or RECIPES[args.recipe].settings["batch_size"]
+            loop.train(train_config(data, run, [*extra, *args.extra], args.recipe, steps=steps, batch_size=batch,
                                     seed=seed, save_every=500, quiet=True, resume=True))
             t1 = time.perf_counter()
             evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4, overwrite=True))

@@ -55,10 +55,10 @@ def field_comments(cls) -> dict[str, str]:
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One flag a field of dataclass `cls`: `--batch-size` for batch_size, typed from its annotation, its comment as
-    help with the default, required when it has no default, choices from `cls.CHOICES`; a bool field is a switch, a
-    list field takes several values (and repeats), the fields named in `cls.POSITIONAL` are positional arguments.
-    `cls.GROUPS` ({title: field names}) groups the flags in --help; `cls.help_defaults()` ({field: text}) says where
-    a field left None takes its value from."""
+    help with the default, required when it has no default, choices from `cls.CHOICES`; a bool field is a switch (an
+    optional one also --no-x), a list field takes several values (and repeats), the fields named in
+    `cls.POSITIONAL` are positional arguments. `cls.GROUPS` ({title: field names}) groups the flags in --help;
+    `cls.help_defaults()` ({field: text}) says where a field left None takes its value from."""
     comments, hints = field_comments(cls), typing.get_type_hints(cls)
     choices, positional = getattr(cls, "CHOICES", {}), getattr(cls, "POSITIONAL", ())
     explained = cls.help_defaults() if hasattr(cls, "help_defaults") else {}
@@ -68,9 +68,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         groups |= {name: group for name in names}
     order = {name: i for i, name in enumerate(groups)}  # flags in the groups' order, the others after them
     for f in sorted(dataclasses.fields(cls), key=lambda f: order.get(f.name, len(order))):
-        kind = hints[f.name]
+        kind, optional = hints[f.name], False
         if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # X | None
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+            kind, optional = next(a for a in typing.get_args(kind) if a is not type(None)), True
         flag, help_text = "--" + f.name.replace("_", "-"), comments.get(f.name, "")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name in explained:
@@ -78,7 +78,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         elif not required and f.default is not None and f.default is not False:
             help_text += f" (default: {f.default})"
         target = groups.get(f.name, parser)
-        if kind is bool:
+        if kind is bool and optional:  # None: the recipe's (or the field's) value; --no-x turns a recipe's off
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif kind is bool:
             target.add_argument(flag, action="store_true", default=f.default, help=help_text)
         elif f.name in positional:
             target.add_argument(f.name, type=Path if kind is Path else kind, help=help_text)

@@ -21,6 +21,11 @@ from loc3r.priors.cut3r import CUT3R_INPUTS
 from loc3r.train.recipes import DEFAULT_RECIPE, RECIPES
 
 SCRATCH = "scratch"  # --init value: no base
+# the tiny base's training aids for situated answers (docs/tiny_base.md): what a recipe sets of them is left out of
+# a run from random weights (--init scratch), and the relation aids out of a run given --relation-weight 0
+RELATION_AIDS = ("relation_weight", "relation_layer", "relation_readout", "relation_objects", "relation_egocentric",
+                 "relation_readout_layer")
+TINY_BASE_AIDS = ("added_layers", *RELATION_AIDS)
 PRESETS = ("tiny", "llava_video_7b")
 
 
@@ -96,24 +101,24 @@ class TrainConfig(RunSettings):
     # 0: off
     relation_weight: float | None = None
     # the LLM layer of the relation heads (counted from the end when negative; default the last)
-    relation_layer: int = -1
+    relation_layer: int | None = None
     # with --relation-weight: the state predicting a situated answer also gives the speaker's pose through the position
     # and orientation heads (tiny.losses.relation_readout_loss; training only)
-    relation_readout: bool = False
+    relation_readout: bool | None = None
     # with --relation-readout: the state also gives the place of a relation question's object through the layout
     # head (synthetic rooms: tiny.relation_data.ObjectPlaces)
     relation_objects: bool = False
     # with --relation-readout, instead of --relation-objects: the state of a relation question gives the object as the
     # speaker sees it, its place in the speaker's frame and its bearing, through the position and orientation heads
     # (synthetic rooms: tiny.relation_data.ObjectPlaces)
-    relation_egocentric: bool = False
+    relation_egocentric: bool | None = None
     # with --relation-readout: read the pose (and the object's place) at this LLM layer's output and only the relation
     # (--relation-egocentric) at the final state (TinyBaseConfig.relation_readout_layer)
     relation_readout_layer: int | None = None
     # synthetic rooms: their relation questions (left / right, navigation, distance: synth.situations.RELATION_KINDS)
     # are drawn only from the step the loop starts join (--loop-starts-when) on; answers that need the pose cost the
     # pose's take-off nothing before it (`loc3r synth --relations K` adds K a situation)
-    relations_join: bool = False
+    relations_join: bool | None = None
     init_lr: float | None = None  # peak lr of a tiny base's weights (default 0.3 x --lr; camera projector, heads: --lr)
     grad_accum: int | None = None  # micro-batches per optimizer step
     global_batch: int | None = None  # videos per optimizer step: sets --grad-accum from the batch and world size
@@ -148,6 +153,9 @@ class TrainConfig(RunSettings):
     }
     # filled from the recipe only when the other of the pair was not given
     EXCLUSIVE: ClassVar[tuple] = (("steps", "epochs"), ("grad_accum", "global_batch"))
+    # the value of a field that neither a flag nor the recipe set
+    UNSET: ClassVar[dict] = {"relation_layer": -1, "relation_readout": False, "relation_egocentric": False,
+                             "relations_join": False}
 
     def __post_init__(self):
         super().__post_init__()
@@ -163,8 +171,15 @@ class TrainConfig(RunSettings):
                 raise Loc3rError(f"--{a.replace('_', '-')} and --{b.replace('_', '-')}: pass one of the two")
         given = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
         paired = {a: b for pair in self.EXCLUSIVE for a, b in (pair, pair[::-1])}
+        # a recipe's aids of a tiny base are left out of a run from random weights, its relation aids out of a run
+        # given --relation-weight 0
+        left_out = (TINY_BASE_AIDS if self.init == SCRATCH else
+                    RELATION_AIDS if self.relation_weight == 0 else ())
         for field, value in recipe.settings.items():
-            if field not in given and paired.get(field) not in given:
+            if field not in given and paired.get(field) not in given and field not in left_out:
+                setattr(self, field, value)
+        for field, value in self.UNSET.items():  # what no flag and no recipe set
+            if getattr(self, field) is None:
                 setattr(self, field, value)
         if self.loop_starts == 1 and "loop_starts_when" not in given:  # the recipe's join of loop starts run without
             self.loop_starts_when = 0.0
@@ -281,6 +296,8 @@ class TrainConfig(RunSettings):
             for field, value in recipe.settings.items():
                 shown = f"{value:g}" if isinstance(value, float) else str(value)
                 out.setdefault(field, []).append(f"{shown} in {recipe.name}")
+        for field, value in cls.UNSET.items():
+            out.setdefault(field, []).append(f"else {value}")
         return {field: ", ".join(values) for field, values in out.items()}
 
 
