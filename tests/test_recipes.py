@@ -103,7 +103,7 @@ def test_train_help_shows_defaults_and_no_removed_flag(capsys):
         assert f"\n{group}\n" in text, group
     text = " ".join(text.split())  # unwrapped
     assert not [f for f in REMOVED_FLAGS if f in text]
-    assert "(default: 900 in tiny_demo, 900 in tiny_situated)" in text
+    assert "(default: 900 in tiny_demo, 1200 in tiny_situated)" in text
     assert "(default: 0.002 in tiny_demo, 0.002 in tiny_situated, 1e-05 in llava_video_7b_paper)" in text
     assert "(default: -2 in tiny_situated, else -1)" in text  # a field no flag and no recipe set
     assert "--relations-join, --no-relations-join" in text  # a recipe's switch turned off

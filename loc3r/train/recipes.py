@@ -50,15 +50,16 @@ TINY_DEMO = Recipe(
 
 TINY_SITUATED = Recipe(
     name="tiny_situated", preset="tiny",
-    summary="tiny_demo with two more LLM layers and the staged relation readout: answers from the located viewpoint, "
-            "on rooms with more relation questions (loc3r synth --relations 6), ~12 minutes on 2 CPU cores",
+    summary="tiny_demo with two more LLM layers and the staged relation readout, 1,200 steps: answers from the "
+            "located viewpoint, on rooms with more relation questions (loc3r synth --relations 6), ~16 minutes on 2 "
+            "CPU cores",
     # tiny_demo, and: two LLM layers added after the base's (starting as the identity, at the full rate); the
     # relation questions drawn from the loop starts' join on; from then, training only, the relation heads in layer
     # 4 of 6 and the staged readout (a relation question's answer state gives the speaker's pose and the object's
-    # place at layer 4's output, the object as the speaker sees it at the final state; docs/tiny_base.md). On the
-    # synthetic rooms with `loc3r synth --relations 6`, seed 0, held-out left / right 84.8-92.1, navigation
-    # 84.9-87.5 (docs/LOG.md, "the staged readout"). On data without synthetic ground truth only the pose readout.
-    settings={**TINY_DEMO.settings, **dict(added_layers=2, relations_join=True, relation_weight=1.0,
+    # place at layer 4's output, the object as the speaker sees it at the final state; docs/tiny_base.md). The
+    # readout's loss falls 200-350 steps after the join (step 400-530), so 1,200 steps (900 left it half-way in one
+    # run of four; docs/LOG.md, "the staged readout"). On data without synthetic ground truth only the pose readout.
+    settings={**TINY_DEMO.settings, **dict(steps=1200, added_layers=2, relations_join=True, relation_weight=1.0,
                                            relation_layer=-2, relation_readout=True, relation_egocentric=True,
                                            relation_readout_layer=-2)},
 )
