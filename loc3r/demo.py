@@ -1,11 +1,13 @@
-"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in 9-20 minutes (README).
+"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in 9-20 minutes (README; with
+--recipe tiny_situated about 18 minutes here).
 
 1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms): training rooms from
    --seed, and held-out test rooms from a seed the model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye
    view of two test rooms;
 2. the tiny Loc3R-VLM trained on the training rooms with the recipe `tiny_demo` (what `loc3r train --preset tiny`
-   runs), from the pretrained tiny base shipped in loc3r/assets/tiny_base (pretrained on the training rooms of seed
-   0, never on held-out rooms);
+   runs; --recipe tiny_situated: the model that answers from the located viewpoint, on rooms with more relation
+   questions; ~18 minutes in all here), from the pretrained tiny base shipped in loc3r/assets/tiny_base
+   (pretrained on the training rooms of seed 0, never on held-out rooms);
 3. evaluated on the held-out rooms with the official metrics, report and plots (`loc3r eval`);
 4. one example inference on a held-out room's frames and poses (`loc3r infer`).
 """
@@ -17,6 +19,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -26,7 +29,7 @@ from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.errors import Loc3rError
 from loc3r.evaluate.baselines import baselines
-from loc3r.train.recipes import TINY_DEMO
+from loc3r.train.recipes import RECIPES, TINY_DEMO
 
 DEMO_ROOMS = {"scenes": 400, "test_scenes": 40}  # the recipe tiny_demo was measured on (docs/LOG.md)
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
@@ -39,10 +42,15 @@ class DemoConfig:
     out: Path = Path("demo_out")  # output directory
     scenes: int = DEMO_ROOMS["scenes"]  # synthetic training rooms
     test_scenes: int = DEMO_ROOMS["test_scenes"]  # held-out rooms (from another seed)
-    steps: int = TINY_DEMO.settings["steps"]  # training steps
-    batch_size: int = TINY_DEMO.settings["batch_size"]  # videos per step
+    # the training recipe (train/recipes.py; its synthetic rooms too): tiny_demo, or tiny_situated (answers from the
+    # located viewpoint, ~16 more minutes)
+    recipe: str = TINY_DEMO.name
+    steps: int | None = None  # training steps (default: the recipe's)
+    batch_size: int | None = None  # videos per step (default: the recipe's)
     seed: int = 0  # training rooms and training; the held-out rooms use seed + 1000
     overwrite: bool = False  # run again in an --out that holds a previous demo (its run is replaced)
+
+    CHOICES: ClassVar[dict] = {"recipe": tuple(name for name, r in RECIPES.items() if r.preset == "tiny")}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     run_dir, eval_dir = args.out / "run", args.out / "eval"
     t0 = step(f"1/4 synthetic rooms -> {data} (training), {test_data} (held out)")
     rendering = dict(frames=24, size=64, workers=2)
-    writer.generate(data, args.scenes, args.seed, **rendering)
+    recipe = RECIPES[args.recipe]
+    writer.generate(data, args.scenes, args.seed, **rendering, **recipe.rooms)
     writer.generate(test_data, args.test_scenes, args.seed + TEST_SEED_OFFSET, held_out=True, **rendering)
     print(f"wrote {args.scenes} training rooms to {data}, {args.test_scenes} held-out rooms to {test_data}")
     test = read_sqa3d(test_data, "test")
@@ -87,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
         show.render(test_data, scene_id, 0, args.out / "bev" / f"{scene_id}.png")
         print(f"bird's-eye view: {args.out / 'bev' / f'{scene_id}.png'}")
 
-    t1 = step(f"2/4 training the tiny Loc3R-VLM ({args.steps} steps) -> {run_dir}")
-    train(TrainConfig(data=data, out=run_dir, recipe=TINY_DEMO.name, steps=args.steps, batch_size=args.batch_size,
-                      seed=args.seed, save_every=args.steps, log_every=20, overwrite=args.overwrite))
+    steps = args.steps or recipe.settings["steps"]
+    t1 = step(f"2/4 training the tiny Loc3R-VLM ({steps} steps, recipe {recipe.name}) -> {run_dir}")
+    train(TrainConfig(data=data, out=run_dir, recipe=recipe.name, steps=steps, batch_size=args.batch_size,
+                      seed=args.seed, save_every=steps, log_every=20, overwrite=args.overwrite))
 
     t2 = step(f"3/4 evaluation on the held-out rooms -> {eval_dir}")
     evaluate(EvalConfig(checkpoint=run_dir, data=test_data, split="test", out=eval_dir, card=True))

@@ -9,6 +9,7 @@ RUN/settings.json. Measurements behind each recipe: docs/LOG.md.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from loc3r.model.config import Loc3RConfig
@@ -31,6 +32,9 @@ class Recipe:
     preset: str  # the model preset it trains
     summary: str  # one line for `loc3r train --help` and the README
     settings: dict  # TrainConfig field -> value (tests check every name and value against TrainConfig)
+    # `loc3r synth` settings of the synthetic training rooms it was measured on, beyond the demo's (loc3r demo
+    # --recipe NAME generates its rooms with them)
+    rooms: dict = dataclasses.field(default_factory=dict)
 
 
 TINY_DEMO = Recipe(
@@ -62,6 +66,7 @@ TINY_SITUATED = Recipe(
     settings={**TINY_DEMO.settings, **dict(steps=1200, added_layers=2, relations_join=True, relation_weight=1.0,
                                            relation_layer=-2, relation_readout=True, relation_egocentric=True,
                                            relation_readout_layer=-2)},
+    rooms=dict(relations=6),
 )
 
 LLAVA_VIDEO_7B_PAPER = Recipe(
