@@ -19,8 +19,8 @@ orientation does not learn trains on the scans' own videos only), or the one giv
     python benchmarks/bench_accuracy.py --recipe tiny_situated --relations 6 --seeds 0 1 2 --out /tmp/bench_situated \
         --only "+ camera token (full)" "no situation loss"
 
-(--relations K: the training rooms with K more relation questions a situation, `loc3r synth --relations K`; the
-held-out rooms are the demo's either way.)
+(--relations K: the training rooms with K more relation questions a situation, `loc3r synth --relations K`; default
+the recipe's rooms, tiny_situated's 6; the held-out rooms are the demo's either way.)
 
 Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
 
@@ -203,12 +203,15 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--test-seed", type=int, default=1000)
-    p.add_argument("--relations", type=int, default=0,
-                   help="more relation questions a situation in the training rooms (loc3r synth --relations)")
+    p.add_argument("--relations", type=int,
+                   help="more relation questions a situation in the training rooms (loc3r synth --relations; "
+                        "default: the recipe's rooms')")
     p.add_argument("--only", nargs="*", help="run only these ablations (by name)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `loc3r train` arguments (last)")
     args = p.parse_args()
 
+    if args.relations is None:
+        args.relations = RECIPES[args.recipe].rooms.get("relations", 0)
     data = args.out / ("data" if not args.relations else f"data_relations{args.relations}")
     test_data = args.out / "test_data"
     make_rooms(data, args.scenes, args.data_seed, test_data, args.test_scenes, args.test_seed, args.relations)
