@@ -22,7 +22,8 @@ orientation does not learn trains on the scans' own videos only), or the one giv
 (--relations K: the training rooms with K more relation questions a situation, `loc3r synth --relations K`; default
 the recipe's rooms, tiny_situated's 6; the held-out rooms are the demo's either way.)
 
-Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again.
+Runs resume (`loc3r train --resume`): an interrupted benchmark continues, a finished run is not trained again, and
+an evaluation written after its run's last checkpoint is not made again.
 
 The situation ablation (does the answer come from where the speaker stands?), on the same runs' seeds:
 - no situation loss:    the full model trained without the position and orientation losses (--no-situation) and
@@ -97,6 +98,14 @@ def make_rooms(data: Path, scenes: int, seed: int, held_out: Path, held_out_scen
         writer.generate(data, scenes, seed, relations=relations, **rendering)
     if not (held_out / "sqa_task").exists():
         writer.generate(held_out, held_out_scenes, held_out_seed, held_out=True, **rendering)
+
+
+def evaluated(config: EvalConfig) -> None:
+    """`loc3r eval` of a run, unless config.out holds an evaluation written after the run's newest checkpoint (a
+    benchmark run again evaluates only what changed)."""
+    done, latest = config.out / "metrics.json", Path(config.checkpoint) / "latest.json"
+    if not (done.is_file() and done.stat().st_mtime > latest.stat().st_mtime):
+        evaluate(config)
 
 
 def anchor_seen(test_data: Path) -> dict[tuple[str, str], str]:
@@ -236,15 +245,16 @@ def main() -> int:
             t0 = time.perf_counter()
             steps = args.steps or RECIPES[args.recipe].settings["steps"]
             batch = args.batch_size or RECIPES[args.recipe].settings["batch_size"]
+            trained = (run / "latest.json").is_file() and json.loads((run / "latest.json").read_text())["step"] == steps
             loop.train(train_config(data, run, [*extra, *args.extra], args.recipe, steps=steps, batch_size=batch,
                                     seed=seed, save_every=500, quiet=True, resume=True))
-            t1 = time.perf_counter()
-            evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4, overwrite=True))
-            runs.setdefault(name, []).append(scored(ev, seed, t1 - t0))
+            seconds = None if trained else time.perf_counter() - t0  # a finished run's time is not measured again
+            evaluated(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4, overwrite=True))
+            runs.setdefault(name, []).append(scored(ev, seed, seconds))
             if name == FULL:  # the control: the same checkpoint, its answers kept from <Pos> / <Ori>
                 hidden = args.out / "eval" / f"hidden_seed{seed}"
-                evaluate(EvalConfig(checkpoint=run, data=test_data, split="test", out=hidden, plots=0,
-                                    overwrite=True, hide_situation_tokens=True))
+                evaluated(EvalConfig(checkpoint=run, data=test_data, split="test", out=hidden, plots=0,
+                                     overwrite=True, hide_situation_tokens=True))
                 runs.setdefault(HIDDEN, []).append(scored(hidden, seed))
 
     metrics = [("acc_0.5m", "Acc@0.5m", 1), ("acc_1.0m", "Acc@1.0m", 1), ("acc_15deg", "Acc@15°", 1),
