@@ -236,6 +236,8 @@ def main() -> int:
         r["families"] = family_scores(ev / "predictions.jsonl", named)
         return r
 
+    steps = args.steps or RECIPES[args.recipe].settings["steps"]
+    batch = args.batch_size or RECIPES[args.recipe].settings["batch_size"]
     for name, extra in ABLATIONS:
         if args.only and name not in args.only:
             continue
@@ -243,8 +245,6 @@ def main() -> int:
             slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "") + f"_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            steps = args.steps or RECIPES[args.recipe].settings["steps"]
-            batch = args.batch_size or RECIPES[args.recipe].settings["batch_size"]
             trained = (run / "latest.json").is_file() and json.loads((run / "latest.json").read_text())["step"] == steps
             loop.train(train_config(data, run, [*extra, *args.extra], args.recipe, steps=steps, batch_size=batch,
                                     seed=seed, save_every=500, quiet=True, resume=True))
@@ -270,9 +270,10 @@ def main() -> int:
         row += cell([x["qa"]["em1"] for x in rs], 11) if "qa" in rs[0] else f"{'-':>11}"
         lines.append(row)
     n = next(iter(runs.values()))[0] if runs else None
+    rooms = f"{args.scenes} training rooms" + (f" (--relations {args.relations})" if args.relations else "")
     lines.append(f"(held-out test: {n['n_situations']} situations, {n['n']} questions in {args.test_scenes} rooms of "
-                 f"seed {args.test_seed}; {args.steps} steps x {args.batch_size} videos; {args.scenes} training "
-                 f"rooms; seeds {' '.join(map(str, args.seeds))}: mean ± half the range)" if n else "")
+                 f"seed {args.test_seed}; recipe {args.recipe}, {steps} steps x {batch} videos; {rooms}; seeds "
+                 f"{' '.join(map(str, args.seeds))}: mean ± half the range)" if n else "")
     if runs:
         first = next(iter(runs.values()))[0]["by_where_anchor_seen"]
         lines += ["", "Acc@1.0m / Acc@30° by where the model's frames show the anchor (situations: "
