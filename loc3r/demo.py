@@ -1,12 +1,12 @@
 """`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in 9-20 minutes (README; with
---recipe tiny_situated about 18 minutes here).
+--recipe tiny_situated about 17 minutes here).
 
 1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms): training rooms from
    --seed, and held-out test rooms from a seed the model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye
    view of two test rooms;
 2. the tiny Loc3R-VLM trained on the training rooms with the recipe `tiny_demo` (what `loc3r train --preset tiny`
    runs; --recipe tiny_situated: the model that answers from the located viewpoint, on rooms with more relation
-   questions; ~18 minutes in all here), from the pretrained tiny base shipped in loc3r/assets/tiny_base
+   questions; ~17 minutes in all here), from the pretrained tiny base shipped in loc3r/assets/tiny_base
    (pretrained on the training rooms of seed 0, never on held-out rooms);
 3. evaluated on the held-out rooms with the official metrics, report and plots (`loc3r eval`);
 4. one example inference on a held-out room's frames and poses (`loc3r infer`).

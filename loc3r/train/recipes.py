@@ -55,7 +55,7 @@ TINY_DEMO = Recipe(
 TINY_SITUATED = Recipe(
     name="tiny_situated", preset="tiny",
     summary="tiny_demo with two more LLM layers and the staged relation readout, 1,200 steps: answers from the "
-            "located viewpoint, on rooms with more relation questions (loc3r synth --relations 6), ~16 minutes on 2 "
+            "located viewpoint, on rooms with more relation questions (loc3r synth --relations 6), ~15 minutes on 2 "
             "CPU cores",
     # tiny_demo, and: two LLM layers added after the base's (starting as the identity, at the full rate); the
     # relation questions drawn from the loop starts' join on; from then, training only, the relation heads in layer
