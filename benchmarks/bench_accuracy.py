@@ -236,8 +236,7 @@ def main() -> int:
         r["families"] = family_scores(ev / "predictions.jsonl", named)
         return r
 
-    steps = args.steps or RECIPES[args.recipe].settings["steps"]
-    batch = args.batch_size or RECIPES[args.recipe].settings["batch_size"]
+    config = None  # the last run's settings (steps and batch resolved from the recipe)
     for name, extra in ABLATIONS:
         if args.only and name not in args.only:
             continue
@@ -245,9 +244,11 @@ def main() -> int:
             slug = name.replace(" ", "_").replace("+", "plus").replace("(", "").replace(")", "") + f"_seed{seed}"
             run, ev = args.out / "runs" / slug, args.out / "eval" / slug
             t0 = time.perf_counter()
-            trained = (run / "latest.json").is_file() and json.loads((run / "latest.json").read_text())["step"] == steps
-            loop.train(train_config(data, run, [*extra, *args.extra], args.recipe, steps=steps, batch_size=batch,
-                                    seed=seed, save_every=500, quiet=True, resume=True))
+            config = train_config(data, run, [*extra, *args.extra], args.recipe, steps=args.steps,
+                                  batch_size=args.batch_size, seed=seed, save_every=500, quiet=True, resume=True)
+            latest = run / "latest.json"
+            trained = latest.is_file() and json.loads(latest.read_text())["step"] == config.steps
+            loop.train(config)
             seconds = None if trained else time.perf_counter() - t0  # a finished run's time is not measured again
             evaluated(EvalConfig(checkpoint=run, data=test_data, split="test", out=ev, plots=4, overwrite=True))
             runs.setdefault(name, []).append(scored(ev, seed, seconds))
@@ -272,7 +273,8 @@ def main() -> int:
     n = next(iter(runs.values()))[0] if runs else None
     rooms = f"{args.scenes} training rooms" + (f" (--relations {args.relations})" if args.relations else "")
     lines.append(f"(held-out test: {n['n_situations']} situations, {n['n']} questions in {args.test_scenes} rooms of "
-                 f"seed {args.test_seed}; recipe {args.recipe}, {steps} steps x {batch} videos; {rooms}; seeds "
+                 f"seed {args.test_seed}; recipe {args.recipe}, {config.steps} steps x {config.batch_size} videos; "
+                 f"{rooms}; seeds "
                  f"{' '.join(map(str, args.seeds))}: mean ± half the range)" if n else "")
     if runs:
         first = next(iter(runs.values()))[0]["by_where_anchor_seen"]

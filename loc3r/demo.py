@@ -43,7 +43,7 @@ class DemoConfig:
     scenes: int = DEMO_ROOMS["scenes"]  # synthetic training rooms
     test_scenes: int = DEMO_ROOMS["test_scenes"]  # held-out rooms (from another seed)
     # the training recipe (train/recipes.py; its synthetic rooms too): tiny_demo, or tiny_situated (answers from the
-    # located viewpoint, ~16 more minutes)
+    # located viewpoint; ~17 minutes in all here)
     recipe: str = TINY_DEMO.name
     steps: int | None = None  # training steps (default: the recipe's)
     batch_size: int | None = None  # videos per step (default: the recipe's)
