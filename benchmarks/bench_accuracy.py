@@ -28,7 +28,8 @@ an evaluation written after its run's last checkpoint is not made again.
 The situation ablation (does the answer come from where the speaker stands?), on the same runs' seeds:
 - no situation loss:    the full model trained without the position and orientation losses (--no-situation) and
                         without the relation aids, which read the pose (--relation-weight 0); its relation
-                        questions from the first step (--no-relations-join)
+                        questions and added LLM layers from the first step (--no-relations-join,
+                        --no-added-layers-join)
 - <Pos>/<Ori> hidden:   the full model's runs, evaluated with no token attending to <Pos> / <Ori>
                         (`loc3r eval --hide-situation-tokens`): the answers read the situation from its words only
 
@@ -74,8 +75,9 @@ ABLATIONS = [  # (name, extra training arguments)
     ("+ layout", ["--prior", "none"]),
     (FULL, []),
     # without the pose losses, and without the relation aids that read the pose (a recipe's); its relation questions
-    # from the first step, as their join waits for an orientation this variant never learns
-    ("no situation loss", ["--no-situation", "--relation-weight", "0", "--no-relations-join"]),
+    # and its added LLM layers from the first step, as their join waits for an orientation this variant never learns
+    ("no situation loss", ["--no-situation", "--relation-weight", "0", "--no-relations-join",
+                           "--no-added-layers-join"]),
 ]
 
 

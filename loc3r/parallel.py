@@ -75,8 +75,10 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
 
 
-def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp", activation_checkpointing: bool = False):
-    """Wrap for training. strategy: 'ddp' (replicate) or 'fsdp' (FSDP2, bf16 params in compute, fp32 reduce)."""
+def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp", activation_checkpointing: bool = False,
+               unused_parameters: bool = False):
+    """Wrap for training. strategy: 'ddp' (replicate) or 'fsdp' (FSDP2, bf16 params in compute, fp32 reduce).
+    unused_parameters: some steps leave some parameters out of the forward (DDP then finds them each step)."""
     if activation_checkpointing:
         # transformers' own per-layer checkpointing keeps parameter names (and so checkpoints) unchanged.
         for m in model.modules():
@@ -91,7 +93,7 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: str = "ddp", activati
         return model
     if strategy == "ddp":
         ids = [info.device.index] if info.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused_parameters)
     if strategy == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 

@@ -1,6 +1,7 @@
 """The tiny base's pretraining (`loc3r pretrain-base`) and `train --init`: which object a vision token sees, the
 vision-token word loss against a brute-force reference, grounding questions, and a base that a run starts from."""
 
+import copy
 import json
 
 import numpy as np
@@ -329,6 +330,46 @@ def test_layers_added_to_a_base_start_as_the_identity(synth_data):
     fresh = {id(p) for p in fresh["params"]}
     trained = [(k, p) for k, p in deeper.named_parameters() if p.requires_grad]
     assert all((id(p) in fresh) == (f"layers.{n}." in k or k.startswith(NEW_ON_A_BASE)) for k, p in trained)
+
+
+def test_a_deeper_model_run_at_the_bases_depth_is_the_model_without_its_added_layers(synth_data):
+    """TinyLoc3R.depth (--added-layers-join before the join): a model with two layers added (and made to differ from
+    the identity) run through its first layers only gives the losses and gradients of the same model with the added
+    layers removed, on the shared-prefix pass too; the added layers get no gradient; depth None runs them all."""
+    from loc3r.model.processor import make_dataset
+    from loc3r.tiny.init import model_from_base
+    from loc3r.train.config import TINY_BASE, TrainConfig, model_config
+
+    run = TrainConfig(data=str(synth_data), out="o")
+    torch.manual_seed(0)
+    deeper = model_from_base(TINY_BASE, model_config(run), added_layers=2)
+    llm = deeper.vlm.model.language_model
+    n = len(llm.layers) - 2
+    with torch.no_grad():
+        for layer in llm.layers[n:]:
+            layer.mlp.down_proj.weight.normal_(0, 0.05)
+    shallow = copy.deepcopy(deeper)
+    shallow.vlm.model.language_model.layers = shallow.vlm.model.language_model.layers[:n]
+    shallow.vlm.model.language_model.config.num_hidden_layers = n
+    data = make_dataset(deeper.config, synth_data, "train")
+    collate = Collator(deeper.tokenizer, deeper.config)
+    items = [data[i] for i in range(4)]
+    for batch in (collate(items), collate.grouped([items[:2]])):  # data[0] and data[1]: one video's questions
+        full = deeper(batch).loss
+        deeper.depth = n
+        out, ref = deeper(batch), shallow(batch)
+        out.loss.backward()
+        ref.loss.backward()
+        deeper.depth = None
+        assert not torch.allclose(full, ref.loss) and torch.allclose(out.loss, ref.loss)
+        assert all(p.grad is None for p in llm.layers[n:].parameters())
+        grads = dict(shallow.named_parameters())
+        for name, p in deeper.named_parameters():
+            if p.grad is not None:
+                assert torch.allclose(p.grad, grads[name].grad, atol=1e-6), name
+        assert llm.config.num_hidden_layers == n + 2  # restored
+        deeper.zero_grad(set_to_none=True)
+        shallow.zero_grad(set_to_none=True)
 
 
 def test_a_bases_text_embedding_scale_multiplies_its_text_tokens_only_and_travels_with_it(synth_data, tmp_path):

@@ -79,19 +79,20 @@ def test_a_recipes_aids_of_a_tiny_base_give_way():
     left out of a run from random weights, the relation aids out of a run given --relation-weight 0 (its layers
     kept), a switch the recipe turns on turned off by --no-x; what neither a flag nor a recipe set is the field's
     value without them."""
-    aids = ("added_layers", "relation_weight", "relation_layer", "relation_readout", "relation_egocentric",
-            "relation_readout_layer", "relations_join")
+    aids = ("added_layers", "added_layers_join", "relation_weight", "relation_layer", "relation_readout",
+            "relation_egocentric", "relation_readout_layer", "relations_join")
 
     def of(run):
         return tuple(getattr(run, a) for a in aids)
 
-    assert of(parse("--recipe", "tiny_situated")) == (2, 1.0, -2, True, True, -2, True)
-    assert of(parse("--recipe", "tiny_situated", "--init", "scratch")) == (None, None, -1, False, False, None, True)
-    assert of(parse("--recipe", "tiny_situated", "--relation-weight", "0", "--no-relations-join")) == (
-        2, 0.0, -1, False, False, None, False)
+    assert of(parse("--recipe", "tiny_situated")) == (2, True, 1.0, -2, True, True, -2, True)
+    assert of(parse("--recipe", "tiny_situated", "--init", "scratch")) == (
+        None, False, None, -1, False, False, None, True)
+    assert of(parse("--recipe", "tiny_situated", "--relation-weight", "0", "--no-relations-join",
+                    "--no-added-layers-join")) == (2, False, 0.0, -1, False, False, None, False)
     assert of(parse("--recipe", "tiny_situated", "--no-relation-egocentric", "--relation-layer", "-1")) == (
-        2, 1.0, -1, True, False, -2, True)
-    assert of(parse()) == (None, None, -1, False, False, None, False)  # tiny_demo has none
+        2, True, 1.0, -1, True, False, -2, True)
+    assert of(parse()) == (None, False, None, -1, False, False, None, False)  # tiny_demo has none
     assert parse("--recipe", "tiny_situated", "--init", "scratch").relation_settings() == {}
 
 
@@ -103,7 +104,7 @@ def test_train_help_shows_defaults_and_no_removed_flag(capsys):
         assert f"\n{group}\n" in text, group
     text = " ".join(text.split())  # unwrapped
     assert not [f for f in REMOVED_FLAGS if f in text]
-    assert "(default: 900 in tiny_demo, 1200 in tiny_situated)" in text
+    assert "(default: 900 in tiny_demo, 900 in tiny_situated)" in text
     assert "(default: 0.002 in tiny_demo, 0.002 in tiny_situated, 1e-05 in llava_video_7b_paper)" in text
     assert "(default: -2 in tiny_situated, else -1)" in text  # a field no flag and no recipe set
     assert "--relations-join, --no-relations-join" in text  # a recipe's switch turned off

@@ -220,13 +220,13 @@ def test_bad_train_inputs(tmp_path, capsys):
 def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(synth_data, tmp_path, one_thread, capsys):
     """--loop-starts-when L: the scans' own videos until the orientation loss, averaged over the last 20 steps, is
     below L, then every loop start, and the relation heads' supervision (--relation-weight, here with the egocentric
-    readout, a layer added to the base and the relation questions joining too) with them. A run
-    resumed before the join (its loss window restored) and one resumed after it (the join step restored) end with
-    the weights of the uninterrupted run."""
+    readout, a layer added to the base and the relation questions joining too) with them, and the added layer
+    (--added-layers-join: the identity it started as until then). A run resumed before the join (its loss window
+    restored) and one resumed after it (the join step restored) end with the weights of the uninterrupted run."""
     common = ["--steps", "23", "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--loop-starts", "2",
               "--loop-starts-when", "1e9", "--cache-dir", str(tmp_path / "cache"), "--keep", "8",
               "--relation-weight", "0.5", "--log-every", "1", "--relations-join", "--added-layers", "1",
-              "--relation-readout", "--relation-egocentric"]
+              "--relation-readout", "--relation-egocentric", "--added-layers-join"]
     full, split = tmp_path / "full", tmp_path / "split"
     train_mod.train(train_args(synth_data, full, *common, "--save-every", "23"))
     assert "step 20: the orientation loss" in capsys.readouterr().out  # the first full window
@@ -236,6 +236,12 @@ def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(syn
     assert trainer_extra(split / "checkpoints" / "step_0000020")["joined"] == 20
     assert trainer_extra(split / "checkpoints" / "step_0000010")["joined"] is None
     reference = weights(full / "checkpoints" / "step_0000023")
+    before, at_join = weights(split / "checkpoints" / "step_0000010"), weights(split / "checkpoints" / "step_0000020")
+    added = [k for k in reference if ".layers.4." in k]  # the base's 4 layers, then the added one
+    assert added and all(torch.equal(before[k], at_join[k]) for k in added)  # untouched until the join
+    assert not at_join[next(k for k in added if k.endswith("o_proj.weight"))].any()  # the identity it started as
+    assert not all(torch.equal(at_join[k], reference[k]) for k in added)  # then it learns
+    assert not all(torch.equal(before[k], at_join[k]) for k in reference if ".layers.3." in k)  # the base's did
     for resume_at in (10, 20):
         (split / "latest.json").write_text(json.dumps({"step": resume_at, "path": f"checkpoints/step_{resume_at:07d}"}))
         train_mod.train(train_args(synth_data, split, *common, "--save-every", "10", "--resume"))
@@ -244,7 +250,12 @@ def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(syn
             assert torch.equal(reference[k], resumed[k]), (resume_at, k)
     at = common.index("--added-layers")  # resumed without it, the added layer would learn at the base's rate
     with pytest.raises(Loc3rError, match="--resume with added_layers = 0, but the checkpoint was trained with 1"):
-        train_mod.train(train_args(synth_data, split, *common[:at], *common[at + 2:], "--resume"))
+        train_mod.train(train_args(synth_data, split, *common[:at], *common[at + 2:-1], "--resume"))
+    with pytest.raises(Loc3rError, match="--resume with added_layers_join = False, but the checkpoint was trained "
+                                         "with True"):
+        train_mod.train(train_args(synth_data, split, *common[:-1], "--resume"))
+    with pytest.raises(Loc3rError, match="--added-layers-join needs --added-layers N > 0 and --loop-starts-when"):
+        train_config.TrainConfig(data="d", out="o", loop_starts=2, loop_starts_when=0.5, added_layers_join=True)
     for bad in (dict(loop_starts=2, loop_starts_when=-1), dict(loop_starts=1, loop_starts_when=0.5)):
         with pytest.raises(Loc3rError, match="--loop-starts"):
             train_config.TrainConfig(data="d", out="o", **bad)

@@ -55,20 +55,25 @@ def head_attention(model: Loc3R, batch: Batch, calls: list, layer: int, head: in
     labels shifted by one, -100 none), and with `values` the head's values of the
     keys [B, Lk, d] and its columns of o_proj, output [D, d]. For a grouped batch the queries are the
     suffixes' tokens and the keys their video's prefix, then the suffix."""
+    return heads_attention(model, batch, calls, layer, (head,), values)[0]
+
+
+def heads_attention(model: Loc3R, batch: Batch, calls: list, layer: int, heads: tuple[int, ...],
+                    values: bool = False) -> list[dict[str, torch.Tensor]]:
+    """head_attention of each of `heads` of one layer, the layer's projections computed once."""
     from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 
     attention = model.vlm.model.language_model.layers[layer].self_attn
     d = attention.head_dim
-    kv_head = head // (attention.config.num_attention_heads // attention.config.num_key_value_heads)
+    kv_heads = [h // (attention.config.num_attention_heads // attention.config.num_key_value_heads) for h in heads]
 
     def q_k(hidden, rope):
         q = attention.q_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, H, L, d]
         k = attention.k_proj(hidden).unflatten(-1, (-1, d)).transpose(1, 2)  # [B, KV, L, d]
-        q, k = apply_rotary_pos_emb(q, k, *rope)
-        return q[:, head], k[:, kv_head]  # [B, L, d] each
+        return apply_rotary_pos_emb(q, k, *rope)
 
     def head_values(hidden):
-        return attention.v_proj(hidden).unflatten(-1, (-1, d))[:, :, kv_head]  # [B, L, d]
+        return attention.v_proj(hidden).unflatten(-1, (-1, d))  # [B, L, KV, d]
 
     ids = batch.input_ids
     if batch.grouped:
@@ -76,7 +81,7 @@ def head_attention(model: Loc3R, batch: Batch, calls: list, layer: int, head: in
         _, k_prefix = q_k(prefix_hidden, prefix_rope)
         q, k_text = q_k(text_hidden, text_rope)
         v = batch.video_index
-        keys = torch.cat([k_prefix[v], k_text], 1)  # [Bq, Lp + Ls, d]
+        keys = torch.cat([k_prefix[v], k_text], 2)  # [Bq, KV, Lp + Ls, d]
         Ls = batch.suffix_ids.shape[1]
         allowed = torch.cat([batch.attention_mask[v, None].bool().expand(-1, Ls, -1),
                              torch.ones(Ls, Ls, dtype=torch.bool, device=ids.device).tril()
@@ -94,14 +99,21 @@ def head_attention(model: Loc3R, batch: Batch, calls: list, layer: int, head: in
     if batch.labels is not None:
         query_labels[:, :-1] = batch.labels[:, 1:]
         key_labels[:, key_ids.shape[1] - batch.labels.shape[1]:] = batch.labels  # a grouped batch's: its suffix
-    logits = (q @ keys.transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
-    out = {"logits": logits.masked_fill(~allowed, float("-inf")), "allowed": allowed, "key_ids": key_ids,
-           "key_labels": key_labels, "query_ids": query_ids, "query_mask": query_mask, "query_labels": query_labels}
+    shared = {"allowed": allowed, "key_ids": key_ids, "key_labels": key_labels, "query_ids": query_ids,
+              "query_mask": query_mask, "query_labels": query_labels}
     if values:
-        out["values"] = (torch.cat([head_values(prefix_hidden)[v], head_values(text_hidden)], 1)  # [Bq, Lp + Ls, d]
-                         if batch.grouped else head_values(hidden))
-        out["output"] = attention.o_proj.weight[:, head * d:(head + 1) * d]
+        all_values = (torch.cat([head_values(prefix_hidden)[v], head_values(text_hidden)], 1)  # [Bq, Lp + Ls, KV, d]
+                      if batch.grouped else head_values(hidden))
+    out = []
+    for head, kv_head in zip(heads, kv_heads):
+        logits = (q[:, head] @ keys[:, kv_head].transpose(1, 2)).float() * attention.scaling  # [B, Lq, Lk]
+        one = {"logits": logits.masked_fill(~allowed, float("-inf")), **shared}
+        if values:
+            one["values"] = all_values[:, :, kv_head]
+            one["output"] = attention.o_proj.weight[:, head * d:(head + 1) * d]
+        out.append(one)
     return out
+
 
 def attention_mass_loss(logits: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """-log(the attention mass on the target keys) [B, Lq, Lk] bool, averaged over the `queries` [B, Lq] that
@@ -188,8 +200,8 @@ def relation_attention_loss(model: Loc3R, base: TinyBaseConfig, batch: Batch, ca
     me) carries no gradient towards either alone; the three heads bring all of them to the answer, where the MLP
     can learn the relation."""
     out = {}
-    for head, name in zip(base.relation_heads, ("relation_names", "relation_pos", "relation_ori")):
-        a = head_attention(model, batch, calls, base.relation_layer, head)
+    names = ("relation_names", "relation_pos", "relation_ori")
+    for a, name in zip(heads_attention(model, batch, calls, base.relation_layer, tuple(base.relation_heads)), names):
         key_ids, allowed = a["key_ids"], a["allowed"]
         Lk = key_ids.shape[1]
         # key positions of the question's text: after <Ori>, in the suffix of a grouped batch

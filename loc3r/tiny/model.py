@@ -25,6 +25,18 @@ from loc3r.tiny.losses import (attention_inputs, copy_attention_loss, grounding_
                                relation_attention_loss, relation_readout_loss, seeing_loss)
 
 
+@contextlib.contextmanager
+def first_layers(llm: torch.nn.Module, depth: int):
+    """Within it, the transformers LLM `llm` runs its first `depth` layers only (they read the config's
+    num_hidden_layers, as its caches do), then its final norm."""
+    n = llm.config.num_hidden_layers
+    llm.config.num_hidden_layers = depth
+    try:
+        yield
+    finally:
+        llm.config.num_hidden_layers = n
+
+
 class TinyLoc3R(Loc3R):
     def __init__(self, config: Loc3RConfig, tokenizer: PreTrainedTokenizerBase | None = None,
                  base: TinyBaseConfig | None = None):
@@ -38,12 +50,21 @@ class TinyLoc3R(Loc3R):
             raise Loc3rError(f"relation readout layer {staged}: a layer before the last of the LLM's {layers}")
         # whether the relation heads are supervised now (a run switches them on once the orientation has taken off)
         self.relation_active = True
+        # the LLM layers the forward runs, the first `depth` (None: all): a run with --added-layers-join runs the
+        # base's until the added layers join
+        self.depth: int | None = None
         self._name_ids: torch.Tensor | None = None  # name_ids(), once the vocabulary is read
 
     def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
         embeds = super().embed_text(ids)
         scale = self.base.text_embed_scale
         return embeds if scale == 1 else embeds * scale
+
+    def language_model(self, embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
+        if self.depth is None:
+            return super().language_model(embeds, attention_mask, position_ids, past_key_values, use_cache)
+        with first_layers(self.vlm.model.language_model, self.depth):
+            return super().language_model(embeds, attention_mask, position_ids, past_key_values, use_cache)
 
     def loss_counts(self, batch: Batch) -> dict[str, torch.Tensor]:
         counts = super().loss_counts(batch)

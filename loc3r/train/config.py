@@ -25,7 +25,7 @@ SCRATCH = "scratch"  # --init value: no base
 # a run from random weights (--init scratch), and the relation aids out of a run given --relation-weight 0
 RELATION_AIDS = ("relation_weight", "relation_layer", "relation_readout", "relation_objects", "relation_egocentric",
                  "relation_readout_layer")
-TINY_BASE_AIDS = ("added_layers", *RELATION_AIDS)
+TINY_BASE_AIDS = ("added_layers", "added_layers_join", *RELATION_AIDS)
 PRESETS = ("tiny", "llava_video_7b")
 
 
@@ -73,6 +73,9 @@ class TrainConfig(RunSettings):
     init: str | None = None
     # tiny, from a base: LLM layers added after the base's last, each starting as the identity (tiny.init)
     added_layers: int | None = None
+    # with --added-layers and --loop-starts-when: the added layers run only from the join on; until then the LLM is
+    # the base's depth (its steps ~1.4x faster) and the added layers stay the identity they start as
+    added_layers_join: bool | None = None
     frames: int | None = None  # T frames per video (tiny 8, 7B 32)
     prior: str | None = None  # camera-token prior: poses | cut3r | none (tiny poses, 7B cut3r)
     cut3r_dim: int | None = None  # width of the CUT3R camera tokens (default: that of the cached tokens)
@@ -142,7 +145,7 @@ class TrainConfig(RunSettings):
         "recipe": ("recipe", "seed"),
         "data": ("data", "cache_dir", "cut3r", "frames", "questions_per_video", "loop_starts", "loop_starts_when",
                  "relations_join", "workers"),
-        "model": ("preset", "base", "init", "added_layers", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
+        "model": ("preset", "base", "init", "added_layers", "added_layers_join", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
                  "relation_weight", "relation_layer", "relation_readout", "relation_objects",
                  "relation_egocentric", "relation_readout_layer"),
@@ -155,7 +158,7 @@ class TrainConfig(RunSettings):
     EXCLUSIVE: ClassVar[tuple] = (("steps", "epochs"), ("grad_accum", "global_batch"))
     # the value of a field that neither a flag nor the recipe set
     UNSET: ClassVar[dict] = {"relation_layer": -1, "relation_readout": False, "relation_egocentric": False,
-                             "relations_join": False}
+                             "relations_join": False, "added_layers_join": False}
 
     def __post_init__(self):
         super().__post_init__()
@@ -200,6 +203,9 @@ class TrainConfig(RunSettings):
                 self.is_7b or self.init == SCRATCH)):
             raise Loc3rError(f"--added-layers {self.added_layers}: a number >= 0 of LLM layers added to a tiny base "
                              "(the 7B and --init scratch have none)")
+        if self.added_layers_join and not (self.added_layers and self.loop_starts_when):
+            raise Loc3rError("--added-layers-join needs --added-layers N > 0 and --loop-starts-when (the step the added "
+                             "layers join at)")
         if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and (
                 self.is_7b or self.init == SCRATCH)):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "

@@ -39,7 +39,7 @@ from loc3r.model.processor import Batch, Collator, MixtureDataset, make_training
 from loc3r.model.tokenizer import build_tiny_tokenizer
 from loc3r.parallel import print0
 from loc3r.tiny.config import TinyBaseConfig
-from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base, read_base
+from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base
 from loc3r.tiny.model import TinyLoc3R
 from loc3r.tiny.relation_data import ObjectPlaces
 from loc3r.train.check_data import check_training_set
@@ -80,6 +80,7 @@ def trajectory_settings(run: TrainConfig, per_video: int, keep_heads: str | None
             "questions_per_video": per_video, "keep_heads": keep_heads, "loop_starts": run.loop_starts,
             "loop_starts_when": run.loop_starts_when, "relations_join": run.relations_join,
             "added_layers": run.added_layers or 0,  # which layers learn at the full rate
+            "added_layers_join": run.added_layers_join,
             "start": "random weights" if run.init_base is None and not run.is_7b else "a pretrained base",
             "data": [f"{s.benchmark}={s.root.resolve()}:{s.fraction:g}" for s in run.sources]}
 
@@ -232,7 +233,7 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     if run.init_base is not None and not run.lora:
         keep_heads = "query_key" if keep_keys else "query"
         copy = base_settings is not None and base_settings.get("copy_layer") is not None
-        kept = keep_grounding_heads(model, read_base(run.init_base)[1], keys=keep_keys, copy=copy)
+        kept = keep_grounding_heads(model, model.base, keys=keep_keys, copy=copy)  # its layers as this model counts
         print0(f"kept from the base (no gradient): {', '.join(kept) or 'nothing'}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
@@ -250,7 +251,8 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     run = run.sized(len(units) // run.loop_starts, info.world_size)
 
     tensor_names = list(model.checkpoint_tensors())
-    wrapped = parallel.wrap_model(model, info, run.parallel, run.activation_checkpointing)
+    wrapped = parallel.wrap_model(model, info, run.parallel, run.activation_checkpointing,
+                                  unused_parameters=bool(run.added_layers_join))  # the added layers until the join
     groups = parameter_groups(model, run.lr, run)
     params = [p for g in groups for p in g["params"]]
     optimizer = torch.optim.AdamW(groups, lr=run.lr, weight_decay=run.weight_decay, betas=(0.9, 0.999))
@@ -280,6 +282,8 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
         steps.join(stored["joined"])
     if run.relation_weight and run.loop_starts_when:  # the relation heads join with the loop starts
         model.relation_active = bool(stored.get("joined"))
+    if run.added_layers_join and not stored.get("joined"):  # and so do the added layers
+        model.depth = len(model.vlm.model.language_model.layers) - run.added_layers
     if workers > 0:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the workers are forked after the tokenizer ran
     loader = torch.utils.data.DataLoader(steps, batch_size=None, shuffle=False, num_workers=workers,
@@ -347,9 +351,12 @@ def train(run: TrainConfig, dataset=None, base_settings: dict | None = None, kee
                 batch_source.join(done)
                 joining = False
                 s.model.relation_active = True
+                if run.added_layers_join:
+                    s.model.depth = None
                 print0(f"step {done}: the orientation loss ({np.mean(window):.3f} over {JOIN_WINDOW} steps) is below "
                        f"{run.loop_starts_when:g}: every loop start from now on"
-                       + (", and the relation heads' supervision" if run.relation_weight else ""))
+                       + (", and the relation heads' supervision" if run.relation_weight else "")
+                       + (f", and the {run.added_layers} added LLM layers" if run.added_layers_join else ""))
         if done % run.log_every == 0 or done == run.steps:
             now = time.perf_counter()
             record = {"step": done, "lr": s.scheduler.get_last_lr()[0],

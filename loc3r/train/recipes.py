@@ -54,18 +54,19 @@ TINY_DEMO = Recipe(
 
 TINY_SITUATED = Recipe(
     name="tiny_situated", preset="tiny",
-    summary="tiny_demo with two more LLM layers and the staged relation readout, 1,200 steps: answers from the "
-            "located viewpoint, on rooms with more relation questions (loc3r synth --relations 6), ~15 minutes on 2 "
-            "CPU cores",
-    # tiny_demo, and: two LLM layers added after the base's (starting as the identity, at the full rate); the
-    # relation questions drawn from the loop starts' join on; from then, training only, the relation heads in layer
-    # 4 of 6 and the staged readout (a relation question's answer state gives the speaker's pose and the object's
-    # place at layer 4's output, the object as the speaker sees it at the final state; docs/tiny_base.md). The
-    # readout's loss falls 200-350 steps after the join (step 400-530), so 1,200 steps (900 left it half-way in one
-    # run of four; docs/LOG.md, "the staged readout"). On data without synthetic ground truth only the pose readout.
-    settings={**TINY_DEMO.settings, **dict(steps=1200, added_layers=2, relations_join=True, relation_weight=1.0,
-                                           relation_layer=-2, relation_readout=True, relation_egocentric=True,
-                                           relation_readout_layer=-2)},
+    summary="the demo's model: tiny_demo with two LLM layers added at the orientation's take-off and the staged "
+            "relation readout, on rooms with more relation questions (loc3r synth --relations 6): answers from the "
+            "located viewpoint; 900 steps, ~9 minutes on 2 CPU cores",
+    # tiny_demo, and: two LLM layers added after the base's (starting as the identity, at the full rate) that run
+    # from the loop starts' join on (until then the LLM is the base's 4 layers, ~1.5x faster a step); the relation
+    # questions drawn from the join on; from then, training only, the relation heads in layer 4 of 6 and the staged
+    # readout (a relation question's answer state gives the speaker's pose and the object's place at layer 4's
+    # output, the object as the speaker sees it at the final state; docs/tiny_base.md). The join comes at step
+    # ~300-400 and the readout's transition ~200-250 steps after it, at the peak rate (docs/LOG.md, "the added layers
+    # at the join"). On data without synthetic ground truth only the pose readout.
+    settings={**TINY_DEMO.settings, **dict(steps=900, added_layers=2, added_layers_join=True, relations_join=True,
+                                           relation_weight=1.0, relation_layer=-2, relation_readout=True,
+                                           relation_egocentric=True, relation_readout_layer=-2)},
     rooms=dict(relations=6),
 )
 
