@@ -1,13 +1,12 @@
-"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in 9-20 minutes (README; with
---recipe tiny_situated about 17 minutes here).
+"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in ~10 minutes (README).
 
-1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms): training rooms from
-   --seed, and held-out test rooms from a seed the model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye
-   view of two test rooms;
-2. the tiny Loc3R-VLM trained on the training rooms with the recipe `tiny_demo` (what `loc3r train --preset tiny`
-   runs; --recipe tiny_situated: the model that answers from the located viewpoint, on rooms with more relation
-   questions; ~17 minutes in all here), from the pretrained tiny base shipped in loc3r/assets/tiny_base
-   (pretrained on the training rooms of seed 0, never on held-out rooms);
+1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms; the training rooms with
+   the recipe's extra relation questions): training rooms from --seed, and held-out test rooms from a seed the
+   model never sees (--seed + TEST_SEED_OFFSET); a bird's-eye view of two test rooms;
+2. the tiny Loc3R-VLM trained on the training rooms with the recipe `tiny_situated` (the model that answers from
+   the located viewpoint; --recipe tiny_demo: the localization recipe on the plain rooms, what `loc3r train
+   --preset tiny` runs), from the pretrained tiny base shipped in loc3r/assets/tiny_base (pretrained on the
+   training rooms of seed 0, never on held-out rooms);
 3. evaluated on the held-out rooms with the official metrics, report and plots (`loc3r eval`);
 4. one example inference on a held-out room's frames and poses (`loc3r infer`).
 """
@@ -29,9 +28,9 @@ from loc3r.data.scannet import ScanNetScene
 from loc3r.data.sqa3d import read_sqa3d
 from loc3r.errors import Loc3rError
 from loc3r.evaluate.baselines import baselines
-from loc3r.train.recipes import RECIPES, TINY_DEMO
+from loc3r.train.recipes import RECIPES, TINY_SITUATED
 
-DEMO_ROOMS = {"scenes": 400, "test_scenes": 40}  # the recipe tiny_demo was measured on (docs/LOG.md)
+DEMO_ROOMS = {"scenes": 400, "test_scenes": 40}  # the recipes were measured on (docs/LOG.md)
 TEST_SEED_OFFSET = 1000  # the held-out rooms' seed is --seed + this
 
 
@@ -42,9 +41,9 @@ class DemoConfig:
     out: Path = Path("demo_out")  # output directory
     scenes: int = DEMO_ROOMS["scenes"]  # synthetic training rooms
     test_scenes: int = DEMO_ROOMS["test_scenes"]  # held-out rooms (from another seed)
-    # the training recipe (train/recipes.py; its synthetic rooms too): tiny_demo, or tiny_situated (answers from the
-    # located viewpoint; ~17 minutes in all here)
-    recipe: str = TINY_DEMO.name
+    # the training recipe (train/recipes.py; its synthetic rooms too): tiny_situated (answers from the located
+    # viewpoint), or tiny_demo (localization only, on the plain rooms)
+    recipe: str = TINY_SITUATED.name
     steps: int | None = None  # training steps (default: the recipe's)
     batch_size: int | None = None  # videos per step (default: the recipe's)
     seed: int = 0  # training rooms and training; the held-out rooms use seed + 1000

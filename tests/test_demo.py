@@ -24,25 +24,34 @@ def test_demo_runs_the_whole_chain(tmp_path, capsys):
     assert "answer:" in printed and "position: x =" in printed and "facing:" in printed
 
 
-def test_demo_with_the_situated_recipe_makes_its_rooms_and_trains_it(tmp_path):
-    """`loc3r demo --recipe tiny_situated`: its training rooms carry the recipe's extra relation questions (`loc3r
-    synth --relations 6`: six more a situation than the held-out rooms have, less what their rooms differ by), the
-    run trains that recipe (two LLM layers added), and the chain runs to the end."""
+def relations_a_situation(root):
+    """The mean number of relation questions (left / right, navigation, distance) a situation of the rooms has."""
     from loc3r.synth.situations import RELATION_KINDS
 
+    counts = []
+    for f in (root / "synth").glob("*.json"):
+        desc = json.loads(f.read_text())
+        situated = [q for q in desc["questions"] if q["situation_id"] is not None]
+        counts.append(sum(q["question_type"] in RELATION_KINDS for q in situated) / len(desc["situations"]))
+    return sum(counts) / len(counts)
+
+
+def test_demo_trains_the_situated_recipe_on_its_rooms_and_tiny_demo_on_the_plain_rooms(tmp_path):
+    """The demo's recipe is tiny_situated: its training rooms carry the recipe's extra relation questions (`loc3r
+    synth --relations 6`: six more a situation than the held-out rooms have, less what their rooms differ by) and
+    the run trains it (two LLM layers added, joining with the loop starts); `--recipe tiny_demo` trains the 4-layer
+    model on rooms like the held-out ones. The chain runs to the end either way."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--recipe", "tiny_situated", "--scenes", "3", "--test-scenes", "2",
-                 "--steps", "2", "--batch-size", "2"]) == 0
-
-    def relations_a_situation(root):
-        counts = []
-        for f in (root / "synth").glob("*.json"):
-            desc = json.loads(f.read_text())
-            situated = [q for q in desc["questions"] if q["situation_id"] is not None]
-            counts.append(sum(q["question_type"] in RELATION_KINDS for q in situated) / len(desc["situations"]))
-        return sum(counts) / len(counts)
-
+    assert main(["demo", "--out", str(out), "--scenes", "3", "--test-scenes", "2", "--steps", "2",
+                 "--batch-size", "2"]) == 0
     assert relations_a_situation(out / "data") >= relations_a_situation(out / "test_data") + 5
     settings = json.loads((out / "run" / "settings.json").read_text())
-    assert (settings["recipe"], settings["steps"], settings["added_layers"]) == ("tiny_situated", 2, 2)
-    assert (out / "eval" / "metrics.json").is_file() and (out / "example.png").stat().st_size > 0
+    assert (settings["recipe"], settings["steps"], settings["added_layers"], settings["added_layers_join"]) == (
+        "tiny_situated", 2, 2, True)
+    plain = tmp_path / "plain"
+    assert main(["demo", "--out", str(plain), "--recipe", "tiny_demo", "--scenes", "3", "--test-scenes", "2",
+                 "--steps", "2", "--batch-size", "2"]) == 0
+    assert relations_a_situation(plain / "data") < relations_a_situation(out / "data") - 4
+    settings = json.loads((plain / "run" / "settings.json").read_text())
+    assert (settings["recipe"], settings["added_layers"]) == ("tiny_demo", None)
+    assert (plain / "eval" / "metrics.json").is_file() and (plain / "example.png").stat().st_size > 0

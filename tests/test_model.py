@@ -97,6 +97,34 @@ def test_average_pooling_is_the_mean_of_2x2_patches(tok):
                 assert torch.allclose(ours[0, t, r, c], expected, atol=1e-5)
 
 
+def test_a_frozen_towers_features_kept_by_frame_are_the_towers_and_computed_once(tok):
+    """Loc3R.keep_frame_features: the vision tokens of a frozen tower are those it computes each time (with the
+    gradients of what trains after it), the tower runs only on frames it has not seen (two videos of the same three
+    frames in other orders: three frames, then none), frames past the memory budget are computed each time; a tower
+    that trains keeps nothing."""
+    config = Loc3RConfig.tiny(num_frames=3, prior="none", train_vision_tower=False)
+    model = Loc3R(config, tok)
+    frames = torch.randn(3, 3, 64, 64)
+    px = torch.stack([frames, frames[[2, 0, 1]]])  # [2 videos, 3 frames, ...]
+    seen = []
+    model.vlm.model.vision_tower.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    reference = model.vision_tokens(px)
+    assert model.keep_frame_features(1 << 20) and seen == [6]
+    kept = model.vision_tokens(px)
+    again = model.vision_tokens(px[:, [1, 2, 0]])
+    assert seen == [6, 3] and torch.allclose(kept, reference, atol=1e-6)
+    assert torch.allclose(again, reference[:, [1, 2, 0]], atol=1e-6)
+    kept.sum().backward()  # the projector after the tower still learns
+    assert model.vlm.model.multi_modal_projector.linear_1.weight.grad is not None
+    one_frame = model.frame_features.store[next(iter(model.frame_features.store))]
+    model.keep_frame_features(one_frame.numel() * one_frame.element_size())  # room for one frame's features
+    model.vision_tokens(px)
+    model.vision_tokens(px)
+    assert seen == [6, 3, 3, 2] and len(model.frame_features.store) == 1
+    trained = Loc3R(Loc3RConfig.tiny(num_frames=3, prior="none"), tok)  # the tiny preset trains its tower
+    assert not trained.keep_frame_features(1 << 20) and trained.frame_features is None
+
+
 def test_poses_prior_encoding():
     R = geometry.rot_z(0.3)
     pose = geometry.make_transform(R, [1.0, 2.0, 3.0])

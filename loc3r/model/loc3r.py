@@ -37,6 +37,7 @@ from loc3r.constants import END_OF_TURN, IGNORE_INDEX, ORI_TOKEN, POS_TOKEN, VID
 from loc3r.errors import Loc3rError
 from loc3r.io import atomic_dir, write_json
 from loc3r.model.config import Loc3RConfig, read_config_json
+from loc3r.model.frame_features import FrameFeatures
 from loc3r.model.heads import GaussianXY, LayoutHead, OrientationHead, PositionHead, mlp
 from loc3r.model.losses import circular_soft_argmax, gaussian_nll, kl_orientation, wrapped_gaussian_target
 from loc3r.model.processor import Batch
@@ -123,6 +124,18 @@ class Loc3R(nn.Module):
         self.stop_token_ids = sorted(i for i in stops if i is not None and i != self.tokenizer.unk_token_id)
         pad = self.tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else self.stop_token_ids[0]  # fills finished rows in generate()
+        # the frozen vision tower's features kept by frame (keep_frame_features: a training run on a CPU)
+        self.frame_features: FrameFeatures | None = None
+
+    def keep_frame_features(self, max_bytes: int) -> bool:
+        """Keep the vision tower's features of each frame it sees (up to max_bytes), where that gives what the tower
+        would: a frozen tower without dropout, on the CPU. Returns whether they are kept."""
+        tower = self.vlm.model.vision_tower
+        frozen = not any(p.requires_grad for p in tower.parameters())
+        dropout = getattr(self.vlm.config.vision_config, "attention_dropout", 0.0)
+        cpu = all(p.device.type == "cpu" for p in tower.parameters())
+        self.frame_features = FrameFeatures(max_bytes) if frozen and not dropout and cpu else None
+        return self.frame_features is not None
 
     # ---- LoRA (fine-tuning on one 24 GB GPU) -----------------------------------------------------------------
     def add_lora(self, rank: int, alpha: float | None = None, dropout: float = 0.0) -> None:
@@ -167,16 +180,24 @@ class Loc3R(nn.Module):
             return None
         return self.camera_projector(tokens.to(self.camera_projector[0].weight.dtype))
 
-    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Projected, pooled vision tokens [B, T, gh, gw, D] of normalised frames [B, T, 3, S, S]."""
-        model, c = self.vlm.model, self.config
-        B, T = pixels.shape[:2]
-        out = model.vision_tower(pixels.flatten(0, 1).to(self.vlm.dtype), output_hidden_states=True)
+    def tower_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """The vision tower's features [N, p * p, C] of normalised frames [N, 3, S, S] (the configured layer)."""
+        model = self.vlm.model
+        out = model.vision_tower(frames, output_hidden_states=True)
         layer = model.config.vision_feature_layer
         features = (out.hidden_states[layer] if isinstance(layer, int)
                     else torch.cat([out.hidden_states[i] for i in layer], -1))
         if model.config.vision_feature_select_strategy == "default":
             features = features[:, 1:]
+        return features
+
+    def vision_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Projected, pooled vision tokens [B, T, gh, gw, D] of normalised frames [B, T, 3, S, S]."""
+        model, c = self.vlm.model, self.config
+        B, T = pixels.shape[:2]
+        frames = pixels.flatten(0, 1).to(self.vlm.dtype)
+        features = (self.tower_features(frames) if self.frame_features is None
+                    else self.frame_features(frames, self.tower_features))
         features = model.multi_modal_projector(features)  # [B * T, p * p, D]
         if c.pool_mode == "bilinear":
             pooled = model.apply_pooling(features)

@@ -145,7 +145,8 @@ class TrainConfig(RunSettings):
         "recipe": ("recipe", "seed"),
         "data": ("data", "cache_dir", "cut3r", "frames", "questions_per_video", "loop_starts", "loop_starts_when",
                  "relations_join", "workers"),
-        "model": ("preset", "base", "init", "added_layers", "added_layers_join", "prior", "cut3r_dim", "cut3r_input", "lora", "lora_alpha"),
+        "model": ("preset", "base", "init", "added_layers", "added_layers_join", "prior", "cut3r_dim", "cut3r_input",
+                  "lora", "lora_alpha"),
         "loss": ("no_layout", "no_situation", "orientation_sigma", "lambda_layout", "lambda_situation", "nll_beta",
                  "relation_weight", "relation_layer", "relation_readout", "relation_objects",
                  "relation_egocentric", "relation_readout_layer"),
@@ -204,8 +205,8 @@ class TrainConfig(RunSettings):
             raise Loc3rError(f"--added-layers {self.added_layers}: a number >= 0 of LLM layers added to a tiny base "
                              "(the 7B and --init scratch have none)")
         if self.added_layers_join and not (self.added_layers and self.loop_starts_when):
-            raise Loc3rError("--added-layers-join needs --added-layers N > 0 and --loop-starts-when (the step the added "
-                             "layers join at)")
+            raise Loc3rError("--added-layers-join needs --added-layers N > 0 and --loop-starts-when (the step the "
+                             "added layers join at)")
         if self.relation_weight is not None and (self.relation_weight < 0 or self.relation_weight and (
                 self.is_7b or self.init == SCRATCH)):
             raise Loc3rError(f"--relation-weight {self.relation_weight:g}: a weight >= 0 of the relation heads of a "

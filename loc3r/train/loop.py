@@ -49,6 +49,7 @@ from loc3r.train.config import TrainConfig, model_config, step_count
 from loc3r.train.order import StepBatches, video_groups
 
 JOIN_WINDOW = 20  # --loop-starts-when: steps of orientation loss averaged
+FRAME_FEATURES_BYTES = 1 << 30  # a frozen vision tower's features kept by frame on a CPU (the demo's rooms: ~0.3 GiB)
 # settings of checkpoints written before they were removed: a resumed run refuses any other value
 REMOVED_TRAJECTORY = {"loop_starts_after": 0, "curriculum_scenes": 0, "curriculum_steps": 0}
 
@@ -240,6 +241,9 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
         if lora_resume:
             load_lora_run(resume_dir, model)
     model.to(info.device)
+    if model.keep_frame_features(FRAME_FEATURES_BYTES):
+        print0(f"the frozen vision tower runs once per distinct frame (its features kept, up to "
+               f"{FRAME_FEATURES_BYTES >> 20} MiB)")
     dataset.prepare(info.rank, info.world_size)  # each rank builds its share of the cache files (atomic writes)
     if info.distributed:
         dist.barrier()
