@@ -1,5 +1,5 @@
 """Accuracy on the synthetic rooms: the full model against baselines and the paper's ablations, same data, same
-recipe as `loc3r demo`, over several training seeds.
+recipe as `loc3r demo` (or another), over several training seeds.
 
 Trains on `--scenes` rooms of `--data-seed` and evaluates on `--test-scenes` rooms generated from `--test-seed`
 (a seed no model saw; scored per situation, as `loc3r eval`):
@@ -11,13 +11,14 @@ Trains on `--scenes` rooms of `--data-seed` and evaluates on `--test-scenes` roo
 - + layout:             with the layout reconstruction loss (prior none)
 - + camera token:       the full model (poses prior + layout + situation)
 
-Every variant trains with the recipe `tiny_demo` (what `loc3r demo` and `loc3r train --preset tiny` run: the wsd
-schedule; its loop starts join once the orientation loss is below the recipe's threshold, so a variant whose
-orientation does not learn trains on the scans' own videos only), or the one given by --recipe. The README's tables:
+Every variant trains with the demo's recipe `tiny_situated` on its rooms (the wsd schedule; its loop starts, relation
+questions and added LLM layers join once the orientation loss is below the recipe's threshold, so a variant whose
+orientation does not learn trains on the scans' own videos only), or the one given by --recipe (`tiny_demo`: what
+`loc3r train --preset tiny` runs, on the demo's plain rooms). The README's tables:
 
-    python benchmarks/bench_accuracy.py --seeds 0 1 2 --out /tmp/bench_acc
-    python benchmarks/bench_accuracy.py --recipe tiny_situated --relations 6 --seeds 0 1 2 --out /tmp/bench_situated \
+    python benchmarks/bench_accuracy.py --seeds 0 1 2 --out /tmp/bench_situated \
         --only "+ camera token (full)" "no situation loss"
+    python benchmarks/bench_accuracy.py --recipe tiny_demo --seeds 0 1 2 --out /tmp/bench_acc
 
 (--relations K: the training rooms with K more relation questions a situation, `loc3r synth --relations K`; default
 the recipe's rooms, tiny_situated's 6; the held-out rooms are the demo's either way.)
@@ -54,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from loc3r.command import dataclass_from_args
-from loc3r.demo import DEMO_ROOMS
+from loc3r.demo import DEMO_ROOMS, DemoConfig
 from loc3r.evaluate.baselines import baselines
 from loc3r.evaluate.evaluation import EvalConfig, evaluate, situation_localization, unique_situations
 from loc3r.model.config import Loc3RConfig
@@ -64,7 +65,7 @@ from loc3r.synth.grounding import read_scene, video_token_objects
 from loc3r.synth.situations import RELATION_KINDS
 from loc3r.train import loop
 from loc3r.train.config import TrainConfig
-from loc3r.train.recipes import RECIPES, TINY_DEMO
+from loc3r.train.recipes import RECIPES
 
 WHERE_SEEN = ("first frame", "later frames only", "not seen")
 
@@ -81,7 +82,7 @@ ABLATIONS = [  # (name, extra training arguments)
 ]
 
 
-def train_config(data: Path, out: Path, flags: list[str], recipe: str = TINY_DEMO.name, **fields) -> TrainConfig:
+def train_config(data: Path, out: Path, flags: list[str], recipe: str = DemoConfig.recipe, **fields) -> TrainConfig:
     """A TrainConfig from `loc3r train` flags (the ablation's and --extra) and fields set here, on a recipe (the
     demo's). A failing step raises, so the benchmark stops there (never reads a stale metrics.json)."""
     parser = argparse.ArgumentParser()
@@ -207,8 +208,9 @@ def main() -> int:
     p.add_argument("--scenes", type=int, default=DEMO_ROOMS["scenes"], help="training rooms (the demo's)")
     p.add_argument("--test-scenes", type=int, default=DEMO_ROOMS["test_scenes"],
                    help="held-out rooms of --test-seed")
-    p.add_argument("--recipe", default=TINY_DEMO.name, choices=[r.name for r in RECIPES.values() if r.preset == "tiny"],
-                   help="the recipe every variant trains with (its steps and batch unless given)")
+    p.add_argument("--recipe", default=DemoConfig.recipe,
+                   choices=[r.name for r in RECIPES.values() if r.preset == "tiny"],
+                   help="the recipe every variant trains with (its steps and batch unless given; default the demo's)")
     p.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="videos per step (default: the recipe's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")

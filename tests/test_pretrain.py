@@ -568,7 +568,7 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data, mo
     places = ObjectPlaces(data, [synth_data])
     scene = data.records[0].scene_id
     room = read_scene(synth_data, scene)
-    truth = scene_relations(synth_data / "synth" / f"{scene}.json")  # question id -> pose, object centre
+    truth = scene_relations(synth_data / "synth" / f"{scene}.json")  # question id -> pose, object centre, reach
     every = [places[i] for i, r in enumerate(data.records) if r.scene_id == scene]
     samples = [s for s in every if s.has_situation][:6] + [s for s in every if not s.has_situation][:2]
     assert any(s.question_type in RELATION_KINDS for s in samples)
@@ -597,7 +597,7 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data, mo
                 position, yaw = np.asarray(sample.position_xy, np.float64), float(sample.yaw_rad)
                 relation = sample.question_id in truth
                 if egocentric and relation:  # the object seen from the speaker, in the room's frame
-                    at, facing, centre = truth[sample.question_id]
+                    at, facing, centre, _ = truth[sample.question_id]
                     position = rotate_xy(centre - at, -facing)
                     index = next(i for i, o in enumerate(room.objects) if np.allclose(o.center[:2], centre))
                     yaw = float(relative_bearing(room, at[None], facing)[0, index])
@@ -628,30 +628,44 @@ def test_relation_readout_is_the_pose_read_from_the_answers_state(synth_data, mo
 def test_object_places_are_the_objects_in_each_videos_bev_frame(synth_data, tmp_path):
     """--relation-readout's targets (tiny.relation_data.ObjectPlaces): a relation question's object placed in the
     sample's BEV frame from the sample's own pose equals the object's centre taken through the video's world -> BEV
-    transform; other questions get NaN; a broken description is one line naming its file."""
+    transform; as seen (the egocentric readout's), the point in that centre's direction from the speaker at the
+    distance of the object's footprint, the distance whose whole metres a distance question answers; other questions
+    get NaN; a broken description is one line naming its file."""
     from loc3r import geometry
     from loc3r.model.processor import make_dataset
     from loc3r.synth.grounding import read_scene
+    from loc3r.synth.relations import object_distance
     from loc3r.synth.situations import RELATION_KINDS
     from loc3r.tiny.relation_data import ObjectPlaces
 
     ds = make_dataset(Loc3RConfig.tiny(), synth_data, "train")
-    places = ObjectPlaces(ds, [synth_data])
+    places, seen = ObjectPlaces(ds, [synth_data]), ObjectPlaces(ds, [synth_data], as_seen=True)
     assert len(places) == len(ds) and places.video_keys == ds.video_keys
-    checked = 0
+    checked = distances = 0
     for i, r in enumerate(ds.records):
         sample = places[i]
         if sample.question_type not in RELATION_KINDS:
-            assert np.isnan(sample.object_xy).all()
+            assert np.isnan(sample.object_xy).all() and np.isnan(seen[i].object_xy).all()
             continue
         desc = json.loads((synth_data / "synth" / f"{r.scene_id}.json").read_text())
-        spec = next(q for q in desc["questions"] if q["question_id"] == r.question_id)["spec"]
+        question = next(q for q in desc["questions"] if q["question_id"] == r.question_id)
         scene = read_scene(synth_data, r.scene_id)
-        centre = next(o.center for o in scene.objects if o.id == spec["objects"][0])
+        index = next(k for k, o in enumerate(scene.objects) if o.id == question["spec"]["objects"][0])
+        centre = scene.objects[index].center
         expected = geometry.world_to_bev_points(ds.scene(r.scene_id).world_to_bev, np.asarray(centre)[None])[0, :2]
         np.testing.assert_allclose(sample.object_xy, expected, atol=1e-3)
+        speaker = np.asarray(sample.position_xy, np.float64)
+        towards, reach = seen[i].object_xy - speaker, object_distance(scene, question["position"])[0, index]
+        np.testing.assert_allclose(np.linalg.norm(towards), reach, atol=1e-3)
+        if reach > 0.1:  # the centre's direction
+            direction = (expected - speaker) / np.linalg.norm(expected - speaker)
+            np.testing.assert_allclose(towards / reach, direction, atol=1e-3)
+        if r.question_type == "distance":  # "two meters": the footprint's distance rounded
+            words = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+            assert round(float(reach)) == words[question["answer"].split()[0]]
+            distances += 1
         checked += 1
-    assert checked >= 5
+    assert checked >= 5 and distances >= 1
     batch = Collator(TinyLoc3R(Loc3RConfig.tiny()).tokenizer, Loc3RConfig.tiny())([places[i] for i in range(4)])
     assert batch.object_xy.shape == (4, 2)
     from loc3r.errors import Loc3rError

@@ -229,7 +229,10 @@ def test_loop_starts_join_when_the_orientation_is_learned_and_resume_exactly(syn
               "--relation-readout", "--relation-egocentric", "--added-layers-join"]
     full, split = tmp_path / "full", tmp_path / "split"
     train_mod.train(train_args(synth_data, full, *common, "--save-every", "23"))
-    assert "step 20: the orientation loss" in capsys.readouterr().out  # the first full window
+    printed = capsys.readouterr().out
+    assert "step 20: the orientation loss" in printed  # the first full window
+    # the base's grounding and anchor heads keep their queries where the base has them, not counted from the end
+    assert "kept from the base (no gradient): layer 2 query head 0, layer 3 query head 1" in printed
     logged = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged if "relation_names" in r] == [21, 22, 23]
     train_mod.train(train_args(synth_data, split, *common, "--save-every", "10"))

@@ -18,38 +18,52 @@ import numpy as np
 
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
-from loc3r.synth.shapes import rotate_xy
+from loc3r.synth.shapes import footprint_distance, rotate_xy
 from loc3r.synth.situations import RELATION_KINDS
 
 
-def scene_relations(path: Path) -> dict[int, tuple[np.ndarray, float, np.ndarray]]:
-    """question_id -> (the speaker's position [2] and yaw in the scene's frame, the object's centre [2] there) for
-    the relation questions of a synth/<scene>.json."""
+def scene_relations(path: Path) -> dict[int, tuple[np.ndarray, float, np.ndarray, float]]:
+    """question_id -> (the speaker's position [2] and yaw in the scene's frame, the object's centre [2] there, the
+    distance from the speaker to the object's footprint) for the relation questions of a synth/<scene>.json."""
     try:
         desc = json.loads(path.read_text())
-        centre = {o["id"]: np.asarray(o["center"][:2], np.float64) for o in desc["objects"]}
-        return {q["question_id"]: (np.asarray(q["position"], np.float64), float(q["yaw"]),
-                                   centre[q["spec"]["objects"][0]])
-                for q in desc["questions"] if q["question_type"] in RELATION_KINDS and q["situation_id"] is not None}
+        objects = {o["id"]: o for o in desc["objects"]}
+        out = {}
+        for q in desc["questions"]:
+            if q["question_type"] not in RELATION_KINDS or q["situation_id"] is None:
+                continue
+            o = objects[q["spec"]["objects"][0]]
+            position, centre = np.asarray(q["position"], np.float64), np.asarray(o["center"][:2], np.float64)
+            reach = footprint_distance(position[None], centre[None], np.asarray(o["size"][:2], np.float64)[None] / 2,
+                                       np.asarray([o["yaw"]], np.float64))[0, 0]
+            out[q["question_id"]] = (position, float(q["yaw"]), centre, max(float(reach), 0.0))
+        return out
     except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:  # as synth.grounding.read_scene
         raise Loc3rError(f"{path}: not a synthetic room description ({e!r})") from None
 
 
-def object_place(sample: Sample, relation: tuple[np.ndarray, float, np.ndarray] | None) -> np.ndarray:
-    """The object's BEV (x, y) [2] float32 for a sample and its question's scene_relations entry (NaN for none)."""
+def object_place(sample: Sample, relation: tuple[np.ndarray, float, np.ndarray, float] | None,
+                 as_seen: bool = False) -> np.ndarray:
+    """The object's BEV (x, y) [2] float32 for a sample and its question's scene_relations entry (NaN for none):
+    its centre, or `as_seen` the point in the direction of its centre at the distance of its footprint (what the
+    answers read: left / right and the way to go by the centre's bearing, how far by the footprint's distance)."""
     if relation is None or not sample.has_situation:
         return np.full(2, np.nan, np.float32)
-    position, yaw, centre = relation
+    position, yaw, centre, reach = relation
+    offset = centre - position
+    if as_seen:
+        offset = offset * (reach / max(float(np.linalg.norm(offset)), 1e-9))
     turn = float(sample.yaw_rad) - yaw  # scene frame -> BEV frame
-    return (rotate_xy(centre - position, turn) + np.asarray(sample.position_xy, np.float64)).astype(np.float32)
+    return (rotate_xy(offset, turn) + np.asarray(sample.position_xy, np.float64)).astype(np.float32)
 
 
 class ObjectPlaces:
     """A training set whose samples carry `object_xy` (Sample), from the synth/<scene>.json of the first of `roots`
-    that has one for the scene (NaN for every question of a scene none has); everything else is the wrapped set's."""
+    that has one for the scene (NaN for every question of a scene none has); everything else is the wrapped set's.
+    as_seen: the places object_place gives `as_seen` (the egocentric readout's)."""
 
-    def __init__(self, dataset, roots: list[Path]):
-        self.dataset, self.roots = dataset, [Path(r) for r in roots]
+    def __init__(self, dataset, roots: list[Path], as_seen: bool = False):
+        self.dataset, self.roots, self.as_seen = dataset, [Path(r) for r in roots], as_seen
         self._scenes: dict[str, dict] = {}
 
     def relations(self, scene_id: str) -> dict:
@@ -64,7 +78,7 @@ class ObjectPlaces:
 
     def __getitem__(self, i: int) -> Sample:
         sample = self.dataset[i]
-        place = object_place(sample, self.relations(sample.scene_id).get(sample.question_id))
+        place = object_place(sample, self.relations(sample.scene_id).get(sample.question_id), self.as_seen)
         return dataclasses.replace(sample, object_xy=place)
 
     def __getattr__(self, name):  # the wrapped set's attributes (video_keys, prepare, bind, ...)

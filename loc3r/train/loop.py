@@ -213,7 +213,7 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
             print(f"  {m['source']:<9} {m['root']}: {m['questions']} of {m['of']} questions ({m['fraction']:g}), "
                   f"{m['situated']} situated (pose supervision), layout supervision on {m['layout_supervision']}")
     if run.relation_weight and run.relation_readout and (run.relation_objects or run.relation_egocentric):
-        dataset = ObjectPlaces(dataset, [src.root for src in run.sources])
+        dataset = ObjectPlaces(dataset, [src.root for src in run.sources], as_seen=bool(run.relation_egocentric))
     if resume_dir is None or lora_resume:  # a LoRA run resumes from its initial model (same seed): frozen weights
         torch.manual_seed(run.seed)
         if run.init_base is not None:

@@ -39,7 +39,8 @@ class Recipe:
 
 TINY_DEMO = Recipe(
     name="tiny_demo", preset="tiny",
-    summary="the embedded default: the tiny model from its shipped base on synthetic rooms, 900 steps on 2 CPU cores",
+    summary="localization: the tiny model from its shipped base on the plain synthetic rooms, 900 steps on 2 CPU "
+            "cores (what `loc3r train --preset tiny` runs)",
     # From the shipped base (its grounding heads' queries kept, its weights at 0.3 x the rate): 900 steps of 8
     # videos x 8 questions on their shared prefix; the peak rate held after a 3% warm-up, a cosine decay over the
     # last 30% (wsd); on the scans' own videos until the orientation has taken off, then every question also on the
