@@ -121,6 +121,11 @@ def test_a_frozen_towers_features_kept_by_frame_are_the_towers_and_computed_once
     model.vision_tokens(px)
     model.vision_tokens(px)
     assert seen == [6, 3, 3, 2] and len(model.frame_features.store) == 1
+    from loc3r.model.frame_features import FrameFeatures
+
+    kept_bf16 = FrameFeatures(1 << 20)  # the 7B's frames are bf16
+    half = frames.bfloat16()
+    assert torch.equal(kept_bf16(half, lambda f: f.float().mean((2, 3))), half.float().mean((2, 3)))
     trained = Loc3R(Loc3RConfig.tiny(num_frames=3, prior="none"), tok)  # the tiny preset trains its tower
     assert not trained.keep_frame_features(1 << 20) and trained.frame_features is None
 

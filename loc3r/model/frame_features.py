@@ -21,7 +21,8 @@ class FrameFeatures:
 
     def __call__(self, frames: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """The features [N, P, C] of frames [N, 3, S, S] (CPU tensors), `compute` run on the frames not yet held."""
-        keys = [hashlib.blake2b(f.numpy().tobytes(), digest_size=16).digest() for f in frames]
+        raw = frames.contiguous().view(torch.uint8).reshape(len(frames), -1).numpy()  # any dtype's bytes (bf16 too)
+        keys = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in raw]
         found = {k: self.store[k] for k in keys if k in self.store}
         first = {k: i for i, k in reversed(list(enumerate(keys)))}  # each distinct frame's first index
         missing = [i for k, i in first.items() if k not in found]

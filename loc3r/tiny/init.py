@@ -22,6 +22,7 @@ NEW_ON_A_BASE = ("camera_projector.", "layout_head.", "position_head.", "orienta
 # survives but the layout is barely learned in 600 steps; at 1 x (and a trainable vision tower) the grounding is
 # gone by step 300; 0.3 x keeps half of it and learns the layout.
 INIT_LR_SCALE = 0.3
+HEAD_LAYERS = ("grounding_layer", "anchor_layer", "copy_layer")  # TinyBaseConfig fields that name an LLM layer
 
 
 def read_base(path: Path) -> tuple[Loc3RConfig, TinyBaseConfig]:
@@ -29,6 +30,13 @@ def read_base(path: Path) -> tuple[Loc3RConfig, TinyBaseConfig]:
     source = Path(path) / "config.json"
     fields, base = split_legacy(read_config_json(source), str(source))
     return Loc3RConfig.from_dict(fields, str(source)), TinyBaseConfig(**(base or {}))
+
+
+def absolute_layers(settings: TinyBaseConfig, layers: int) -> TinyBaseConfig:
+    """`settings` with its heads' layers counted from the first of the base's `layers` (-2 becomes layers - 2), so
+    that they name the same layers once more are added after the base's last."""
+    return dataclasses.replace(settings, **{k: getattr(settings, k) % layers for k in HEAD_LAYERS
+                                            if getattr(settings, k) is not None})
 
 
 def model_from_base(base: Path, config: Loc3RConfig, settings: dict | None = None, added_layers: int = 0) -> TinyLoc3R:
@@ -49,9 +57,7 @@ def model_from_base(base: Path, config: Loc3RConfig, settings: dict | None = Non
         text["num_hidden_layers"] = n + added_layers
         if text.get("layer_types"):
             text["layer_types"] = list(text["layer_types"]) + list(text["layer_types"][-1:]) * added_layers
-        base_settings = dataclasses.replace(base_settings, **{
-            k: getattr(base_settings, k) % n for k in ("grounding_layer", "anchor_layer", "copy_layer")
-            if getattr(base_settings, k) is not None})
+        base_settings = absolute_layers(base_settings, n)
     model = TinyLoc3R(dataclasses.replace(config, vlm=vlm, train_vision_tower=False),
                       load_tokenizer(base), dataclasses.replace(base_settings, **(settings or {})))
     fresh = model.load_base(base)

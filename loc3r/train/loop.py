@@ -39,7 +39,8 @@ from loc3r.model.processor import Batch, Collator, MixtureDataset, make_training
 from loc3r.model.tokenizer import build_tiny_tokenizer
 from loc3r.parallel import print0
 from loc3r.tiny.config import TinyBaseConfig
-from loc3r.tiny.init import INIT_LR_SCALE, NEW_ON_A_BASE, keep_grounding_heads, model_from_base
+from loc3r.tiny.init import (INIT_LR_SCALE, NEW_ON_A_BASE, absolute_layers, keep_grounding_heads, model_from_base,
+                             read_base)
 from loc3r.tiny.model import TinyLoc3R
 from loc3r.tiny.relation_data import ObjectPlaces
 from loc3r.train.check_data import check_training_set
@@ -234,7 +235,9 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
     if run.init_base is not None and not run.lora:
         keep_heads = "query_key" if keep_keys else "query"
         copy = base_settings is not None and base_settings.get("copy_layer") is not None
-        kept = keep_grounding_heads(model, model.base, keys=keep_keys, copy=copy)  # its layers as this model counts
+        base_config, learned = read_base(run.init_base)  # the heads the base learned, in its own layers
+        learned = absolute_layers(learned, base_config.vlm["text_config"]["num_hidden_layers"])
+        kept = keep_grounding_heads(model, learned, keys=keep_keys, copy=copy)
         print0(f"kept from the base (no gradient): {', '.join(kept) or 'nothing'}")
     if run.lora:
         model.add_lora(run.lora, run.lora_alpha)
