@@ -18,25 +18,28 @@ import numpy as np
 
 from loc3r.data.sample import Sample
 from loc3r.errors import Loc3rError
-from loc3r.synth.shapes import footprint_distance, rotate_xy
+from loc3r.synth.relations import object_distance
+from loc3r.synth.scene import Scene
+from loc3r.synth.shapes import rotate_xy
 from loc3r.synth.situations import RELATION_KINDS
 
 
 def scene_relations(path: Path) -> dict[int, tuple[np.ndarray, float, np.ndarray, float]]:
     """question_id -> (the speaker's position [2] and yaw in the scene's frame, the object's centre [2] there, the
-    distance from the speaker to the object's footprint) for the relation questions of a synth/<scene>.json."""
+    distance from the speaker to the object's footprint, as a distance question's answer measures it:
+    synth.relations.object_distance) for the relation questions of a synth/<scene>.json."""
     try:
         desc = json.loads(path.read_text())
-        objects = {o["id"]: o for o in desc["objects"]}
+        scene = Scene.from_json(desc)
+        index = {o.id: i for i, o in enumerate(scene.objects)}
         out = {}
         for q in desc["questions"]:
             if q["question_type"] not in RELATION_KINDS or q["situation_id"] is None:
                 continue
-            o = objects[q["spec"]["objects"][0]]
-            position, centre = np.asarray(q["position"], np.float64), np.asarray(o["center"][:2], np.float64)
-            reach = footprint_distance(position[None], centre[None], np.asarray(o["size"][:2], np.float64)[None] / 2,
-                                       np.asarray([o["yaw"]], np.float64))[0, 0]
-            out[q["question_id"]] = (position, float(q["yaw"]), centre, max(float(reach), 0.0))
+            i = index[q["spec"]["objects"][0]]
+            position = np.asarray(q["position"], np.float64)
+            out[q["question_id"]] = (position, float(q["yaw"]), scene.objects[i].center[:2].astype(np.float64),
+                                     float(object_distance(scene, position)[0, i]))
         return out
     except (json.JSONDecodeError, KeyError, TypeError, IndexError, ValueError) as e:  # as synth.grounding.read_scene
         raise Loc3rError(f"{path}: not a synthetic room description ({e!r})") from None
