@@ -40,6 +40,7 @@ def compute_init(device: str | None = None) -> DistInfo:
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    grouped_query_attention(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank, world_size, local_rank, dev)
@@ -47,7 +48,19 @@ def compute_init(device: str | None = None) -> DistInfo:
 
 def default_device(name: str | None = None) -> torch.device:
     """`name` (cpu, cuda, cuda:1 ...), else the GPU when there is one, else the CPU."""
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    grouped_query_attention(dev)
+    return dev
+
+
+def grouped_query_attention(dev: torch.device) -> None:
+    """On a CPU, the LLM's grouped-query attention (the tiny's 2 key / value heads for 6 query heads, the 7B's 4 for
+    28) runs as SDPA's own (enable_gqa): transformers otherwise repeats the keys and values per query head whenever
+    an attention mask is given (what CUDA's fused kernels need), and on a CPU the flash kernel takes the mask and the
+    groups as they are: the same outputs, ~7% of a tiny training step (docs/LOG.md). Transformers reads
+    TRANSFORMERS_SDPA_FORCE_GQA at each call; a value the user set is kept."""
+    if dev.type == "cpu":
+        os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
 
 
 def compute_cleanup() -> None:

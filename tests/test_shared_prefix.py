@@ -2,6 +2,7 @@
 and shared by the questions gives the same losses and gradients as one full sequence per question."""
 
 import dataclasses
+import os
 
 import pytest
 import torch
@@ -119,3 +120,38 @@ def test_hidden_situation_tokens_reach_no_other_token():
         torch.testing.assert_close(answer_states(batch, True), answer_states(replaced(batch), True))
         assert not torch.allclose(answer_states(batch, False), answer_states(replaced(batch), False), atol=1e-3)
     torch.testing.assert_close(answer_states(grouped, True), answer_states(flat, True), rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_query_attention_on_a_cpu_equals_the_repeated_keys(model, monkeypatch):
+    """parallel.grouped_query_attention: on a CPU the LLM's attention runs as SDPA's own grouped-query attention
+    instead of transformers' keys and values repeated per query head: the same losses and gradients, and the keys
+    are no longer repeated (the padded questions' masks are given)."""
+    from transformers.integrations import sdpa_attention
+
+    from loc3r import parallel
+
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    assert parallel.default_device("cpu").type == "cpu"
+    assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
+    repeats = []
+    real = sdpa_attention.repeat_kv
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda x, n: repeats.append(n) or real(x, n))
+    groups = grouped_samples(model.config, videos=2, per_video=3)
+    batch = Collator(model.tokenizer, model.config).grouped(groups)
+    assert not batch.suffix_mask.all()  # questions of different lengths: a mask is given
+    results = []
+    for force in ("0", "1"):
+        monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", force)
+        repeats.clear()
+        model.zero_grad()
+        out = model(batch)
+        out.loss.backward()
+        results.append((out.losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+                        len(repeats)))
+    (a, ga, ra), (b, gb, rb) = results
+    assert ra > 0 and rb == 0
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-6)
+    assert ga.keys() == gb.keys() and len(ga) > 20
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-5, atol=1e-6, msg=name)

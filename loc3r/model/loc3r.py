@@ -282,7 +282,10 @@ class Loc3R(nn.Module):
         prefix = self.language_model(self.embed_inputs(batch, vision), prefix_mask, position_ids_from_mask(prefix_mask),
                                      use_cache=True)
         cache = prefix.past_key_values
-        cache.batch_select_indices(batch.video_index)  # each question gets its video's keys / values
+        # each question gets its video's keys / values: reorder_cache selects them with index_select, whose gradient
+        # (an index_add) is ~17x faster on a CPU than that of batch_select_indices' indexing (an accumulating
+        # index_put), and the same sums (~6% of a 6-layer tiny step)
+        cache.reorder_cache(batch.video_index)
         mask = torch.cat([prefix_mask[batch.video_index], batch.suffix_mask], 1)  # [Bq, Lp + Ls]
         position_ids = position_ids_from_mask(mask)[:, prefix_mask.shape[1]:]
         text = self.embed_text(batch.suffix_ids)
@@ -354,7 +357,7 @@ class Loc3R(nn.Module):
             video_layout = self.layout_head(self.vision_states(prefix.last_hidden_state, batch.input_ids))
             layout = GaussianXY(video_layout.mu[video_index], video_layout.log_sigma[video_index])
             cache = prefix.past_key_values
-            cache.batch_select_indices(video_index)
+            cache.reorder_cache(video_index)  # each question's video's keys / values (as in shared_prefix_pass)
             attention_mask = torch.cat([prefix_mask[video_index], batch.suffix_mask], 1)
             position_ids = position_ids_from_mask(attention_mask)
             if hide_situation_tokens:

@@ -134,8 +134,16 @@ def _nearest_category(scene: Scene, candidates, distance, blocking) -> str | Non
     return category
 
 
-def answer(scene: Scene, spec: dict, position_xy, yaw_rad: float) -> str | None:
-    """The answer of question `spec` asked by a speaker at position_xy [2] facing yaw_rad; None if unclear."""
+def view(scene: Scene, position_xy, yaw_rad: float) -> tuple[np.ndarray, np.ndarray]:
+    """What the answers at a pose read: every object's bearing [B] (rad, its centre's) and distance [B] (m, to its
+    footprint) from a speaker at position_xy [2] facing yaw_rad."""
+    return relative_bearing(scene, position_xy, yaw_rad)[0], object_distance(scene, position_xy)[0]
+
+
+def answer(scene: Scene, spec: dict, position_xy, yaw_rad: float,
+           seen: tuple[np.ndarray, np.ndarray] | None = None) -> str | None:
+    """The answer of question `spec` asked by a speaker at position_xy [2] facing yaw_rad; None if unclear.
+    seen: view(scene, position_xy, yaw_rad), when the caller asks several questions at the pose."""
     kind = spec["type"]
     index = {o.id: i for i, o in enumerate(scene.objects)}
     if kind == "existence":
@@ -147,8 +155,7 @@ def answer(scene: Scene, spec: dict, position_xy, yaw_rad: float) -> str | None:
         same = [o for o in scene.objects if o.category == spec["category"]]
         return same[0].color if len(same) == 1 else None
 
-    bearing = relative_bearing(scene, position_xy, yaw_rad)[0]  # [B]
-    distance = object_distance(scene, position_xy)[0]  # [B]
+    bearing, distance = seen if seen is not None else view(scene, position_xy, yaw_rad)  # [B], [B]
     if kind == "direction":  # nearest floor object in the sector
         floor = _floor_indices(scene)
         offset = sector_offset(bearing, spec["sector"])

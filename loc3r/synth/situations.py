@@ -217,13 +217,16 @@ def _random_spec(kind: str, scene: Scene, names, position_xy, yaw_rad: float, rn
     return spec
 
 
-def _question(scene: Scene, names, kind: str, position_xy, yaw_rad: float, rng, tries: int = 6) -> dict | None:
-    """A question record of type `kind` with a clear answer at the pose, or None after `tries` draws."""
+def _question(scene: Scene, names, kind: str, position_xy, yaw_rad: float, rng, tries: int = 6,
+              seen: tuple | None = None) -> dict | None:
+    """A question record of type `kind` with a clear answer at the pose, or None after `tries` draws (seen:
+    language.view at the pose, made here if not given)."""
     for _ in range(tries):
         spec = _random_spec(kind, scene, names, position_xy, yaw_rad, rng)
         if spec is None:
             return None
-        ans = language.answer(scene, spec, position_xy, yaw_rad)
+        seen = seen or language.view(scene, position_xy, yaw_rad)
+        ans = language.answer(scene, spec, position_xy, yaw_rad, seen)
         if ans is not None:
             return {"spec": spec, "question": language.question_text(scene, spec), "answer": ans,
                     "question_type": kind, "answer_type": language.answer_type(spec)}
@@ -234,10 +237,12 @@ def relation_questions(scene: Scene, names, situation: dict, k: int, rng, asked:
     """Up to k more questions of a situation whose answers need its pose and the room's layout together
     (RELATION_KINDS in turn), each kind about objects not yet asked of it (asked: (kind, objects) pairs)."""
     out, asked = [], set(asked)
+    position = np.array(situation["position"])
+    seen = language.view(scene, position, situation["yaw"])
     for kind in [RELATION_KINDS[i % len(RELATION_KINDS)] for i in range(4 * k)]:
         if len(out) == k:
             break
-        q = _question(scene, names, kind, np.array(situation["position"]), situation["yaw"], rng)
+        q = _question(scene, names, kind, position, situation["yaw"], rng, seen=seen)
         if q is None or (kind, tuple(q["spec"]["objects"])) in asked:
             continue
         asked.add((kind, tuple(q["spec"]["objects"])))
@@ -263,9 +268,10 @@ def describe_scene(scene: Scene, rng: np.random.Generator, relations_per_situati
             continue
         s = {"id": len(situations), **s}
         situations.append(s)
-        asked = 0
+        asked, position = 0, np.array(s["position"])
+        seen = language.view(scene, position, s["yaw"])
         for kind in rng.permutation(language.SITUATED_TYPES):
-            q = _question(scene, names, str(kind), np.array(s["position"]), s["yaw"], rng)
+            q = _question(scene, names, str(kind), position, s["yaw"], rng, seen=seen)
             if q is not None:
                 questions.append({"situation_id": s["id"], "position": s["position"], "yaw": s["yaw"], **q})
                 asked += 1
