@@ -16,8 +16,7 @@ questions and added LLM layers join once the orientation loss is below the recip
 orientation does not learn trains on the scans' own videos only), or the one given by --recipe (`tiny_demo`: what
 `loc3r train --preset tiny` runs, on the demo's plain rooms). The README's tables:
 
-    python benchmarks/bench_accuracy.py --seeds 0 1 2 --out /tmp/bench_situated \
-        --only "+ camera token (full)" "no situation loss"
+    python benchmarks/bench_accuracy.py --seeds 0 1 2 --out /tmp/bench_situated
     python benchmarks/bench_accuracy.py --recipe tiny_demo --seeds 0 1 2 --out /tmp/bench_acc
 
 (--relations K: the training rooms with K more relation questions a situation, `loc3r synth --relations K`; default
