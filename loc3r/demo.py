@@ -1,4 +1,4 @@
-"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in ~11 minutes (README).
+"""`loc3r demo`: the main job on the embedded default, end to end on a 2-core CPU in ~10 minutes (README).
 
 1. synthetic rooms in the ScanNet / SQA3D formats (`loc3r synth`, its default basic rooms; the training rooms with
    the recipe's extra relation questions): training rooms from --seed, and held-out test rooms from a seed the
