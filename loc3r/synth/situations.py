@@ -187,8 +187,9 @@ def sample_basic_situation(scene: Scene, rng, attempts: int = 200) -> dict | Non
     return None
 
 
-def _random_spec(kind: str, scene: Scene, names, position_xy, yaw_rad: float, rng) -> dict | None:
-    """A random question of type `kind` (not yet checked for a clear answer)."""
+def _random_spec(kind: str, scene: Scene, names, bearing: np.ndarray, rng) -> dict | None:
+    """A random question of type `kind` (not yet checked for a clear answer); bearing [B]: every object's from the
+    speaker (language.view)."""
     nameable = [i for i, n in names.items() if n is not None]
     if len(nameable) < (2 if kind == "closer" else 1) and kind in ("navigation", "left_right", "distance", "closer"):
         return None
@@ -202,9 +203,9 @@ def _random_spec(kind: str, scene: Scene, names, position_xy, yaw_rad: float, rn
         spec["objects"] = [a, b]
     elif kind == "color":  # an object's category, asked about in the sector it is in
         o = scene.objects[rng.integers(len(scene.objects))]
-        bearing = relations.relative_bearing(scene, position_xy, yaw_rad)[0][scene.objects.index(o)]
+        seen_at = bearing[scene.objects.index(o)]
         spec["category"] = o.category
-        spec["sector"] = min(relations.SECTOR_CENTER, key=lambda s: relations.sector_offset(bearing, s))
+        spec["sector"] = min(relations.SECTOR_CENTER, key=lambda s: relations.sector_offset(seen_at, s))
     elif kind == "existence":  # yes or no with equal chance
         present = sorted({o.category for o in scene.objects})
         spec["category"] = str(rng.choice(present if rng.random() < 0.5 else
@@ -221,11 +222,11 @@ def _question(scene: Scene, names, kind: str, position_xy, yaw_rad: float, rng, 
               seen: tuple | None = None) -> dict | None:
     """A question record of type `kind` with a clear answer at the pose, or None after `tries` draws (seen:
     language.view at the pose, made here if not given)."""
+    seen = seen or language.view(scene, position_xy, yaw_rad)
     for _ in range(tries):
-        spec = _random_spec(kind, scene, names, position_xy, yaw_rad, rng)
+        spec = _random_spec(kind, scene, names, seen[0], rng)
         if spec is None:
             return None
-        seen = seen or language.view(scene, position_xy, yaw_rad)
         ans = language.answer(scene, spec, position_xy, yaw_rad, seen)
         if ans is not None:
             return {"spec": spec, "question": language.question_text(scene, spec), "answer": ans,
