@@ -26,8 +26,9 @@ import torch
 from loc3r.evaluate.evaluation import predict_dataset
 from loc3r.model.processor import make_benchmark_dataset
 from loc3r.synth import shapes
-from loc3r.synth.grounding import read_scene
 from loc3r.synth.language import NUMBER_WORDS
+from loc3r.synth.scene import Scene
+from loc3r.tiny.relation_data import object_place
 from loc3r.train.checkpoint import load_model
 
 ON_FOOTPRINT_M = 0.05  # a vision token shows the object when its target is this close to the footprint
@@ -80,18 +81,14 @@ def main() -> int:
             continue
         sample = dataset[i]
         if r["scene_id"] not in scenes:
-            scene = read_scene(args.data, r["scene_id"])
-            spec = {q["question_id"]: q for q in json.loads(
-                (args.data / "synth" / f"{r['scene_id']}.json").read_text())["questions"]}
-            scenes[r["scene_id"]] = scene, spec
+            desc = json.loads((args.data / "synth" / f"{r['scene_id']}.json").read_text())
+            scenes[r["scene_id"]] = Scene.from_json(desc), {q["question_id"]: q for q in desc["questions"]}
         scene, spec = scenes[r["scene_id"]]
         q = spec[r["question_id"]]
-        # the room's frame -> the video's BEV frame: the rigid motion that takes the speaker's pose to its BEV pose
-        turn = float(sample.yaw_rad) - q["yaw"]
-        to_bev = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
         obj = next(o for o in scene.objects if o.id == q["spec"]["objects"][0])
-        centre = (obj.center[:2] - np.asarray(q["position"])) @ to_bev.T + np.asarray(sample.position_xy, np.float64)
-        half, yaw = obj.size[None, :2] / 2, np.array([obj.yaw + turn])
+        # the object's footprint in the video's BEV frame (the room's frame turned as the speaker's pose is)
+        centre = object_place(sample, (np.asarray(q["position"]), q["yaw"], obj.center[:2], 0.0)).astype(np.float64)
+        half, yaw = obj.size[None, :2] / 2, np.array([obj.yaw + float(sample.yaw_rad) - q["yaw"]])
 
         def distance(from_xy, at=centre):
             return max(float(shapes.footprint_distance(np.asarray(from_xy)[None], at[None], half, yaw)[0, 0]), 0.0)
