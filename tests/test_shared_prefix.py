@@ -87,16 +87,22 @@ def test_grouped_generation_equals_one_sequence_per_question():
         torch.testing.assert_close(together.layout.mu[q], alone.layout.mu[0], rtol=1e-4, atol=1e-5)
 
 
-def test_hidden_situation_tokens_reach_no_other_token():
-    """The control of `eval --hide-situation-tokens`: with <Pos> / <Ori> hidden, the states that predict the answer
-    (the LM head's inputs at every decoding step) do not change when those two tokens are replaced by other words,
-    in a grouped batch and one sequence per question alike, and equal between the two; shown, they change."""
+def prompts_to_hide():
+    """A randomly initialised tiny model whose answers depend on its inputs (a wide initialisation), two videos of two
+    questions, and a collator of prompts."""
     torch.manual_seed(0)
     config = Loc3RConfig.tiny(num_frames=2)
     config.vlm["text_config"]["initializer_range"] = 0.2
     model = Loc3R(config, build_tiny_tokenizer(WORDS)).eval()
     groups = grouped_samples(model.config, videos=2, per_video=2)
-    collate = Collator(model.tokenizer, model.config, for_generation=True)
+    return model, groups, Collator(model.tokenizer, model.config, for_generation=True)
+
+
+def test_hidden_situation_tokens_reach_no_other_token():
+    """The control of `eval --hide-situation-tokens`: with <Pos> / <Ori> hidden, the states that predict the answer
+    (the LM head's inputs at every decoding step) do not change when those two tokens are replaced by other words,
+    in a grouped batch and one sequence per question alike, and equal between the two; shown, they change."""
+    model, groups, collate = prompts_to_hide()
     other = model.tokenizer.convert_tokens_to_ids(WORDS[0])
 
     def answer_states(batch, hide):
@@ -120,6 +126,24 @@ def test_hidden_situation_tokens_reach_no_other_token():
         torch.testing.assert_close(answer_states(batch, True), answer_states(replaced(batch), True))
         assert not torch.allclose(answer_states(batch, False), answer_states(replaced(batch), False), atol=1e-3)
     torch.testing.assert_close(answer_states(grouped, True), answer_states(flat, True), rtol=1e-4, atol=1e-4)
+
+
+def test_hidden_situation_tokens_leave_the_localization_as_it_is():
+    """The control changes what the answers read, not the situation heads: with <Pos> / <Ori> hidden the position,
+    orientation and layout equal those of the unhidden run, in a grouped batch and one sequence per question alike.
+    The prompt pass with the keys masked would not give them (<Pos> would not attend to itself)."""
+    model, groups, collate = prompts_to_hide()
+    for batch in (collate.grouped(groups), collate([s for g in groups for s in g])):
+        shown = model.generate(batch, max_new_tokens=2)
+        hidden = model.generate(batch, max_new_tokens=2, hide_situation_tokens=True)
+        for a, b in ((hidden.position.mu, shown.position.mu), (hidden.position.log_sigma, shown.position.log_sigma),
+                     (hidden.orientation_logits, shown.orientation_logits), (hidden.layout.mu, shown.layout.mu)):
+            torch.testing.assert_close(a, b)
+        with torch.no_grad():
+            masked = model.prompt_pass(batch, True, True)[0]
+            position, orientation_logits = model.situation_heads(masked.last_hidden_state, batch)
+        assert not torch.allclose(position.mu, shown.position.mu, atol=1e-3)
+        assert not torch.allclose(orientation_logits, shown.orientation_logits, atol=1e-3)
 
 
 def test_grouped_query_attention_on_a_cpu_equals_the_repeated_keys(model, monkeypatch):

@@ -336,18 +336,9 @@ class Loc3R(nn.Module):
         return Loc3ROutput(loss, losses, layout, position, orientation_logits)
 
     # ---- inference ----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, batch: Batch, max_new_tokens: int = 32, use_cache: bool = True,
-                 hide_situation_tokens: bool = False) -> Generation:
-        """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)), or of several questions per
-        video (Collator.grouped(..., for_generation=True)): each video's prefix is computed once and its keys /
-        values serve all its questions. The situation heads read the prompt pass. use_cache=False recomputes the
-        whole sequence each step (the reference for the cache; one sequence per question only).
-        hide_situation_tokens: a control of what the answers take from the situation tokens: no token attends to
-        <Pos> or <Ori> (their keys masked; every position stays where it was), so the question and the answer read
-        the situation only from its words."""
-        if batch.labels is not None:
-            raise Loc3rError("generate() takes prompt-only batches: build them with Collator(..., for_generation=True)")
+    def prompt_pass(self, batch: Batch, use_cache: bool, hide_situation_tokens: bool) -> tuple:
+        """The LLM over generate()'s prompts (see there): its output at the prompts' tokens, the layout Gaussian of
+        each question's video, and the attention mask, position ids and text embeddings decoding continues from."""
         if batch.grouped:
             if not use_cache:
                 raise Loc3rError("generate(use_cache=False) needs one sequence per question (Collator, not grouped)")
@@ -372,7 +363,24 @@ class Loc3R(nn.Module):
             embeds = self.embed_inputs(batch)
             out = self.language_model(embeds, attention_mask, position_ids, use_cache=use_cache)
             layout = self.layout_head(self.vision_states(out.last_hidden_state, batch.input_ids))
-        position, orientation_logits = self.situation_heads(out.last_hidden_state, batch)
+        return out, layout, attention_mask, position_ids, embeds
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, max_new_tokens: int = 32, use_cache: bool = True,
+                 hide_situation_tokens: bool = False) -> Generation:
+        """Greedy decoding of left-padded prompts (Collator(..., for_generation=True)), or of several questions per
+        video (Collator.grouped(..., for_generation=True)): each video's prefix is computed once and its keys /
+        values serve all its questions. The situation heads read the prompt pass. use_cache=False recomputes the
+        whole sequence each step (the reference for the cache; one sequence per question only).
+        hide_situation_tokens: a control of what the answers take from the situation tokens: no token attends to
+        <Pos> or <Ori> (their keys masked; every position stays where it was), so the question and the answer read
+        the situation only from its words. The situation heads then read a second, unhidden pass of the prompts
+        (with their keys masked <Pos> would not attend to itself): the control changes the answers only."""
+        if batch.labels is not None:
+            raise Loc3rError("generate() takes prompt-only batches: build them with Collator(..., for_generation=True)")
+        out, layout, attention_mask, position_ids, embeds = self.prompt_pass(batch, use_cache, hide_situation_tokens)
+        shown = self.prompt_pass(batch, use_cache, False)[0] if hide_situation_tokens else out
+        position, orientation_logits = self.situation_heads(shown.last_hidden_state, batch)
 
         B = embeds.shape[0]
         stop = torch.tensor(self.stop_token_ids, device=embeds.device)
