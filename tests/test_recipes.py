@@ -96,6 +96,16 @@ def test_a_recipes_aids_of_a_tiny_base_give_way():
     assert parse("--recipe", "tiny_situated", "--init", "scratch").relation_settings() == {}
 
 
+def test_the_long_situated_recipe_is_the_situated_one_for_more_steps():
+    """tiny_situated_long resolves to every setting of tiny_situated (its rooms too) but the step count: the README's
+    and LOG's comparison of the two is one of length only."""
+    short, long = dataclasses.asdict(parse("--recipe", "tiny_situated")), dataclasses.asdict(
+        parse("--recipe", "tiny_situated_long"))
+    assert {k for k in short if short[k] != long[k]} == {"recipe", "steps"}
+    assert (short["steps"], long["steps"]) == (900, 1200)
+    assert RECIPES["tiny_situated_long"].rooms == RECIPES["tiny_situated"].rooms == {"relations": 6}
+
+
 def test_train_help_shows_defaults_and_no_removed_flag(capsys):
     p = argparse.ArgumentParser()
     loop.add_arguments(p)
@@ -104,9 +114,10 @@ def test_train_help_shows_defaults_and_no_removed_flag(capsys):
         assert f"\n{group}\n" in text, group
     text = " ".join(text.split())  # unwrapped
     assert not [f for f in REMOVED_FLAGS if f in text]
-    assert "(default: 900 in tiny_demo, 900 in tiny_situated)" in text
-    assert "(default: 0.002 in tiny_demo, 0.002 in tiny_situated, 1e-05 in llava_video_7b_paper)" in text
-    assert "(default: -2 in tiny_situated, else -1)" in text  # a field no flag and no recipe set
+    assert "(default: 900 in tiny_demo, 900 in tiny_situated, 1200 in tiny_situated_long)" in text
+    assert ("(default: 0.002 in tiny_demo, 0.002 in tiny_situated, 0.002 in tiny_situated_long, 1e-05 in "
+            "llava_video_7b_paper)") in text
+    assert "(default: -2 in tiny_situated, -2 in tiny_situated_long, else -1)" in text  # a field no flag and no recipe set
     assert "--relations-join, --no-relations-join" in text  # a recipe's switch turned off
     assert "(default: 500)" in text  # a plain field's default
 
