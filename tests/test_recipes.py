@@ -117,7 +117,8 @@ def test_train_help_shows_defaults_and_no_removed_flag(capsys):
     assert "(default: 900 in tiny_demo, 900 in tiny_situated, 1200 in tiny_situated_long)" in text
     assert ("(default: 0.002 in tiny_demo, 0.002 in tiny_situated, 0.002 in tiny_situated_long, 1e-05 in "
             "llava_video_7b_paper)") in text
-    assert "(default: -2 in tiny_situated, -2 in tiny_situated_long, else -1)" in text  # a field no flag and no recipe set
+    # a field that neither a flag nor every recipe sets
+    assert "(default: -2 in tiny_situated, -2 in tiny_situated_long, else -1)" in text
     assert "--relations-join, --no-relations-join" in text  # a recipe's switch turned off
     assert "(default: 500)" in text  # a plain field's default
 
