@@ -31,7 +31,8 @@ The situation ablation (does the answer come from where the speaker stands?), on
                         questions and added LLM layers from the first step (--no-relations-join,
                         --no-added-layers-join)
 - <Pos>/<Ori> hidden:   the full model's runs, evaluated with no token attending to <Pos> / <Ori>
-                        (`loc3r eval --hide-situation-tokens`): the answers read the situation from its words only
+                        (`loc3r eval --hide-situation-tokens`): the answers read the situation from its words only;
+                        its localization is the model's own (the situation heads read an unhidden pass)
 
 Prints the ablation table (Acc@0.5m, Acc@1.0m, Acc@15deg, Acc@30deg, the median position and yaw errors, EM@1;
 mean +- half the range over the training seeds), Acc@1.0m / Acc@30deg by where the model's frames show the anchor
