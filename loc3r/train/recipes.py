@@ -74,11 +74,12 @@ TINY_SITUATED = Recipe(
 TINY_SITUATED_LONG = Recipe(
     name="tiny_situated_long", preset="tiny",
     summary="tiny_situated for 1,200 steps instead of 900: sharper positions and distances from the located "
-            "viewpoint; ~14 minutes of training on 2 CPU cores (loc3r demo --recipe tiny_situated_long)",
-    # The same settings and rooms as tiny_situated, a third more steps (the join at ~285-360, so ~60% more of them
-    # with the added layers and the relation readout). The distance answers are what the longer run buys: they grow
-    # with the training's compute (seed 2: 43.3 at 900 steps, 51.9 at 1,200 steps of 6 videos, 57.2 at 1,200 of 8),
-    # and so do Acc@0.5m and the model's own map (docs/LOG.md, "the distance answers grow with the compute").
+            "viewpoint; 12-14 minutes of training on 2 CPU cores (loc3r demo --recipe tiny_situated_long)",
+    # The same settings and rooms as tiny_situated, a third more steps (the join at steps 285-430, so about half
+    # again as many with the added layers and the relation readout). The distance answers are what the longer run
+    # buys: they grow with the training's compute (seed 2: 43.3 at 900 steps, 51.9 at 1,200 steps of 6 videos, 57.2
+    # at 1,200 of 8), and so do Acc@0.5m and the model's own map (docs/LOG.md, "the distance answers grow with the
+    # compute").
     settings={**TINY_SITUATED.settings, "steps": 1200},
     rooms=TINY_SITUATED.rooms,
 )
