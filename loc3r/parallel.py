@@ -7,12 +7,15 @@ checkpointing and a bf16 mixed-precision policy for models too large to replicat
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from loc3r.errors import Loc3rError
 
 
 @dataclass
@@ -58,9 +61,44 @@ def grouped_query_attention(dev: torch.device) -> None:
     28) runs as SDPA's own (enable_gqa): transformers otherwise repeats the keys and values per query head whenever
     an attention mask is given (what CUDA's fused kernels need), and on a CPU the flash kernel takes the mask and the
     groups as they are: the same outputs, ~7% of a tiny training step (docs/LOG.md). Transformers reads
-    TRANSFORMERS_SDPA_FORCE_GQA at each call; a value the user set is kept."""
+    TRANSFORMERS_SDPA_FORCE_GQA at each call; a value the user set is kept. And under a CPU's bf16 autocast
+    (`cpu_autocast`), SDPA runs in fp32 (`_sdpa_fp32_under_cpu_autocast`)."""
     if dev.type == "cpu":
         os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
+        from transformers import AttentionInterface
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        AttentionInterface.register("sdpa", functools.partial(_sdpa_fp32_under_cpu_autocast, sdpa_attention_forward))
+
+
+def _sdpa_fp32_under_cpu_autocast(sdpa, module, query, key, value, attention_mask, *args, **kwargs):
+    """transformers' SDPA attention (`sdpa`), in fp32 when a CPU's autocast is on: the CPU's bf16 flash kernel is
+    ~3x slower than its fp32 one on the tiny's shapes (forward and backward: 49 against 15 ms for a step's 64
+    questions in one layer), and its math kernel 2x. The output comes back in the query's dtype."""
+    if query.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return sdpa(module, query, key, value, attention_mask, *args, **kwargs)
+    with torch.autocast("cpu", enabled=False):
+        out, weights = sdpa(module, query.float(), key.float(), value.float(), attention_mask, *args, **kwargs)
+    return out.to(query.dtype), weights
+
+
+def cpu_autocast(setting: str, dev: torch.device, model: nn.Module) -> torch.dtype | None:
+    """The dtype the LLM's matrix products run in under `--autocast SETTING` (Loc3R.llm_autocast): bf16 for
+    'bf16'; for 'auto' bf16 on a CPU with AMX tiles (the fp32 products of a tiny training step run ~2.4x faster
+    there, the whole step ~1.3x; docs/LOG.md) when the model's weights are fp32; else None (as the weights)."""
+    if setting == "bf16":
+        if dev.type != "cpu":
+            raise Loc3rError("--autocast bf16 is for a CPU (a GPU run takes the preset's dtype)")
+        return torch.bfloat16
+    fp32 = next(model.parameters()).dtype == torch.float32
+    if setting == "auto" and dev.type == "cpu" and fp32 and cpu_has_amx():
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Sapphire Rapids and later)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def compute_cleanup() -> None:

@@ -146,7 +146,7 @@ def test_few_steps_lower_the_loss(synth_data, tmp_path):
 
 def test_grad_accumulation_equals_large_batch(synth_data, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    common = ["--steps", "3", "--lr", "1e-3", "--warmup", "1"]
+    common = ["--steps", "3", "--lr", "1e-3", "--warmup", "1", "--autocast", "off"]  # fp32: sums to 2e-5
     train_mod.train(train_args(synth_data, a, "--batch-size", "4", *common))
     train_mod.train(train_args(synth_data, b, "--batch-size", "2", "--grad-accum", "2", *common))
     wa, wb = weights(a / "checkpoints" / "step_0000003"), weights(b / "checkpoints" / "step_0000003")
@@ -199,7 +199,7 @@ def test_resume_after_kill_is_exact(synth_data, tmp_path, one_thread):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
 def test_two_processes_equal_one_with_double_batch(synth_data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    common = ["--steps", "3", "--lr", "1e-3", "--warmup", "1", "--device", "cpu"]
+    common = ["--steps", "3", "--lr", "1e-3", "--warmup", "1", "--device", "cpu", "--autocast", "off"]  # fp32 sums
     train_mod.train(train_args(synth_data, one, "--batch-size", "4", *common))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "loc3r.train",

@@ -126,6 +126,9 @@ class Loc3R(nn.Module):
         self.pad_token_id = pad if pad is not None else self.stop_token_ids[0]  # fills finished rows in generate()
         # the frozen vision tower's features kept by frame (keep_frame_features: a training run on a CPU)
         self.frame_features: FrameFeatures | None = None
+        # the LLM's matrix products under torch.autocast in this dtype (None: the weights'): a training run on a CPU
+        # with AMX sets bf16 (parallel.cpu_autocast); its norms, residual stream, attention and the heads stay fp32
+        self.llm_autocast: torch.dtype | None = None
 
     def keep_frame_features(self, max_bytes: int) -> bool:
         """Keep the vision tower's features of each frame it sees (up to max_bytes), where that gives what the tower
@@ -250,9 +253,10 @@ class Loc3R(nn.Module):
         return video[:, slots]
 
     def language_model(self, embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
-        return self.vlm.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
-                                             position_ids=position_ids, past_key_values=past_key_values,
-                                             use_cache=use_cache)
+        with torch.autocast(embeds.device.type, self.llm_autocast, enabled=self.llm_autocast is not None):
+            return self.vlm.model.language_model(inputs_embeds=embeds, attention_mask=attention_mask,
+                                                 position_ids=position_ids, past_key_values=past_key_values,
+                                                 use_cache=use_cache)
 
     def situation_heads(self, hidden: torch.Tensor, batch: Batch) -> tuple[GaussianXY, torch.Tensor]:
         """Position Gaussian [B, 2] and orientation logits [B, bins] from the <Pos> / <Ori> final states."""

@@ -244,6 +244,10 @@ def set_up(run: TrainConfig, dataset=None, base_settings: dict | None = None, ke
         if lora_resume:
             load_lora_run(resume_dir, model)
     model.to(info.device)
+    model.llm_autocast = parallel.cpu_autocast(run.autocast, info.device, model)
+    if model.llm_autocast is not None:
+        print0(f"the LLM's matrix products run in {str(model.llm_autocast).removeprefix('torch.')} (--autocast "
+               f"{run.autocast}; its norms, attention and the heads in fp32)")
     if model.keep_frame_features(FRAME_FEATURES_BYTES):
         print0(f"the frozen vision tower runs once per distinct frame (its features kept, up to "
                f"{FRAME_FEATURES_BYTES >> 20} MiB)")
