@@ -134,6 +134,8 @@ def test_few_steps_lower_the_loss(synth_data, tmp_path):
     assert (settings["recipe"], settings["steps"], settings["schedule"], settings["loop_starts"]) == (
         "tiny_demo", 30, "wsd", 1)
     assert settings["model"]["nll_beta"] == 0.5 and settings["model"]["num_frames"] == 4
+    resolved = "bf16" if parallel.cpu_has_amx() else "off"  # what --autocast auto ran on this CPU
+    assert (settings["autocast"], settings["autocast_resolved"]) == ("auto", resolved)
     card = (out / "checkpoints" / "step_0000030" / "README.md").read_text()  # the model card of the checkpoint
     assert "| camera-token prior | `poses`: at inference it needs a 4x4 camera-to-world pose per frame" in card
     assert "`tiny_demo`: 30 of 30 steps of 4 videos" in card and "--poses POSES_DIR" in card

@@ -443,7 +443,8 @@ def open_run_files(s: Session):
     """Write RUN/settings.json, keep log.jsonl's records up to the step the run starts at, and open it to append."""
     run = s.run
     run.out.mkdir(parents=True, exist_ok=True)
-    write_json(run.out / "settings.json", settings_record(run) | {"model": {
+    resolved = {"autocast_resolved": "bf16" if s.model.llm_autocast == torch.bfloat16 else "off"}  # what `auto` ran
+    write_json(run.out / "settings.json", settings_record(run) | resolved | {"model": {
         k: v for k, v in s.model.config.to_dict().items() if k not in ("vlm", "base_model_path")}})
     truncate_log(run.out / "log.jsonl", s.start_step)
     return open(run.out / "log.jsonl", "a")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
@@ -71,6 +72,11 @@ class PretrainConfig(RunSettings):
     # weights. Earlier heads leave the layers after them to what the Loc3R stage composes from their results
     grounding_layer: int | None = None
     anchor_layer: int | None = None
+    # the LLM's matrix products (train --autocast): auto is bf16 on a CPU with AMX tiles; the shipped base was
+    # pretrained in fp32 (off)
+    autocast: str = "auto"
+
+    CHOICES: ClassVar[dict] = {"autocast": TrainConfig.CHOICES["autocast"]}
 
     def __post_init__(self):
         super().__post_init__()
@@ -89,7 +95,8 @@ class PretrainConfig(RunSettings):
         shared = {f: getattr(self, f) for f in RunSettings.__dataclass_fields__}
         return TrainConfig(**shared, recipe="tiny_demo", init=SCRATCH if self.init is None else str(self.init),
                            init_lr=None if self.init is None else self.lr, prior="none", no_layout=True,
-                           no_situation=True, schedule="cosine", loop_starts=1, loop_starts_when=0.0)
+                           no_situation=True, schedule="cosine", loop_starts=1, loop_starts_when=0.0,
+                           autocast=self.autocast)
 
     def base_settings(self) -> dict:
         """The TinyBaseConfig fields this pretraining sets (on top of an --init base's)."""
