@@ -57,7 +57,7 @@ TINY_SITUATED = Recipe(
     name="tiny_situated", preset="tiny",
     summary="the demo's model: tiny_demo with two LLM layers added at the orientation's take-off and the staged "
             "relation readout, on rooms with more relation questions (loc3r synth --relations 6): answers from the "
-            "located viewpoint; 900 steps, the rate decayed over the last 15%; 8-10 minutes on 2 CPU cores",
+            "located viewpoint; 900 steps, the rate decayed over the last 15%; 7-10 minutes on 2 CPU cores",
     # tiny_demo, and: two LLM layers added after the base's (starting as the identity, at the full rate) that run
     # from the loop starts' join on (until then the LLM is the base's 4 layers, ~1.5x faster a step); the relation
     # questions drawn from the join on; from then, training only, the relation heads in layer 4 of 6 and the staged
