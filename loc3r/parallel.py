@@ -84,8 +84,9 @@ def _sdpa_fp32_under_cpu_autocast(sdpa, module, query, key, value, attention_mas
 
 def cpu_autocast(setting: str, dev: torch.device, model: nn.Module) -> torch.dtype | None:
     """The dtype the LLM's matrix products run in under `--autocast SETTING` (Loc3R.llm_autocast): bf16 for
-    'bf16'; for 'auto' bf16 on a CPU with AMX tiles (the fp32 products of a tiny training step run ~2.4x faster
-    there, the whole step ~1.3x; docs/LOG.md) when the model's weights are fp32; else None (as the weights)."""
+    'bf16'; for 'auto' bf16 on a CPU with AMX tiles (the products of a tiny training step run ~2.3x faster there,
+    the whole step ~1.4x: benchmarks/bench_train_step.py) when the model's weights are fp32; else None (as the
+    weights)."""
     if setting == "bf16":
         if dev.type != "cpu":
             raise Loc3rError("--autocast bf16 is for a CPU (a GPU run takes the preset's dtype)")

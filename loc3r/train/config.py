@@ -138,7 +138,7 @@ class TrainConfig(RunSettings):
     parallel: str | None = None  # ddp | fsdp
     activation_checkpointing: bool | None = None  # recompute activations in the backward pass
     # the LLM's matrix products under torch.autocast: bf16 (a CPU; its norms, attention, heads and losses stay fp32),
-    # off (fp32), or auto: bf16 on a CPU with AMX tiles when the weights are fp32 (a tiny step ~1.3x faster), else off
+    # off (fp32), or auto: bf16 on a CPU with AMX tiles when the weights are fp32 (a tiny step ~1.4x faster), else off
     autocast: str | None = None
 
     CHOICES: ClassVar[dict] = {"recipe": tuple(RECIPES), "preset": PRESETS, "prior": PRIORS,
