@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from loc3r.command import add_dataclass_arguments, dataclass_from_args
 from loc3r.errors import Loc3rError
